@@ -1,0 +1,1 @@
+"""Pure-PyTorch re-implementation of Microsoft TRELLIS (3D generation)."""

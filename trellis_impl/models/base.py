@@ -1,0 +1,50 @@
+"""What every TRELLIS model shares: the torso precision switch."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from ..sparse import SparseConv3d
+
+__all__ = ["TrellisModel"]
+
+# Layers whose weights live in the torso dtype (the official convert_module_to_f16 set); norms,
+# embeddings and buffers stay float32 and compute in float32.
+_TORSO_LAYERS = (nn.Linear, nn.Conv3d, nn.ConvTranspose3d, SparseConv3d)
+
+
+class TrellisModel(nn.Module):
+    """Base of the model classes.
+
+    The "torso" (transformer blocks, residual blocks, upsampling blocks) holds its Linear/Conv
+    weights in ``self.dtype`` and computes in it; input/output layers, norms, the timestep
+    embedder and buffers stay float32, as in the official models. ``use_fp16=True`` in a config
+    means a float16 torso (the released layout); ``set_compute_dtype`` switches it to any dtype.
+    """
+
+    dtype: torch.dtype = torch.float32
+
+    def torso(self) -> Iterable[nn.Module]:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> "TrellisModel":
+        """Store and compute the torso in ``dtype`` (float32, float16 or bfloat16)."""
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"compute dtype must be float32, float16 or bfloat16, got {dtype}")
+        for part in self.torso():
+            for layer in part.modules():
+                if isinstance(layer, _TORSO_LAYERS):
+                    for p in layer.parameters():
+                        p.data = p.data.to(dtype)
+        self.dtype = dtype
+        return self
+
+    def _init_precision(self, use_fp16: bool) -> None:
+        self.use_fp16 = use_fp16
+        self.set_compute_dtype(torch.float16 if use_fp16 else torch.float32)

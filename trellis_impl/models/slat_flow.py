@@ -1,0 +1,123 @@
+"""Stage-2 flow transformer: denoises the per-voxel latents of a sparse structure (SLat)."""
+from __future__ import annotations
+
+from typing import List, Literal, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..modules.embeddings import TimestepEmbedder, absolute_position_embedding
+from ..modules.norm import LayerNorm32
+from ..modules.transformer import ModulatedTransformerCrossBlock
+from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
+from .base import TrellisModel
+
+__all__ = ["SLatFlowModel", "ElasticSLatFlowModel", "SparseResBlock3d"]
+
+
+class SparseResBlock3d(nn.Module):
+    """Timestep-modulated sparse residual block, optionally pooling or unpooling by 2 first.
+
+    ``h = conv2(silu(LN(conv1(silu(LN_affine(x)))) * (1 + scale) + shift)) + skip(x)`` with
+    ``(scale, shift) = Linear(silu(emb))`` (scale first).
+    """
+
+    def __init__(self, channels: int, emb_channels: int, out_channels: Optional[int] = None,
+                 downsample: bool = False, upsample: bool = False):
+        super().__init__()
+        if downsample and upsample:
+            raise ValueError("SparseResBlock3d: cannot downsample and upsample at once")
+        out_channels = out_channels or channels
+        self.resample = "down" if downsample else "up" if upsample else None
+        self.norm1 = LayerNorm32(channels, elementwise_affine=True, eps=1e-6)
+        self.norm2 = LayerNorm32(out_channels, elementwise_affine=False, eps=1e-6)
+        self.conv1 = SparseConv3d(channels, out_channels, 3)
+        self.conv2 = SparseConv3d(out_channels, out_channels, 3)
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))
+        self.skip_connection = nn.Linear(channels, out_channels) if channels != out_channels else nn.Identity()
+
+    def forward(self, x: SparseTensor, emb: torch.Tensor) -> SparseTensor:
+        scale, shift = self.emb_layers(emb).type(x.dtype).chunk(2, dim=1)
+        if self.resample == "down":
+            x = downsample(x)
+        elif self.resample == "up":
+            x = upsample(x)
+        h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
+        h = h.replace(self.norm2(h.feats)) * (1 + scale) + shift
+        h = self.conv2(h.replace(F.silu(h.feats)))
+        return h + x.replace(self.skip_connection(x.feats))
+
+
+class SLatFlowModel(TrellisModel):
+    """Velocity of the rectified flow on SLat.
+
+    forward(x: SparseTensor feats [N, in_channels], t [B] (0..1000), cond [B, L, cond_channels])
+    -> SparseTensor feats [N, out_channels] on the same coords. With ``io_block_channels`` the
+    voxels are pooled by ``patch_size`` before the transformer and unpooled after.
+    """
+
+    def __init__(self, resolution: int, in_channels: int, model_channels: int, cond_channels: int,
+                 out_channels: int, num_blocks: int, num_heads: Optional[int] = None, num_head_channels: int = 64,
+                 mlp_ratio: float = 4, patch_size: int = 2, num_io_res_blocks: int = 2,
+                 io_block_channels: Optional[List[int]] = None, pe_mode: Literal["ape", "rope"] = "ape",
+                 use_fp16: bool = False, use_checkpoint: bool = False, use_skip_connection: bool = True,
+                 share_mod: bool = False, qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False):
+        super().__init__()
+        if pe_mode != "ape":
+            raise ValueError(f"pe_mode {pe_mode!r} is not supported (released models use 'ape')")
+        if io_block_channels is not None and 2 ** len(io_block_channels) != patch_size:
+            raise ValueError(f"SLatFlowModel: patch_size {patch_size} needs log2(patch_size) io_block_channels, "
+                             f"got {io_block_channels}")
+        self.resolution, self.in_channels, self.out_channels = resolution, in_channels, out_channels
+        self.model_channels, self.share_mod, self.use_skip_connection = model_channels, share_mod, use_skip_connection
+        num_heads = num_heads or model_channels // num_head_channels
+        self.t_embedder = TimestepEmbedder(model_channels)
+        if share_mod:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, 6 * model_channels))
+        io = io_block_channels or []
+        self.input_layer = nn.Linear(in_channels, io[0] if io else model_channels)
+        self.input_blocks = nn.ModuleList()
+        for chs, next_chs in zip(io, io[1:] + [model_channels]):
+            self.input_blocks.extend(SparseResBlock3d(chs, model_channels, chs) for _ in range(num_io_res_blocks - 1))
+            self.input_blocks.append(SparseResBlock3d(chs, model_channels, next_chs, downsample=True))
+        self.blocks = nn.ModuleList([
+            ModulatedTransformerCrossBlock(model_channels, cond_channels, num_heads, mlp_ratio, qk_rms_norm=qk_rms_norm,
+                                           qk_rms_norm_cross=qk_rms_norm_cross, share_mod=share_mod)
+            for _ in range(num_blocks)])
+        skip = 2 if use_skip_connection else 1
+        self.out_blocks = nn.ModuleList()
+        for chs, prev_chs in zip(reversed(io), [model_channels] + list(reversed(io[1:]))):
+            self.out_blocks.append(SparseResBlock3d(prev_chs * skip, model_channels, chs, upsample=True))
+            self.out_blocks.extend(SparseResBlock3d(chs * skip, model_channels, chs) for _ in range(num_io_res_blocks - 1))
+        self.out_layer = nn.Linear(io[0] if io else model_channels, out_channels)
+        self._init_precision(use_fp16)
+
+    def torso(self):
+        return [self.input_blocks, self.blocks, self.out_blocks]
+
+    def forward(self, x: SparseTensor, t: torch.Tensor, cond: torch.Tensor) -> SparseTensor:
+        if x.feats.shape[-1] != self.in_channels:
+            raise ValueError(f"SLatFlowModel: x has {x.feats.shape[-1]} channels, expected {self.in_channels}")
+        h = x.replace(self.input_layer(x.feats.to(self.input_layer.weight.dtype)).type(self.dtype))
+        t_emb = self.t_embedder(t)
+        if self.share_mod:
+            t_emb = self.adaLN_modulation(t_emb)
+        t_emb, cond = t_emb.type(self.dtype), cond.type(self.dtype)
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, t_emb)
+            skips.append(h.feats)
+        h = h + absolute_position_embedding(h.coords[:, 1:], self.model_channels).type(self.dtype)
+        for block in self.blocks:
+            h = block(h, t_emb, cond)
+        for block, skip in zip(self.out_blocks, reversed(skips)):
+            if self.use_skip_connection:
+                h = h.replace(torch.cat([h.feats, skip], dim=1))
+            h = block(h, t_emb)
+        h = h.replace(F.layer_norm(h.feats.float(), h.feats.shape[-1:]))
+        return h.replace(self.out_layer(h.feats.to(self.out_layer.weight.dtype)).to(x.dtype))
+
+
+class ElasticSLatFlowModel(SLatFlowModel):
+    """The config name of SLatFlowModel (the official elastic variant only changes training memory)."""

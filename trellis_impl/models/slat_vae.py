@@ -1,0 +1,221 @@
+"""SLat VAE: the sparse transformer encoder and the three decoders (Gaussians, Strivec radiance
+field, FlexiCubes mesh)."""
+from __future__ import annotations
+
+from typing import List, Literal, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..modules.embeddings import absolute_position_embedding
+from ..modules.transformer import TransformerBlock
+from ..representations.gaussians import Gaussians, gaussian_offset_perturbation, gaussians_from_decoder_output
+from ..representations.mesh import Mesh, features_to_mesh, mesh_feature_channels
+from ..representations.radiance_field import Strivec, strivec_from_decoder_output
+from ..sparse import SparseConv3d, SparseGroupNorm32, SparseSiLU, SparseTensor, subdivide
+from .base import TrellisModel
+
+__all__ = [
+    "SLatEncoder", "SLatGaussianDecoder", "SLatRadianceFieldDecoder", "SLatMeshDecoder",
+    "ElasticSLatEncoder", "ElasticSLatGaussianDecoder", "ElasticSLatRadianceFieldDecoder", "ElasticSLatMeshDecoder",
+]
+
+
+def _block_windows(attn_mode: str, window_size: Optional[int], num_blocks: int):
+    """(attn_mode, shift) of each block: 'swin' alternates unshifted and half-window-shifted windows."""
+    if attn_mode == "full":
+        return [("full", 0)] * num_blocks
+    if attn_mode == "swin":
+        return [("windowed", window_size // 2 * (i % 2)) for i in range(num_blocks)]
+    raise ValueError(f"attn_mode {attn_mode!r} is not supported (released models use 'swin' or 'full')")
+
+
+class SparseTransformerBase(TrellisModel):
+    """Input linear + absolute position embedding + sparse transformer blocks (shared torso)."""
+
+    def __init__(self, in_channels: int, model_channels: int, num_blocks: int, num_heads: Optional[int] = None,
+                 num_head_channels: int = 64, mlp_ratio: float = 4.0,
+                 attn_mode: Literal["full", "swin"] = "full", window_size: Optional[int] = None,
+                 pe_mode: Literal["ape", "rope"] = "ape", use_checkpoint: bool = False, qk_rms_norm: bool = False):
+        super().__init__()
+        if pe_mode != "ape":
+            raise ValueError(f"pe_mode {pe_mode!r} is not supported (released models use 'ape')")
+        self.in_channels, self.model_channels = in_channels, model_channels
+        num_heads = num_heads or model_channels // num_head_channels
+        self.input_layer = nn.Linear(in_channels, model_channels)
+        self.blocks = nn.ModuleList([
+            TransformerBlock(model_channels, num_heads, mlp_ratio, attn_mode=mode, window_size=window_size,
+                             shift_window=shift, qk_rms_norm=qk_rms_norm)
+            for mode, shift in _block_windows(attn_mode, window_size, num_blocks)])
+
+    def torso(self):
+        return [self.blocks]
+
+    def forward_torso(self, x: SparseTensor) -> SparseTensor:
+        if x.feats.shape[-1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__}: input has {x.feats.shape[-1]} channels, expected {self.in_channels}")
+        h = self.input_layer(x.feats.to(self.input_layer.weight.dtype))
+        h = x.replace((h + absolute_position_embedding(x.coords[:, 1:], self.model_channels)).type(self.dtype))
+        for block in self.blocks:
+            h = block(h)
+        return h
+
+    def _out(self, h: SparseTensor, final_norm: bool = True) -> SparseTensor:
+        feats = h.feats.float()
+        if final_norm:
+            feats = F.layer_norm(feats, feats.shape[-1:])
+        return h.replace(self.out_layer(feats.to(self.out_layer.weight.dtype)))
+
+
+class SLatEncoder(SparseTransformerBase):
+    """Voxel features [N, in_channels] -> SLat [N, latent_channels] (+ mean, logvar)."""
+
+    def __init__(self, resolution: int, in_channels: int, model_channels: int, latent_channels: int,
+                 num_blocks: int, num_heads: Optional[int] = None, num_head_channels: int = 64, mlp_ratio: float = 4,
+                 attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
+                 use_checkpoint: bool = False, qk_rms_norm: bool = False):
+        super().__init__(in_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
+                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
+        self.resolution = resolution
+        self.out_layer = nn.Linear(model_channels, 2 * latent_channels)
+        self._init_precision(use_fp16)
+
+    def forward(self, x: SparseTensor, sample_posterior: bool = True, return_raw: bool = False,
+                generator: Optional[torch.Generator] = None):
+        """Returns z (SparseTensor) and, with ``return_raw``, mean and logvar [N, latent].
+        ``sample_posterior`` (the official default) adds std * noise drawn from ``generator``."""
+        h = self._out(self.forward_torso(x))
+        mean, logvar = h.feats.float().chunk(2, dim=-1)
+        z = mean
+        if sample_posterior:
+            std = torch.exp(0.5 * logvar)
+            z = mean + std * torch.randn(std.shape, generator=generator, device=std.device, dtype=std.dtype)
+        z = h.replace(z.to(x.dtype))
+        return (z, mean, logvar) if return_raw else z
+
+
+class SLatGaussianDecoder(SparseTransformerBase):
+    """SLat -> one ``Gaussians`` per batch item (``num_gaussians`` per voxel, voxel-major)."""
+
+    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
+                 num_heads: Optional[int] = None, num_head_channels: int = 64, mlp_ratio: float = 4,
+                 attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
+                 use_checkpoint: bool = False, qk_rms_norm: bool = False, representation_config: dict = None):
+        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
+                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
+        self.resolution = resolution
+        self.rep_config = representation_config
+        g = representation_config["num_gaussians"]
+        self.out_layer = nn.Linear(model_channels, g * (3 + 3 + 3 + 4 + 1))
+        self.register_buffer("offset_perturbation",
+                             gaussian_offset_perturbation(g, representation_config["voxel_size"]))
+        self._init_precision(use_fp16)
+
+    def to_representation(self, x: SparseTensor) -> List[Gaussians]:
+        """Network output (feats [N, 14 G]) -> Gaussians per item."""
+        return [gaussians_from_decoder_output(x.coords[rows, 1:], x.feats[rows].float(), self.resolution,
+                                              self.rep_config, self.offset_perturbation)
+                for rows in x.layout]
+
+    def forward(self, x: SparseTensor) -> List[Gaussians]:
+        return self.to_representation(self._out(self.forward_torso(x)))
+
+
+class SLatRadianceFieldDecoder(SparseTransformerBase):
+    """SLat -> one ``Strivec`` radiance field per batch item."""
+
+    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
+                 num_heads: Optional[int] = None, num_head_channels: int = 64, mlp_ratio: float = 4,
+                 attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
+                 use_checkpoint: bool = False, qk_rms_norm: bool = False, representation_config: dict = None):
+        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
+                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
+        self.resolution = resolution
+        self.rep_config = representation_config
+        rank, dim = representation_config["rank"], representation_config["dim"]
+        self.out_layer = nn.Linear(model_channels, rank * 3 * dim + rank + rank * 3)
+        self._init_precision(use_fp16)
+
+    def to_representation(self, x: SparseTensor) -> List[Strivec]:
+        return [strivec_from_decoder_output(x.coords[rows, 1:], x.feats[rows].float(), self.resolution, self.rep_config)
+                for rows in x.layout]
+
+    def forward(self, x: SparseTensor) -> List[Strivec]:
+        return self.to_representation(self._out(self.forward_torso(x)))
+
+
+class SparseSubdivideBlock3d(nn.Module):
+    """GroupNorm + SiLU, subdivide every voxel into 8, then two sparse convs; skip through a
+    1x1 sparse conv (spconv's reinterpreted-weight 1x1, see SparseConv3d)."""
+
+    def __init__(self, channels: int, resolution: int, out_channels: Optional[int] = None, num_groups: int = 32):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.act_layers = nn.Sequential(SparseGroupNorm32(num_groups, channels), SparseSiLU())
+        self.out_layers = nn.Sequential(
+            SparseConv3d(channels, out_channels, 3),
+            SparseGroupNorm32(num_groups, out_channels),
+            SparseSiLU(),
+            SparseConv3d(out_channels, out_channels, 3),
+        )
+        self.skip_connection = SparseConv3d(channels, out_channels, 1) if out_channels != channels else nn.Identity()
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        h = subdivide(self.act_layers(x))
+        return self.out_layers(h) + self.skip_connection(subdivide(x))
+
+
+class SLatMeshDecoder(SparseTransformerBase):
+    """SLat -> one ``Mesh`` per batch item: two subdivisions to 4x the resolution, then FlexiCubes."""
+
+    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
+                 num_heads: Optional[int] = None, num_head_channels: int = 64, mlp_ratio: float = 4,
+                 attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
+                 use_checkpoint: bool = False, qk_rms_norm: bool = False, representation_config: dict = None):
+        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
+                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
+        self.resolution = resolution
+        self.rep_config = representation_config or {}
+        self.use_color = self.rep_config.get("use_color", False)
+        self.mesh_resolution = resolution * 4
+        self.upsample = nn.ModuleList([
+            SparseSubdivideBlock3d(model_channels, resolution, model_channels // 4),
+            SparseSubdivideBlock3d(model_channels // 4, resolution * 2, model_channels // 8),
+        ])
+        self.out_layer = nn.Linear(model_channels // 8, mesh_feature_channels(self.use_color))
+        self._init_precision(use_fp16)
+
+    def torso(self):
+        return [self.blocks, self.upsample]
+
+    def to_representation(self, x: SparseTensor) -> List[Mesh]:
+        """Network output at the mesh resolution -> Mesh per item."""
+        return [features_to_mesh(x.coords[rows, 1:], x.feats[rows], self.mesh_resolution, self.use_color)
+                for rows in x.layout]
+
+    def forward_features(self, x: SparseTensor) -> SparseTensor:
+        """The network part: SLat -> FlexiCubes features on the 4x-subdivided voxels."""
+        h = self.forward_torso(x)
+        for block in self.upsample:
+            h = block(h)
+        return self._out(h, final_norm=False)
+
+    def forward(self, x: SparseTensor) -> List[Mesh]:
+        return self.to_representation(self.forward_features(x))
+
+
+class ElasticSLatEncoder(SLatEncoder):
+    """Config name of SLatEncoder (the elastic variant only changes training memory)."""
+
+
+class ElasticSLatGaussianDecoder(SLatGaussianDecoder):
+    """Config name of SLatGaussianDecoder."""
+
+
+class ElasticSLatRadianceFieldDecoder(SLatRadianceFieldDecoder):
+    """Config name of SLatRadianceFieldDecoder."""
+
+
+class ElasticSLatMeshDecoder(SLatMeshDecoder):
+    """Config name of SLatMeshDecoder."""

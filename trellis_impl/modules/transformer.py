@@ -1,0 +1,79 @@
+"""Transformer blocks (dense and sparse tokens share one implementation)."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn as nn
+
+from .attention import MultiHeadAttention, Tokens
+from .features import gate, map_feats, modulate
+from .norm import LayerNorm32
+
+__all__ = ["FeedForwardNet", "TransformerBlock", "ModulatedTransformerCrossBlock"]
+
+
+class FeedForwardNet(nn.Module):
+    """Linear -> GELU(tanh) -> Linear. Keys: ``mlp.0``, ``mlp.2``."""
+
+    def __init__(self, channels: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        hidden = int(channels * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, channels))
+
+    def forward(self, x: Tokens) -> Tokens:
+        return map_feats(self.mlp, x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention + MLP (the SLat VAE's blocks). Norms without affine by default."""
+
+    def __init__(self, channels: int, num_heads: int, mlp_ratio: float = 4.0,
+                 attn_mode: Literal["full", "windowed"] = "full", window_size: Optional[int] = None,
+                 shift_window: int = 0, qk_rms_norm: bool = False, qkv_bias: bool = True, ln_affine: bool = False):
+        super().__init__()
+        self.norm1 = LayerNorm32(channels, elementwise_affine=ln_affine, eps=1e-6)
+        self.norm2 = LayerNorm32(channels, elementwise_affine=ln_affine, eps=1e-6)
+        self.attn = MultiHeadAttention(channels, num_heads, attn_mode=attn_mode, window_size=window_size,
+                                       shift_window=shift_window, qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm)
+        self.mlp = FeedForwardNet(channels, mlp_ratio)
+
+    def forward(self, x: Tokens) -> Tokens:
+        x = x + self.attn(map_feats(self.norm1, x))
+        return x + self.mlp(map_feats(self.norm2, x))
+
+
+class ModulatedTransformerCrossBlock(nn.Module):
+    """adaLN-modulated self-attention, cross-attention to the condition, modulated MLP.
+
+    norm1 (no affine) + modulation + self-attn + gate; norm2 (affine) + cross-attn (no
+    modulation, no gate); norm3 (no affine) + modulation + MLP + gate. Keys: ``norm2``,
+    ``self_attn``, ``cross_attn``, ``mlp``, ``adaLN_modulation.1``.
+    """
+
+    def __init__(self, channels: int, ctx_channels: int, num_heads: int, mlp_ratio: float = 4.0,
+                 qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False, qkv_bias: bool = True,
+                 share_mod: bool = False):
+        super().__init__()
+        self.share_mod = share_mod
+        self.norm1 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
+        self.norm2 = LayerNorm32(channels, elementwise_affine=True, eps=1e-6)
+        self.norm3 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
+        self.self_attn = MultiHeadAttention(channels, num_heads, type="self", qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm)
+        self.cross_attn = MultiHeadAttention(channels, num_heads, ctx_channels=ctx_channels, type="cross",
+                                             qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm_cross)
+        self.mlp = FeedForwardNet(channels, mlp_ratio)
+        if not share_mod:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(channels, 6 * channels))
+
+    def forward(self, x: Tokens, mod: torch.Tensor, context: torch.Tensor) -> Tokens:
+        """x: dense [B, L, C] or sparse; mod: [B, C] timestep embedding (or [B, 6C] when
+        share_mod); context: [B, Lc, Cc]."""
+        if not self.share_mod:
+            mod = self.adaLN_modulation(mod)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)
+        h = modulate(map_feats(self.norm1, x), shift_msa, scale_msa)
+        x = x + gate(self.self_attn(h), gate_msa)
+        x = x + self.cross_attn(map_feats(self.norm2, x), context)
+        h = modulate(map_feats(self.norm3, x), shift_mlp, scale_mlp)
+        return x + gate(self.mlp(h), gate_mlp)

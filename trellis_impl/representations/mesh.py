@@ -1,0 +1,181 @@
+"""Mesh representation of TRELLIS's SLatMeshDecoder and its sparse-voxel to mesh extractor.
+
+``features_to_mesh`` reproduces ``SparseFeatures2Mesh.__call__(training=False)`` of the official
+code for one batch item: each active voxel predicts, for its 8 corners, an SDF value, a
+deformation and (optionally) 6 colour/normal channels, plus 21 FlexiCubes weights for itself;
+corner values shared by neighbouring voxels are averaged, and FlexiCubes turns the grid into a
+triangle mesh.
+
+The official code fills dense ``(res + 1)^3`` grids (untouched vertices: SDF 1, deformation 0,
+colour 0; untouched cubes: weights 0). Here only the cubes that have an inside (SDF < 0) corner are
+built, which are the only ones that can be surface cubes, with the same defaults and the same
+dense-index ordering, so vertices and faces come out identical, in the same order.
+"""
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .flexicubes import CUBE_CORNER_OFFSETS, dense_index, flexicubes_extract, sorted_lookup
+
+# Channel groups of the decoder output, in order: name -> per-voxel shape.
+_LAYOUT_SHAPES = (
+    ('sdf', (8, 1)),        # SDF at the 8 cube corners
+    ('deform', (8, 3)),     # corner offsets, pre-tanh
+    ('weights', (21,)),     # FlexiCubes beta[12] | alpha[8] | gamma[1], pre-activation
+    ('color', (8, 6)),      # per corner rgb + normal, pre-sigmoid (only with use_color)
+)
+_OUTSIDE_SDF = 1.0  # SDF of grid vertices no voxel touches
+
+
+class Mesh:
+    """A decoded triangle mesh, with the attribute names of the official ``MeshExtractResult``.
+
+    Attributes:
+        vertices: [V, 3] float32, in the unit cube centred at 0 (about [-0.5, 0.5]).
+        faces: [F, 3] int64 vertex indices.
+        vertex_attrs: [V, 6] float (rgb, then normal channels, each in [0, 1]) or None.
+        res: mesh grid resolution (cubes per axis).
+        face_normal: [F, 3, 3] float, unit normal of each face, repeated for its 3 corners.
+        success: False when the mesh has no vertices or no faces.
+    """
+
+    def __init__(self, vertices: Tensor, faces: Tensor, vertex_attrs: Optional[Tensor] = None, res: int = 64):
+        self.vertices = vertices
+        self.faces = faces.long()
+        self.vertex_attrs = vertex_attrs
+        self.res = res
+        self.face_normal = _face_normals(vertices, self.faces)
+        self.success = vertices.shape[0] != 0 and faces.shape[0] != 0
+
+
+def _face_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """[V, 3] vertices, [F, 3] faces -> [F, 3, 3] unit face normals, one copy per face corner."""
+    v0, v1, v2 = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
+    normals = F.normalize(torch.cross(v1 - v0, v2 - v0, dim=-1), dim=1)
+    return normals[:, None, :].repeat(1, 3, 1)
+
+
+def mesh_feature_layout(use_color: bool) -> Dict[str, Dict[str, tuple]]:
+    """Channel layout of the mesh decoder's output features.
+
+    Returns:
+        name -> {'shape': per-voxel shape, 'size': channel count, 'range': (start, end)} for
+        'sdf' [8, 1], 'deform' [8, 3], 'weights' [21] and, with ``use_color``, 'color' [8, 6],
+        in that channel order.
+    """
+    layout = {}
+    start = 0
+    for name, shape in _LAYOUT_SHAPES:
+        if name == 'color' and not use_color:
+            continue
+        size = 1
+        for dim in shape:
+            size *= dim
+        layout[name] = {'shape': shape, 'size': size, 'range': (start, start + size)}
+        start += size
+    return layout
+
+
+def mesh_feature_channels(use_color: bool) -> int:
+    """Channels per voxel the mesh decoder outputs: 101 with colour, 53 without."""
+    return sum(group['size'] for group in mesh_feature_layout(use_color).values())
+
+
+def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = True) -> Mesh:
+    """Extract the mesh of one batch item from the mesh decoder's sparse output.
+
+    Computes in float32 on ``feats.device``; ``feats`` is not modified.
+
+    Args:
+        coords: [N, 3] integer voxel coordinates (x, y, z) at mesh resolution, in [0, res), unique.
+        feats: [N, C] decoder output, C = ``mesh_feature_channels(use_color)``.
+        res: mesh resolution (cubes per axis; 256 for the released model).
+        use_color: whether ``feats`` carries the 8 x 6 colour channels.
+
+    Returns:
+        The ``Mesh``; empty (``success`` False) when no surface crosses the voxels.
+    """
+    expected_channels = mesh_feature_channels(use_color)
+    if feats.dim() != 2 or feats.shape[1] != expected_channels:
+        raise ValueError(f"feats must be [N, {expected_channels}] (use_color={use_color}), "
+                         f"got {list(feats.shape)}")
+    if coords.dim() != 2 or coords.shape[1] != 3 or coords.shape[0] != feats.shape[0]:
+        raise ValueError(f"coords must be [N, 3] (x, y, z) with N = {feats.shape[0]}, got {list(coords.shape)}")
+    if coords.dtype.is_floating_point or coords.dtype == torch.bool:
+        raise ValueError(f"coords must be an integer tensor, got {coords.dtype}")
+    device = feats.device
+    feats = feats.float()
+    coords = coords.to(device=device, dtype=torch.long)
+    if coords.numel() and (int(coords.min()) < 0 or int(coords.max()) >= res):
+        raise ValueError(f"coords must lie in [0, {res}), got [{int(coords.min())}, {int(coords.max())}]")
+    voxel_keys, voxel_order = torch.sort(dense_index(coords, res))
+    if bool((voxel_keys[1:] == voxel_keys[:-1]).any()):
+        raise ValueError("coords contain duplicate voxels")
+
+    layout = mesh_feature_layout(use_color)
+
+    def channels(name: str) -> Tensor:
+        start, end = layout[name]['range']
+        return feats[:, start:end].reshape(-1, *layout[name]['shape'])
+
+    corner_offsets = torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=device)
+
+    # Average the 8 corner predictions of all voxels into their shared grid vertices.
+    # Corner attrs [N, 8, A]: sdf | deform xyz | colour (6).
+    sdf = channels('sdf') + (-1.0 / res)
+    corner_attrs = torch.cat([sdf, channels('deform')] + ([channels('color')] if use_color else []), dim=-1)
+    num_attrs = corner_attrs.shape[-1]
+    corner_keys = dense_index((coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1)
+    touched_keys, corner_vertex = torch.unique(corner_keys, return_inverse=True)
+    touched_attrs = torch.zeros((touched_keys.shape[0], num_attrs), dtype=torch.float32, device=device).scatter_reduce(
+        0, corner_vertex[:, None].expand(-1, num_attrs), corner_attrs.reshape(-1, num_attrs),
+        reduce='mean', include_self=False)
+
+    # Only cubes with an inside corner can be surface cubes; untouched vertices are outside.
+    inside_vertices = _unflatten(touched_keys[touched_attrs[:, 0] < 0], res + 1)
+    candidate_cubes = (inside_vertices[:, None, :] - corner_offsets).reshape(-1, 3)
+    candidate_cubes = candidate_cubes[((candidate_cubes >= 0) & (candidate_cubes < res)).all(-1)]
+    cube_keys = torch.unique(dense_index(candidate_cubes, res))
+    cube_coords = _unflatten(cube_keys, res)
+
+    grid_keys, cube_corners = torch.unique(
+        dense_index((cube_coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1), return_inverse=True)
+    cube_corners = cube_corners.reshape(-1, 8)
+    grid_attrs = torch.zeros((grid_keys.shape[0], num_attrs), dtype=torch.float32, device=device)
+    grid_attrs[:, 0] = _OUTSIDE_SDF
+    touched_index = sorted_lookup(touched_keys, grid_keys)
+    is_touched = touched_index >= 0
+    grid_attrs[is_touched] = touched_attrs[touched_index[is_touched]]
+
+    cube_weights = torch.zeros((cube_keys.shape[0], layout['weights']['size']), dtype=torch.float32, device=device)
+    voxel_index = sorted_lookup(voxel_keys, cube_keys)
+    is_voxel = voxel_index >= 0
+    cube_weights[is_voxel] = channels('weights')[voxel_order[voxel_index[is_voxel]]]
+
+    grid_vertices = _deformed_positions(_unflatten(grid_keys, res + 1), grid_attrs[:, 1:4], res)
+    vertices, faces, colors = flexicubes_extract(
+        grid_vertices, grid_attrs[:, 0], cube_corners, cube_coords, res,
+        beta=cube_weights[:, :12], alpha=cube_weights[:, 12:20], gamma=cube_weights[:, 20],
+        vertex_colors=grid_attrs[:, 4:] if use_color else None)
+    return Mesh(vertices, faces, colors, res)
+
+
+def _unflatten(keys: Tensor, size: int) -> Tensor:
+    """[M] int64 x-major dense index -> [M, 3] int64 (x, y, z); inverse of ``dense_index``."""
+    return torch.stack([keys // (size * size), (keys // size) % size, keys % size], dim=-1)
+
+
+def _deformed_positions(grid_coords: Tensor, deform: Tensor, res: int) -> Tensor:
+    """Grid vertex positions in the unit cube centred at 0, each moved by under half a cube.
+
+    Args:
+        grid_coords: [V, 3] int64 grid vertex coordinates in [0, res].
+        deform: [V, 3] float, pre-tanh offsets.
+
+    Returns:
+        [V, 3] float32.
+    """
+    return grid_coords.float() / res - 0.5 + (1 - 1e-8) / (res * 2) * torch.tanh(deform)

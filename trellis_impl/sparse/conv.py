@@ -1,0 +1,51 @@
+"""Sparse 3D convolution modules with the released checkpoints' parameter layout."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..backends.sparse_conv import build_neighbour_map, submanifold_conv3d
+from .tensor import SparseTensor
+
+__all__ = ["SparseConv3d", "ConvWeights"]
+
+
+class ConvWeights(nn.Module):
+    """Holds ``weight [C_out, k, k, k, C_in]`` and ``bias [C_out]`` (spconv's layout and key names)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
+                 dtype=None, device=None):
+        super().__init__()
+        k = kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, k, k, k, in_channels, dtype=dtype, device=device))
+        self.bias = nn.Parameter(torch.empty(out_channels, dtype=dtype, device=device)) if bias else None
+
+
+class SparseConv3d(nn.Module):
+    """Stride-1 sparse convolution at the input sites (submanifold), as TRELLIS uses it.
+
+    Keys: ``conv.weight`` [C_out, k, k, k, C_in], ``conv.bias`` [C_out].
+
+    ``kernel_size == 1`` reproduces spconv 2.x's 1x1 path, which multiplies by the stored
+    weight's memory reinterpreted as [C_in, C_out] (not transposed; spconv issue 450). The
+    released mesh decoder was trained with it, so it is the correct behaviour here.
+    Weights are cast to the input's dtype and device at call time.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1,
+                 bias: bool = True, dtype=None, device=None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.conv = ConvWeights(in_channels, out_channels, kernel_size, bias, dtype=dtype, device=device)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        weight = self.conv.weight.to(dtype=x.dtype, device=x.device)
+        bias = None if self.conv.bias is None else self.conv.bias.to(dtype=x.dtype, device=x.device)
+        if self.kernel_size == 1:
+            out = x.feats @ weight.reshape(self.in_channels, self.out_channels)
+            return x.replace(out if bias is None else out + bias)
+        key = f"neighbours_k{self.kernel_size}_d{self.dilation}"
+        if key not in x.cache:
+            x.cache[key] = build_neighbour_map(x.coords, self.kernel_size, self.dilation)
+        return x.replace(submanifold_conv3d(x.feats, x.coords, x.cache[key], weight, bias))
