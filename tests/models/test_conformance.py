@@ -62,7 +62,7 @@ GS_FIELDS = ["get_xyz", "get_features", "get_scaling", "get_rotation", "get_opac
 
 @pytest.mark.parametrize("name", ["slat_dec_gs", "slat_dec_gs_elastic"])
 def test_slat_dec_gs(name, tmp_path):
-    from trellis_impl.representations.gaussians import Gaussians
+    from trellis_impl.representations.gaussians import read_ply_vertices
     t, meta = load_case(name)
     model = load_model(ckpt_path(name))
     x = SparseTensor(t["feats"], t["coords"])
@@ -75,10 +75,14 @@ def test_slat_dec_gs(name, tmp_path):
             assert_rel_close(getattr(g, field), t[f"item{i}.{field}"], NET_TOL, f"item{i}.{field}")
         ply = tmp_path / f"item{i}.ply"
         g.save_ply(str(ply))
-        ours = Gaussians.load_ply(str(ply), transform=None)
-        official = Gaussians.load_ply(str(CONFORMANCE / "cases" / f"{name}.item{i}.ply"), transform=None)
-        for field in ("_xyz", "_features_dc", "_scaling", "_rotation", "_opacity"):
-            assert_rel_close(getattr(ours, field), getattr(official, field), 1e-5, f"ply item{i}.{field}")
+        header, ours = read_ply_vertices(str(ply))
+        official_header, official = read_ply_vertices(str(CONFORMANCE / "cases" / f"{name}.item{i}.ply"))
+        assert header == official_header
+        for prop, values in official.items():
+            # The writer rotates quaternions through float32 matrices (as the official one does);
+            # that step turns the ~1e-7 network differences into up to ~3e-5 on small components.
+            tol = 1e-4 if prop.startswith("rot_") else 1e-5
+            assert_rel_close(torch.from_numpy(ours[prop]), torch.from_numpy(values), tol, f"ply item{i}.{prop}")
 
 
 @pytest.mark.parametrize("name", ["slat_dec_rf", "slat_dec_rf_elastic"])

@@ -1,6 +1,6 @@
 """3D Gaussians as decoded by TRELLIS's SLat Gaussian decoder, and the 3DGS PLY format.
 
-Numerically identical to the official ``trellis.representations.gaussian.Gaussian``: the raw
+Matches the official ``trellis.representations.gaussian.Gaussian`` to float32 rounding: the raw
 fields are stored as the decoder produces them and the ``get_*`` properties apply the same
 activations and biases (biases computed in float32). Everything runs on the device of the data.
 
@@ -311,7 +311,7 @@ class Gaussians:
         for name, (value, trailing) in fields.items():
             if value is None:
                 raise ValueError(f"Gaussians field {name} is not set")
-            if tuple(value.shape[1:]) != trailing or value.dim() != 1 + len(trailing):
+            if tuple(value.shape[1:]) != trailing:
                 raise ValueError(f"Gaussians field {name} must have shape [N, {', '.join(map(str, trailing))}], "
                                  f"got {tuple(value.shape)}")
             if count is None:
@@ -376,7 +376,8 @@ class Gaussians:
         Properties: x y z nx ny nz f_dc_0..2 [f_rest_*] opacity scale_0..2 rot_0..3, all float
         (see ``ply_attributes``; f_rest only when ``_features_rest`` is set, which the official
         writer would drop). The file is written to a temporary name in the same directory and
-        renamed, so no partial file is left behind.
+        renamed, so no partial file is left behind. (The existence check happens before writing;
+        it does not guard against another process creating ``path`` meanwhile.)
 
         Args:
             path: output file.
