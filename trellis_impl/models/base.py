@@ -6,7 +6,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
-from ..sparse import SparseConv3d
+from ..sparse import SparseConv3d, SparseTensor
 
 __all__ = ["TrellisModel"]
 
@@ -44,6 +44,17 @@ class TrellisModel(nn.Module):
                         p.data = p.data.to(dtype)
         self.dtype = dtype
         return self
+
+    def _check_coords(self, x: SparseTensor, resolution: int) -> None:
+        """Voxel coordinates must lie on the model's grid."""
+        if x.coords.shape[0] and int(x.coords[:, 1:].max()) >= resolution:
+            raise ValueError(f"{type(self).__name__}: voxel coordinates must be in [0, {resolution}), "
+                             f"got a maximum of {int(x.coords[:, 1:].max())}")
+
+    @staticmethod
+    def _check_cond(cond: torch.Tensor, batch: int, channels: int, model: str) -> None:
+        if cond.dim() != 3 or cond.shape[0] != batch or cond.shape[2] != channels:
+            raise ValueError(f"{model}: cond must be [{batch}, tokens, {channels}], got {list(cond.shape)}")
 
     def _init_precision(self, use_fp16: bool) -> None:
         self.use_fp16 = use_fp16

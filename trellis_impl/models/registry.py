@@ -120,7 +120,7 @@ def load_model(path: str, dtype: Optional[torch.dtype] = None, device: Union[str
         dtype = torch.float32 if device.type == "cpu" else torch.float16
     # Everything outside the torso computes in float32, as in the official models.
     model.float().set_compute_dtype(dtype)
-    return model.to(device).eval()
+    return model.to(device).eval().requires_grad_(False)
 
 
 from_pretrained = load_model

@@ -70,6 +70,7 @@ class SLatFlowModel(TrellisModel):
             raise ValueError(f"SLatFlowModel: patch_size {patch_size} needs log2(patch_size) io_block_channels, "
                              f"got {io_block_channels}")
         self.resolution, self.in_channels, self.out_channels = resolution, in_channels, out_channels
+        self.cond_channels = cond_channels
         self.model_channels, self.share_mod, self.use_skip_connection = model_channels, share_mod, use_skip_connection
         num_heads = num_heads or model_channels // num_head_channels
         self.t_embedder = TimestepEmbedder(model_channels)
@@ -99,6 +100,8 @@ class SLatFlowModel(TrellisModel):
     def forward(self, x: SparseTensor, t: torch.Tensor, cond: torch.Tensor) -> SparseTensor:
         if x.feats.shape[-1] != self.in_channels:
             raise ValueError(f"SLatFlowModel: x has {x.feats.shape[-1]} channels, expected {self.in_channels}")
+        self._check_coords(x, self.resolution)
+        self._check_cond(cond, x.batch_size, self.cond_channels, "SLatFlowModel")
         h = x.replace(self.input_layer(x.feats.to(self.input_layer.weight.dtype)).type(self.dtype))
         t_emb = self.t_embedder(t)
         if self.share_mod:

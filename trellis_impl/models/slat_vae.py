@@ -55,6 +55,7 @@ class SparseTransformerBase(TrellisModel):
     def forward_torso(self, x: SparseTensor) -> SparseTensor:
         if x.feats.shape[-1] != self.in_channels:
             raise ValueError(f"{type(self).__name__}: input has {x.feats.shape[-1]} channels, expected {self.in_channels}")
+        self._check_coords(x, self.resolution)
         h = self.input_layer(x.feats.to(self.input_layer.weight.dtype))
         h = x.replace((h + absolute_position_embedding(x.coords[:, 1:], self.model_channels)).type(self.dtype))
         for block in self.blocks:

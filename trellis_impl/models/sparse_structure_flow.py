@@ -46,7 +46,7 @@ class SparseStructureFlowModel(TrellisModel):
         if pe_mode != "ape":
             raise ValueError(f"pe_mode {pe_mode!r} is not supported (released models use 'ape')")
         self.resolution, self.in_channels, self.out_channels = resolution, in_channels, out_channels
-        self.patch_size, self.share_mod = patch_size, share_mod
+        self.patch_size, self.share_mod, self.cond_channels = patch_size, share_mod, cond_channels
         num_heads = num_heads or model_channels // num_head_channels
         self.t_embedder = TimestepEmbedder(model_channels)
         if share_mod:
@@ -70,6 +70,7 @@ class SparseStructureFlowModel(TrellisModel):
         expected = [self.in_channels] + [self.resolution] * 3
         if list(x.shape[1:]) != expected:
             raise ValueError(f"SparseStructureFlowModel: x must be [B, {', '.join(map(str, expected))}], got {list(x.shape)}")
+        self._check_cond(cond, x.shape[0], self.cond_channels, "SparseStructureFlowModel")
         h = patchify(x, self.patch_size)
         h = h.reshape(*h.shape[:2], -1).transpose(1, 2)
         h = self.input_layer(h.to(self.input_layer.weight.dtype)) + self.pos_emb[None]

@@ -44,6 +44,7 @@ class MultiHeadAttention(nn.Module):
         if type == "cross" and attn_mode != "full":
             raise ValueError("attention: cross-attention is full attention only")
         self.num_heads = num_heads
+        self.head_dim = channels // num_heads
         self.type = type
         self.attn_mode = attn_mode
         self.window_size = window_size
@@ -65,10 +66,10 @@ class MultiHeadAttention(nn.Module):
         feats = x.feats if sparse else x
         lead = feats.shape[:-1]
         if self.type == "self":
-            q, k, v = self.to_qkv(feats).reshape(*lead, 3, self.num_heads, -1).unbind(dim=-3)
+            q, k, v = self.to_qkv(feats).reshape(*lead, 3, self.num_heads, self.head_dim).unbind(dim=-3)
         else:
-            q = self.to_q(feats).reshape(*lead, self.num_heads, -1)
-            k, v = self.to_kv(context).reshape(*context.shape[:-1], 2, self.num_heads, -1).unbind(dim=-3)
+            q = self.to_q(feats).reshape(*lead, self.num_heads, self.head_dim)
+            k, v = self.to_kv(context).reshape(*context.shape[:-1], 2, self.num_heads, self.head_dim).unbind(dim=-3)
         if self.qk_rms_norm:
             q, k = self.q_rms_norm(q), self.k_rms_norm(k)
         if not sparse:
@@ -81,5 +82,5 @@ class MultiHeadAttention(nn.Module):
                 h = sparse_self_attention(qkv).feats
             else:
                 h = sparse_windowed_self_attention(qkv, self.window_size, self.shift_window).feats
-        out = self.to_out(h.reshape(*lead, -1))
+        out = self.to_out(h.reshape(*lead, self.num_heads * self.head_dim))
         return x.replace(out) if sparse else out

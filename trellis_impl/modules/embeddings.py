@@ -55,7 +55,7 @@ def absolute_position_embedding(coords: torch.Tensor, channels: int) -> torch.Te
     freq_dim = channels // dims // 2
     freqs = 1.0 / (10000 ** (torch.arange(freq_dim, dtype=torch.float32) / freq_dim))
     angles = torch.outer(coords.reshape(-1).float(), freqs.to(coords.device))
-    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(n, -1)
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(n, dims * 2 * freq_dim)
     if emb.shape[1] < channels:
         emb = torch.cat([emb, emb.new_zeros(n, channels - emb.shape[1])], dim=-1)
     return emb
