@@ -96,8 +96,8 @@ class SLatEncoder(SparseTransformerBase):
         return (z, mean, logvar) if return_raw else z
 
 
-class SLatGaussianDecoder(SparseTransformerBase):
-    """SLat -> one ``Gaussians`` per batch item (``num_gaussians`` per voxel, voxel-major)."""
+class _SLatDecoder(SparseTransformerBase):
+    """The decoders' shared constructor: the torso over SLat plus a head built by ``_build_head``."""
 
     def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
                  num_heads: Optional[int] = None, num_head_channels: int = 64, mlp_ratio: float = 4,
@@ -106,12 +106,22 @@ class SLatGaussianDecoder(SparseTransformerBase):
         super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
                          attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
         self.resolution = resolution
-        self.rep_config = representation_config
-        g = representation_config["num_gaussians"]
-        self.out_layer = nn.Linear(model_channels, g * (3 + 3 + 3 + 4 + 1))
-        self.register_buffer("offset_perturbation",
-                             gaussian_offset_perturbation(g, representation_config["voxel_size"]))
+        self.rep_config = representation_config or {}
+        self._build_head()
         self._init_precision(use_fp16)
+
+    def _build_head(self) -> None:
+        raise NotImplementedError
+
+
+class SLatGaussianDecoder(_SLatDecoder):
+    """SLat -> one ``Gaussians`` per batch item (``num_gaussians`` per voxel, voxel-major)."""
+
+    def _build_head(self) -> None:
+        g = self.rep_config["num_gaussians"]
+        # per Gaussian: xyz offset 3, colour 3, scale 3, rotation 4, opacity 1
+        self.out_layer = nn.Linear(self.model_channels, g * (3 + 3 + 3 + 4 + 1))
+        self.register_buffer("offset_perturbation", gaussian_offset_perturbation(g, self.rep_config["voxel_size"]))
 
     def to_representation(self, x: SparseTensor) -> List[Gaussians]:
         """Network output (feats [N, 14 G]) -> Gaussians per item."""
@@ -123,20 +133,13 @@ class SLatGaussianDecoder(SparseTransformerBase):
         return self.to_representation(self._out(self.forward_torso(x)))
 
 
-class SLatRadianceFieldDecoder(SparseTransformerBase):
+class SLatRadianceFieldDecoder(_SLatDecoder):
     """SLat -> one ``Strivec`` radiance field per batch item."""
 
-    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
-                 num_heads: Optional[int] = None, num_head_channels: int = 64, mlp_ratio: float = 4,
-                 attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
-                 use_checkpoint: bool = False, qk_rms_norm: bool = False, representation_config: dict = None):
-        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
-                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
-        self.resolution = resolution
-        self.rep_config = representation_config
-        rank, dim = representation_config["rank"], representation_config["dim"]
-        self.out_layer = nn.Linear(model_channels, rank * 3 * dim + rank + rank * 3)
-        self._init_precision(use_fp16)
+    def _build_head(self) -> None:
+        rank, dim = self.rep_config["rank"], self.rep_config["dim"]
+        # per voxel: trivec rank x 3 x dim, density rank, colour rank x 3
+        self.out_layer = nn.Linear(self.model_channels, rank * 3 * dim + rank + rank * 3)
 
     def to_representation(self, x: SparseTensor) -> List[Strivec]:
         return [strivec_from_decoder_output(x.coords[rows, 1:], x.feats[rows].float(), self.resolution, self.rep_config)
@@ -150,7 +153,7 @@ class SparseSubdivideBlock3d(nn.Module):
     """GroupNorm + SiLU, subdivide every voxel into 8, then two sparse convs; skip through a
     1x1 sparse conv (spconv's reinterpreted-weight 1x1, see SparseConv3d)."""
 
-    def __init__(self, channels: int, resolution: int, out_channels: Optional[int] = None, num_groups: int = 32):
+    def __init__(self, channels: int, out_channels: Optional[int] = None, num_groups: int = 32):
         super().__init__()
         out_channels = out_channels or channels
         self.act_layers = nn.Sequential(SparseGroupNorm32(num_groups, channels), SparseSiLU())
@@ -167,25 +170,18 @@ class SparseSubdivideBlock3d(nn.Module):
         return self.out_layers(h) + self.skip_connection(subdivide(x))
 
 
-class SLatMeshDecoder(SparseTransformerBase):
+class SLatMeshDecoder(_SLatDecoder):
     """SLat -> one ``Mesh`` per batch item: two subdivisions to 4x the resolution, then FlexiCubes."""
 
-    def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
-                 num_heads: Optional[int] = None, num_head_channels: int = 64, mlp_ratio: float = 4,
-                 attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
-                 use_checkpoint: bool = False, qk_rms_norm: bool = False, representation_config: dict = None):
-        super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
-                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
-        self.resolution = resolution
-        self.rep_config = representation_config or {}
+    def _build_head(self) -> None:
+        c = self.model_channels
         self.use_color = self.rep_config.get("use_color", False)
-        self.mesh_resolution = resolution * 4
+        self.mesh_resolution = self.resolution * 4
         self.upsample = nn.ModuleList([
-            SparseSubdivideBlock3d(model_channels, resolution, model_channels // 4),
-            SparseSubdivideBlock3d(model_channels // 4, resolution * 2, model_channels // 8),
+            SparseSubdivideBlock3d(c, c // 4),
+            SparseSubdivideBlock3d(c // 4, c // 8),
         ])
-        self.out_layer = nn.Linear(model_channels // 8, mesh_feature_channels(self.use_color))
-        self._init_precision(use_fp16)
+        self.out_layer = nn.Linear(c // 8, mesh_feature_channels(self.use_color))
 
     def torso(self):
         return [self.blocks, self.upsample]
