@@ -106,3 +106,32 @@ def test_callback_sees_every_step_and_can_interrupt():
     with pytest.raises(Stop):
         FlowEulerSampler(1e-5).sample(lambda x, t, c: x, torch.ones(1, 3), steps=5, callback=callback)
     assert seen == [(0, 5), (1, 5)]
+
+
+def test_multi_view_modes_follow_the_official_semantics():
+    seen = []
+
+    def model(x, t, cond):
+        seen.append(float(cond[0, 0]))
+        return x * 0 + cond[:, :1]
+
+    views = torch.tensor([[1.0], [2.0], [4.0]])
+    neg = torch.zeros(1, 1)
+    sampler = FlowEulerGuidanceIntervalSampler(0.0)
+    # stochastic: step k uses view k % N, then the neg call inside the interval
+    sampler.sample(model, torch.zeros(1, 1), cond=views, neg_cond=neg, steps=4, cfg_strength=1.0,
+                   cfg_interval=(0.0, 1.0), views_mode="stochastic")
+    assert seen == [1.0, 0.0, 2.0, 0.0, 4.0, 0.0, 1.0, 0.0]
+    # multidiffusion: the conditional velocity is the mean over views
+    out = sampler.sample(model, torch.zeros(1, 1), cond=views, neg_cond=neg, steps=2, cfg_strength=0.0,
+                         views_mode="multidiffusion")
+    assert torch.allclose(out.samples, torch.tensor([[-7.0 / 3.0]]))
+    weighted = sampler.sample(model, torch.zeros(1, 1), cond=views, neg_cond=neg, steps=2, cfg_strength=0.0,
+                              views_mode="multidiffusion", view_weights=[0.0, 1.0, 1.0])
+    assert torch.allclose(weighted.samples, torch.tensor([[-3.0]]))
+    seen.clear()
+    sampler.sample(model, torch.zeros(1, 1), cond=views, neg_cond=None, steps=6, views_mode="stochastic",
+                   view_weights=[2.0, 1.0, 0.0])
+    assert sorted(seen) == [1.0] * 4 + [2.0] * 2
+    with pytest.raises(ValueError, match="view_weights"):
+        sampler.sample(model, torch.zeros(1, 1), cond=views, steps=2, views_mode="stochastic", view_weights=[1.0])

@@ -86,13 +86,13 @@ class FlowEulerSampler:
         t_model = torch.full((batch,), 1000 * t, device=x_t.device, dtype=torch.float32)
         return model(x_t, t_model, _repeat_cond(cond, batch), **kwargs)
 
-    def _velocity(self, model, x_t: Sample, t: float, cond: Any, **kwargs) -> Sample:
+    def _velocity(self, model, x_t: Sample, t: float, step: int, cond: Any, **kwargs) -> Sample:
         return self._model_call(model, x_t, t, cond, **kwargs)
 
     @torch.no_grad()
-    def sample_once(self, model, x_t: Sample, t: float, t_prev: float, cond: Any = None, **kwargs):
-        """One Euler step from t to t_prev; returns (x_{t_prev}, x_0 estimate)."""
-        v = self._velocity(model, x_t, t, cond, **kwargs)
+    def sample_once(self, model, x_t: Sample, t: float, t_prev: float, cond: Any = None, step: int = 0, **kwargs):
+        """One Euler step from t to t_prev (``step``: its index); returns (x_{t_prev}, x_0 estimate)."""
+        v = self._velocity(model, x_t, t, step, cond, **kwargs)
         return x_t - (t - t_prev) * v, self._v_to_xstart(x_t, t, v)
 
     @torch.no_grad()
@@ -112,7 +112,7 @@ class FlowEulerSampler:
         out = SamplerOutput()
         x = noise
         for i, (t, t_prev) in enumerate(_progress(pairs, verbose)):
-            x, x0 = self.sample_once(model, x, t, t_prev, cond, **kwargs)
+            x, x0 = self.sample_once(model, x, t, t_prev, cond, step=i, **kwargs)
             out.pred_x_t.append(x)
             out.pred_x_0.append(x0)
             if callback is not None:
@@ -127,34 +127,82 @@ class FlowEulerGuidanceIntervalSampler(FlowEulerSampler):
 
     The cond and neg_cond forwards run as two calls, cond first (the official order). With
     ``batch_cfg=True`` they run as one call on a doubled batch: the same values, faster on GPU.
+
+    Several views (``cond`` of N rows for one asset, ``views_mode``): 'stochastic' conditions
+    step k on one view, 'multidiffusion' averages the conditional velocities of all views (the
+    official pipelines' multi-image modes). ``view_weights`` (N non-negative numbers) extends
+    both: the share of steps each view gets, or the weights of the average; None (equal weights)
+    reproduces the official result exactly.
     """
 
     def __init__(self, sigma_min: float, batch_cfg: bool = False):
         super().__init__(sigma_min)
         self.batch_cfg = batch_cfg
 
-    def _velocity(self, model, x_t: Sample, t: float, cond: Any, neg_cond: Any = None, cfg_strength: float = 0.0,
-                  cfg_interval: Sequence[float] = (0.0, 1.0), **kwargs) -> Sample:
-        if not (cfg_interval[0] <= t <= cfg_interval[1]) or neg_cond is None:
+    def _conditional(self, model, x_t: Sample, t: float, step: int, cond: Any, views_mode: Optional[str],
+                     view_weights: Optional[Sequence[float]], **kwargs) -> Sample:
+        if views_mode is None:
             return self._model_call(model, x_t, t, cond, **kwargs)
-        if self.batch_cfg:
+        if views_mode == "stochastic":
+            i = _view_of_step(step, cond.shape[0], view_weights)
+            return self._model_call(model, x_t, t, cond[i:i + 1], **kwargs)
+        preds = [self._model_call(model, x_t, t, cond[i:i + 1], **kwargs) for i in range(cond.shape[0])]
+        if view_weights is None:
+            return sum(preds) / len(preds)
+        total = float(sum(view_weights))
+        return sum(p * (w / total) for p, w in zip(preds, view_weights))
+
+    def _velocity(self, model, x_t: Sample, t: float, step: int, cond: Any, neg_cond: Any = None,
+                  cfg_strength: float = 0.0, cfg_interval: Sequence[float] = (0.0, 1.0),
+                  views_mode: Optional[str] = None, view_weights: Optional[Sequence[float]] = None,
+                  **kwargs) -> Sample:
+        guided = neg_cond is not None and cfg_interval[0] <= t <= cfg_interval[1]
+        if guided and self.batch_cfg and views_mode is None:
             batch = _batch_size(x_t)
             both = torch.cat([_repeat_cond(cond, batch), _repeat_cond(neg_cond, batch)])
             pred, neg_pred = _halves(self._model_call(model, _stack(x_t, 2), t, both, **kwargs), x_t)
-        else:
-            pred = self._model_call(model, x_t, t, cond, **kwargs)
-            neg_pred = self._model_call(model, x_t, t, neg_cond, **kwargs)
+            return (1 + cfg_strength) * pred - cfg_strength * neg_pred
+        pred = self._conditional(model, x_t, t, step, cond, views_mode, view_weights, **kwargs)
+        if not guided:
+            return pred
+        neg_pred = self._model_call(model, x_t, t, neg_cond, **kwargs)
         return (1 + cfg_strength) * pred - cfg_strength * neg_pred
 
     @torch.no_grad()
     def sample(self, model, noise: Sample, cond: Any = None, neg_cond: Any = None, steps: int = 50,
                rescale_t: float = 1.0, cfg_strength: float = 3.0, cfg_interval: Sequence[float] = (0.0, 1.0),
-               verbose: bool = False, callback: Optional[StepCallback] = None, **kwargs) -> SamplerOutput:
-        """As ``FlowEulerSampler.sample`` plus ``neg_cond``, ``cfg_strength`` (w) and ``cfg_interval``."""
+               verbose: bool = False, callback: Optional[StepCallback] = None, views_mode: Optional[str] = None,
+               view_weights: Optional[Sequence[float]] = None, **kwargs) -> SamplerOutput:
+        """As ``FlowEulerSampler.sample`` plus ``neg_cond``, ``cfg_strength`` (w), ``cfg_interval``
+        and the multi-view options (class docstring)."""
         if len(cfg_interval) != 2 or not cfg_interval[0] <= cfg_interval[1]:
             raise ValueError(f"cfg_interval must be [low, high] with low <= high, got {list(cfg_interval)}")
+        if views_mode not in (None, "stochastic", "multidiffusion"):
+            raise ValueError(f"views_mode must be None, 'stochastic' or 'multidiffusion', got {views_mode!r}")
+        if view_weights is not None:
+            if views_mode is None or len(view_weights) != cond.shape[0] or min(view_weights) < 0 \
+                    or sum(view_weights) <= 0:
+                raise ValueError(f"view_weights must be {cond.shape[0]} non-negative numbers, not all zero, "
+                                 f"with a views_mode; got {list(view_weights)}")
         return super().sample(model, noise, cond, steps, rescale_t, verbose, callback, neg_cond=neg_cond,
-                              cfg_strength=cfg_strength, cfg_interval=cfg_interval, **kwargs)
+                              cfg_strength=cfg_strength, cfg_interval=cfg_interval, views_mode=views_mode,
+                              view_weights=view_weights, **kwargs)
+
+
+def _view_of_step(step: int, num_views: int, weights: Optional[Sequence[float]]) -> int:
+    """Which view conditions ``step`` in 'stochastic' mode: ``step % N`` for equal weights (the
+    official order); otherwise a deterministic weighted round robin (each view gets a share of
+    the steps proportional to its weight, spread evenly)."""
+    if weights is None:
+        return step % num_views
+    total = float(sum(weights))
+    credit = [0.0] * num_views
+    chosen = 0
+    for _ in range(step + 1):
+        credit = [c + w / total for c, w in zip(credit, weights)]
+        chosen = max(range(num_views), key=lambda i: credit[i])
+        credit[chosen] -= 1.0
+    return chosen
 
 
 class FlowEulerCfgSampler(FlowEulerGuidanceIntervalSampler):

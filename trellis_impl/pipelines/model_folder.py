@@ -1,0 +1,133 @@
+"""Model folders in the released layout, loaded lazily per stage.
+
+A folder holds ``pipeline.json`` ({"name": ..., "args": {"models": {key: "ckpts/NAME"}, sampler
+settings, "slat_normalization", "image_cond_model" | "text_cond_model"}}) and ``ckpts/NAME.json`` +
+``ckpts/NAME.safetensors`` per model. A model path of the form ``owner/repo/ckpts/NAME`` (the text
+pipelines take their decoders from TRELLIS-image-large) resolves to the sibling folder ``repo``
+beside this one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import torch
+
+from ..models import load_model
+from ..models.base import TrellisModel
+
+__all__ = ["ModelFolder", "ModelFolderError", "KNOWN_REPOSITORIES", "download_model_folder", "PIPELINE_NAMES"]
+
+PIPELINE_NAMES = ("TrellisImageTo3DPipeline", "TrellisTextTo3DPipeline")
+KNOWN_REPOSITORIES = (
+    "microsoft/TRELLIS-image-large",
+    "microsoft/TRELLIS-text-base",
+    "microsoft/TRELLIS-text-large",
+    "microsoft/TRELLIS-text-xlarge",
+)
+
+
+class ModelFolderError(ValueError):
+    """A model folder that is missing, incomplete or of an unknown kind."""
+
+
+class ModelFolder:
+    """A released-layout model folder; models load on first use and stay cached.
+
+    Args:
+        path: the folder (containing pipeline.json).
+        dtype: torso compute dtype passed to ``load_model`` (None: float32 on CPU, float16 on GPU).
+        device: where models are loaded.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None,
+                 device: Union[str, torch.device] = "cpu"):
+        self.path = Path(path)
+        self.dtype, self.device = dtype, torch.device(device)
+        config_path = self.path / "pipeline.json"
+        if not config_path.is_file():
+            raise ModelFolderError(f"{self.path}: no pipeline.json here; a model folder holds pipeline.json and "
+                                   f"ckpts/ (see README, 'Model folders')")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ModelFolderError(f"{config_path}: not valid JSON ({e})") from None
+        self.name = config.get("name")
+        if self.name not in PIPELINE_NAMES:
+            raise ModelFolderError(f"{config_path}: unknown pipeline class {self.name!r}; "
+                                   f"supported: {', '.join(PIPELINE_NAMES)}")
+        self.args: dict = config.get("args", {})
+        if not isinstance(self.args.get("models"), dict):
+            raise ModelFolderError(f"{config_path}: args.models must map model keys to checkpoint paths")
+        self._models: Dict[str, TrellisModel] = {}
+
+    @property
+    def kind(self) -> str:
+        """'image' or 'text'."""
+        return "image" if self.name == "TrellisImageTo3DPipeline" else "text"
+
+    def checkpoint_path(self, key: str) -> Path:
+        """Where model ``key``'s files live (without extension)."""
+        if key not in self.args["models"]:
+            raise ModelFolderError(f"{self.path / 'pipeline.json'}: no model {key!r}; "
+                                   f"has {', '.join(self.args['models'])}")
+        rel = self.args["models"][key]
+        parts = rel.split("/")
+        if not (self.path / rel).parent.is_dir() and len(parts) > 3 and parts[2] == "ckpts":
+            return self.path.parent / parts[1] / "/".join(parts[2:])
+        return self.path / rel
+
+    def missing_files(self, keys: Optional[List[str]] = None) -> List[Path]:
+        """The checkpoint files of ``keys`` (default: all models) that are not on disk."""
+        missing = []
+        for key in keys or list(self.args["models"]):
+            base = self.checkpoint_path(key)
+            missing += [p for p in (Path(f"{base}.json"), Path(f"{base}.safetensors")) if not p.is_file()]
+        return missing
+
+    def model(self, key: str) -> TrellisModel:
+        """Load (once) and return model ``key``, e.g. 'sparse_structure_flow_model'."""
+        if key not in self._models:
+            missing = self.missing_files([key])
+            if missing:
+                raise ModelFolderError(f"model folder {self.path} is incomplete: missing "
+                                       + ", ".join(str(p) for p in missing))
+            self._models[key] = load_model(str(self.checkpoint_path(key)), dtype=self.dtype, device=self.device)
+        return self._models[key]
+
+    def loaded(self) -> Dict[str, TrellisModel]:
+        return dict(self._models)
+
+    def sampler_config(self, stage: str) -> dict:
+        """{'name', 'args', 'params'} of 'sparse_structure_sampler' or 'slat_sampler'."""
+        config = self.args.get(stage)
+        if not isinstance(config, dict):
+            raise ModelFolderError(f"{self.path / 'pipeline.json'}: no {stage} settings")
+        return config
+
+    def slat_normalization(self) -> Dict[str, torch.Tensor]:
+        norm = self.args.get("slat_normalization")
+        if norm is None:
+            raise ModelFolderError(f"{self.path / 'pipeline.json'}: no slat_normalization")
+        return {k: torch.tensor(norm[k], dtype=torch.float32) for k in ("mean", "std")}
+
+
+def download_model_folder(repo_id: str, root: Union[str, os.PathLike]) -> Path:
+    """Download a known TRELLIS repository into ``root/<repo name>`` with huggingface_hub
+    (with progress bars; resumable, files already complete are skipped) and return the folder."""
+    if repo_id not in KNOWN_REPOSITORIES:
+        raise ModelFolderError(f"unknown repository {repo_id!r}; known: {', '.join(KNOWN_REPOSITORIES)}")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelFolderError("downloading models needs the huggingface_hub package (pip install huggingface_hub)") \
+            from None
+    target = Path(root) / repo_id.split("/")[1]
+    try:
+        snapshot_download(repo_id, local_dir=str(target), allow_patterns=["pipeline.json", "ckpts/*"])
+    except Exception as e:  # offline, auth, disk full: say what is missing and where it goes
+        raise ModelFolderError(f"could not download {repo_id} into {target} ({type(e).__name__}: {e}). "
+                               f"Offline? Put pipeline.json and ckpts/ of {repo_id} in {target}.") from None
+    return target
