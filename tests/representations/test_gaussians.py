@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trellis_impl.representations import gaussians as gaussians_module
+from trellis_impl import files as files_module
 from trellis_impl.representations.gaussians import (
     DEFAULT_PLY_TRANSFORM,
     Gaussian,
@@ -162,10 +162,11 @@ def test_save_ply_refuses_to_overwrite(tmp_path):
 def test_save_ply_leaves_no_partial_file_on_error(tmp_path, monkeypatch):
     gaussians, _, _ = gaussians_from_raw("slat_dec_gs_elastic", 1)
 
-    def failing_replace(source, destination):
+    def failing_rename(source, destination):
         raise OSError("simulated failure while renaming")
 
-    monkeypatch.setattr(gaussians_module.os, "replace", failing_replace)
+    monkeypatch.setattr(files_module.os, "replace", failing_rename)
+    monkeypatch.setattr(files_module.os, "link", failing_rename)
     with pytest.raises(OSError, match="simulated"):
         gaussians.save_ply(tmp_path / "new.ply")
     assert os.listdir(tmp_path) == []

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..files import write_new_file
 
 __all__ = [
     "DEFAULT_PLY_TRANSFORM",
@@ -376,8 +377,8 @@ class Gaussians:
         Properties: x y z nx ny nz f_dc_0..2 [f_rest_*] opacity scale_0..2 rot_0..3, all float
         (see ``ply_attributes``; f_rest only when ``_features_rest`` is set, which the official
         writer would drop). The file is written to a temporary name in the same directory and
-        renamed, so no partial file is left behind. (The existence check happens before writing;
-        it does not guard against another process creating ``path`` meanwhile.)
+        linked into place (``trellis_impl.files.write_new_file``), so no partial file is left behind
+        and an existing file is never replaced unless ``overwrite``.
 
         Args:
             path: output file.
@@ -388,9 +389,6 @@ class Gaussians:
             FileExistsError: ``path`` exists and ``overwrite`` is False.
             ValueError: see ``ply_attributes``.
         """
-        path = os.fspath(path)
-        if not overwrite and os.path.exists(path):
-            raise FileExistsError(f"refusing to overwrite existing file {path!r} (pass overwrite=True)")
         attributes = self.ply_attributes(transform)
         count = len(attributes["x"])
         vertices = np.empty(count, dtype=[(name, "<f4") for name in attributes])
@@ -401,20 +399,7 @@ class Gaussians:
             + [f"property float {name}\n" for name in attributes]
             + ["end_header\n"]
         ).encode("ascii")
-
-        directory, filename = os.path.split(os.path.abspath(path))
-        temporary = os.path.join(directory, f".{filename}.{uuid.uuid4().hex}.tmp")
-        # O_EXCL: never clobber anything under the temporary name; the mode lets umask apply.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(header)
-                file.write(vertices.tobytes())
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        write_new_file(path, header + vertices.tobytes(), overwrite)
 
     @classmethod
     def load_ply(
