@@ -1,6 +1,7 @@
 """Mesh extraction (SparseFeatures2Mesh + FlexiCubes, training=False) against the official outputs."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -160,3 +161,24 @@ def test_feature_layout():
         'sdf': (0, 8), 'deform': (8, 32), 'weights': (32, 53), 'color': (53, 101)}
     assert 'color' not in mesh_feature_layout(use_color=False)
     assert (mesh_feature_channels(True), mesh_feature_channels(False)) == (101, 53)
+
+
+def test_mesh_save_ply_round_trip(tmp_path):
+    vertices = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    faces = torch.tensor([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]])
+    attrs = torch.rand(4, 6)
+    mesh = Mesh(vertices, faces, attrs)
+    path = tmp_path / "m.ply"
+    mesh.save_ply(path)
+    data = path.read_bytes()
+    header, body = data.split(b"end_header\n")
+    assert b"element vertex 4" in header and b"element face 4" in header and b"property uchar red" in header
+    verts = np.frombuffer(body[: 4 * 15], dtype=[("xyz", "<f4", (3,)), ("rgb", "u1", (3,))])
+    assert np.array_equal(verts["xyz"], vertices.numpy())
+    assert np.array_equal(verts["rgb"], (attrs[:, :3] * 255).round().to(torch.uint8).numpy())
+    tris = np.frombuffer(body[4 * 15:], dtype=[("n", "u1"), ("v", "<i4", (3,))])
+    assert np.array_equal(tris["v"], faces.numpy()) and (tris["n"] == 3).all()
+    with pytest.raises(FileExistsError):
+        mesh.save_ply(path)
+    with pytest.raises(ValueError, match="empty"):
+        Mesh(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long)).save_ply(tmp_path / "e.ply")

@@ -14,10 +14,12 @@ dense-index ordering, so vertices and faces come out identical, in the same orde
 
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..files import write_new_file
 from .flexicubes import CUBE_CORNER_OFFSETS, dense_index, flexicubes_extract, sorted_lookup
 
 # Channel groups of the decoder output, in order: name -> per-voxel shape.
@@ -49,6 +51,33 @@ class Mesh:
         self.res = res
         self.face_normal = _face_normals(vertices, self.faces)
         self.success = vertices.shape[0] != 0 and faces.shape[0] != 0
+
+    def save_ply(self, path, overwrite: bool = False) -> str:
+        """Write the raw mesh as a binary PLY: positions in TRELLIS's own frame (Z up, unit cube
+        at the origin), the rgb channels of ``vertex_attrs`` as 8-bit vertex colours when present.
+        Never replaces an existing file unless ``overwrite``; never leaves a partial file."""
+        if not self.success:
+            raise ValueError("the mesh is empty (no vertices or faces); nothing to write")
+        if not torch.isfinite(self.vertices).all():
+            raise ValueError("the mesh has non-finite vertex positions")
+        vertex_fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+        colors = self.vertex_attrs is not None
+        if colors:
+            vertex_fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        vertices = np.empty(self.vertices.shape[0], dtype=vertex_fields)
+        xyz = self.vertices.detach().float().cpu().numpy()
+        vertices["x"], vertices["y"], vertices["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+        if colors:
+            rgb = (self.vertex_attrs[:, :3].detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            vertices["red"], vertices["green"], vertices["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+        faces = np.empty(self.faces.shape[0], dtype=[("n", "u1"), ("v", "<i4", (3,))])
+        faces["n"] = 3
+        faces["v"] = self.faces.detach().cpu().numpy().astype(np.int32)
+        header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}"]
+        header += [f"property {'float' if t == '<f4' else 'uchar'} {name}" for name, t in vertex_fields]
+        header += [f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header", ""]
+        return write_new_file(path, "\n".join(header).encode("ascii") + vertices.tobytes() + faces.tobytes(),
+                              overwrite)
 
 
 def _face_normals(vertices: Tensor, faces: Tensor) -> Tensor:
