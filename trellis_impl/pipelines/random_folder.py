@@ -1,6 +1,7 @@
 """Write a small random-weight model folder in the released layout, so tests, example graphs and
 outside checks run without the released weights. Sizes are as small as the conformance
-fixtures': a 16^3 structure grid (4^3 latent), SLat at 16^3, meshes at 64^3."""
+fixtures': a 16^3 structure grid (4^3 latent), SLat at 16^3, meshes at 64^3, a 2-block DINOv2 at
+518 px (``dinov2/``, Hugging Face layout) or a 2-layer CLIP text model (``clip/``)."""
 from __future__ import annotations
 
 import json
@@ -69,8 +70,19 @@ def _target_occupancy(decoder: torch.nn.Module, generator: torch.Generator, frac
         decoder.out_layer[2].bias -= torch.quantile(logits.flatten(), 1 - fraction)
 
 
+def _write_tiny_dinov2(folder: Path, width: int, generator: torch.Generator) -> None:
+    from ..conditioning.dinov2 import DinoV2, DinoV2Config, config_to_hf, hub_to_hf_state_dict
+    model = DinoV2(DinoV2Config(embed_dim=width, depth=2, num_heads=2))
+    _randomise(model, generator)
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2))
+    save_file({k: v.contiguous() for k, v in hub_to_hf_state_dict(model.state_dict()).items()},
+              str(folder / "model.safetensors"))
+
+
 def write_random_model_folder(path: Union[str, Path], kind: str = "image", seed: int = 0) -> Path:
-    """Write ``pipeline.json`` and ``ckpts/*.json|.safetensors`` with random weights.
+    """Write ``pipeline.json``, ``ckpts/*.json|.safetensors`` and the condition encoder with
+    random weights (the README's model folder layout).
 
     Args:
         path: the folder to create (must not exist or be empty: nothing is overwritten).
@@ -112,5 +124,12 @@ def write_random_model_folder(path: Union[str, Path], kind: str = "image", seed:
             "slat_normalization": {"mean": [0.0] * 8, "std": [1.0] * 8},
         },
     }
+    if kind == "image":
+        pipeline["args"]["image_cond_model"] = "dinov2_vitl14_reg"
+        _write_tiny_dinov2(path / "dinov2", RANDOM_COND_CHANNELS[kind], generator)
+    else:
+        from ..conditioning.tiny_clip import write_tiny_clip_folder
+        pipeline["args"]["text_cond_model"] = "openai/clip-vit-large-patch14"
+        write_tiny_clip_folder(path / "clip", hidden_size=RANDOM_COND_CHANNELS[kind], seed=seed)
     (path / "pipeline.json").write_text(json.dumps(pipeline, indent=4))
     return path

@@ -7,6 +7,8 @@ first the structure noise ``randn(num_samples, C, R, R, R)``, then the SLat nois
 """
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -16,7 +18,7 @@ from ..sampling import FlowEulerCfgSampler, FlowEulerGuidanceIntervalSampler, Fl
 from ..sparse import SparseTensor
 from .model_folder import ModelFolder, ModelFolderError
 
-__all__ = ["TrellisPipeline", "GenerationResult", "FORMATS", "SAMPLER_CLASSES"]
+__all__ = ["TrellisPipeline", "GenerationResult", "FORMATS", "SAMPLER_CLASSES", "stage_timer"]
 
 FORMATS = ("gaussian", "radiance_field", "mesh")
 SAMPLER_CLASSES = {cls.__name__: cls for cls in
@@ -33,6 +35,17 @@ class GenerationResult:
     coords: torch.Tensor
     slat: SparseTensor
     decoded: Dict[str, list] = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+@contextmanager
+def stage_timer(timings: Dict[str, float], stage: str, device: torch.device):
+    """Adds the wall time of the block (device work included) to ``timings[stage]``."""
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 class TrellisPipeline:
@@ -116,9 +129,16 @@ class TrellisPipeline:
                  progress: Optional[ProgressCallback] = None, views: Optional[dict] = None) -> GenerationResult:
         """Structure, SLat and the decoded formats from one condition and seed."""
         generator = torch.Generator().manual_seed(seed)
-        coords = self.sample_sparse_structure(cond, generator, num_samples, structure_params, progress, views)
-        slat = self.sample_slat(cond, coords, generator, slat_params, progress, views, num_samples)
-        return GenerationResult(coords=coords, slat=slat, decoded=self.decode(slat, formats))
+        timings: Dict[str, float] = {}
+        with stage_timer(timings, "structure", self.device):
+            coords = self.sample_sparse_structure(cond, generator, num_samples, structure_params, progress, views)
+        with stage_timer(timings, "latent", self.device):
+            slat = self.sample_slat(cond, coords, generator, slat_params, progress, views, num_samples)
+        decoded = {}
+        for f in formats:
+            with stage_timer(timings, f"decode_{f}", self.device):
+                decoded.update(self.decode(slat, [f]))
+        return GenerationResult(coords=coords, slat=slat, decoded=decoded, timings=timings)
 
 
 def views_options(mode: Optional[str], weights: Optional[List[float]] = None) -> Optional[dict]:

@@ -1,0 +1,173 @@
+"""The image-to-3D and text-to-3D pipelines: a model folder plus its condition encoder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+from ..conditioning import encode_image, load_dinov2, preprocess_image
+from .encoders import image_encoder_path, text_encoder_path
+from .model_folder import ModelFolder, ModelFolderError, download_model_folder, KNOWN_REPOSITORIES
+from .trellis_pipeline import FORMATS, GenerationResult, ProgressCallback, TrellisPipeline, stage_timer, views_options
+
+__all__ = ["ImageTo3DPipeline", "TextTo3DPipeline", "open_model_folder", "MULTI_IMAGE_MODES"]
+
+MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
+
+
+def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, None] = None, device="cpu",
+                      dtype: Optional[torch.dtype] = None, download: bool = False) -> ModelFolder:
+    """A model folder from a path, or from a known repository id (``microsoft/TRELLIS-image-large``)
+    looked up in (and, with ``download``, fetched into) ``models_dir``."""
+    path = Path(model)
+    if (path / "pipeline.json").is_file():
+        return ModelFolder(path, dtype=dtype, device=device)
+    if str(model) in KNOWN_REPOSITORIES:
+        root = Path(models_dir or ".")
+        local = root / str(model).split("/")[1]
+        if not (local / "pipeline.json").is_file() or ModelFolder(local).missing_files():
+            if not download:
+                raise ModelFolderError(f"{model} is not in {local} (or is incomplete); download it there "
+                                       f"(pass download=True / --download when online)")
+            download_model_folder(str(model), root)
+        return ModelFolder(local, dtype=dtype, device=device)
+    raise ModelFolderError(f"{model}: not a model folder (no pipeline.json) and not a known repository "
+                           f"({', '.join(KNOWN_REPOSITORIES)})")
+
+
+def _require_kind(folder: ModelFolder, kind: str) -> None:
+    if folder.kind != kind:
+        article = "an" if kind == "image" else "a"
+        raise ModelFolderError(f"{folder.path} is a {folder.kind}-to-3D model folder; {article} {kind} one is needed")
+
+
+class ImageTo3DPipeline(TrellisPipeline):
+    """Image(s) -> 3D asset, as the official ``TrellisImageTo3DPipeline``.
+
+    Args:
+        folder: an image model folder.
+        encoder: the DINOv2 model (``load_dinov2``), on the folder's device.
+    """
+
+    def __init__(self, folder: ModelFolder, encoder: torch.nn.Module, batch_cfg: bool = False):
+        _require_kind(folder, "image")
+        super().__init__(folder, batch_cfg)
+        self.encoder = encoder
+
+    @classmethod
+    def from_folder(cls, model: Union[str, Path], models_dir=None, device="cpu", dtype=None,
+                    download: bool = False, batch_cfg: Optional[bool] = None) -> "ImageTo3DPipeline":
+        folder = open_model_folder(model, models_dir, device, dtype, download)
+        _require_kind(folder, "image")
+        encoder = load_dinov2(str(image_encoder_path(folder, download)), device=device)
+        return cls(folder, encoder, batch_cfg=folder.device.type == "cuda" if batch_cfg is None else batch_cfg)
+
+    def get_cond(self, images: Sequence) -> dict:
+        """Prepared images -> {'cond': [N, T, C], 'neg_cond': zeros [1, T, C]}."""
+        cond = encode_image(self.encoder, list(images)).to(self.device)
+        return {"cond": cond, "neg_cond": torch.zeros_like(cond[:1])}
+
+    def run(self, images, masks: Optional[Sequence] = None, seed: int = 42, num_samples: int = 1,
+            formats: Sequence[str] = FORMATS, preprocess: bool = True, multi_image_mode: str = "stochastic",
+            view_weights: Optional[List[float]] = None, structure_params: Optional[dict] = None,
+            slat_params: Optional[dict] = None, progress: Optional[ProgressCallback] = None) -> GenerationResult:
+        """Generate from one image or several views of one object.
+
+        Args:
+            images: a PIL image / array, or a list of them (several views -> ``multi_image_mode``).
+            masks: optional object mask per image (see ``preprocess_image``).
+            multi_image_mode: 'stochastic' or 'multidiffusion' (official semantics) for several views;
+                ``view_weights`` extends both (equal weights = the official result).
+            structure_params / slat_params: sampler overrides (steps, cfg_strength, cfg_interval,
+                rescale_t) on top of the folder's released values.
+        """
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            raise ValueError("no input image: give at least one")
+        if masks is not None and len(masks) != len(images):
+            raise ValueError(f"got {len(masks)} masks for {len(images)} images; give one mask per image or none")
+        if multi_image_mode not in MULTI_IMAGE_MODES:
+            raise ValueError(f"multi_image_mode must be one of {MULTI_IMAGE_MODES}, got {multi_image_mode!r}")
+        timings = {}
+        with stage_timer(timings, "condition", self.device):
+            if preprocess:
+                images = [preprocess_image(im, None if masks is None else masks[i]) for i, im in enumerate(images)]
+            cond = self.get_cond(images)
+        views = views_options(multi_image_mode, view_weights) if len(images) > 1 else None
+        result = self.generate(cond, seed, num_samples, formats, structure_params, slat_params, progress, views)
+        result.timings = {**timings, **result.timings}
+        return result
+
+    def run_variant(self, coords: torch.Tensor, images, seed: int = 42, num_samples: int = 1,
+                    formats: Sequence[str] = FORMATS, preprocess: bool = True, slat_params: Optional[dict] = None,
+                    progress: Optional[ProgressCallback] = None) -> GenerationResult:
+        """New latents on a given structure (``coords`` int [N, 3] on the 64^3 grid, e.g. from
+        ``voxelize_mesh``) from an image condition."""
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if preprocess:
+            images = [preprocess_image(im) for im in images]
+        return variant(self, self.get_cond(images[:1]), coords, seed, num_samples, formats, slat_params, progress)
+
+
+class TextTo3DPipeline(TrellisPipeline):
+    """Prompt -> 3D asset, as the official ``TrellisTextTo3DPipeline``.
+
+    Args:
+        folder: a text model folder.
+        encoder: a ``ClipTextEncoder``.
+    """
+
+    def __init__(self, folder: ModelFolder, encoder, batch_cfg: bool = False):
+        _require_kind(folder, "text")
+        super().__init__(folder, batch_cfg)
+        self.encoder = encoder
+
+    @classmethod
+    def from_folder(cls, model: Union[str, Path], models_dir=None, device="cpu", dtype=None,
+                    download: bool = False, batch_cfg: Optional[bool] = None) -> "TextTo3DPipeline":
+        from ..conditioning.clip_text import ClipTextEncoder
+        folder = open_model_folder(model, models_dir, device, dtype, download)
+        _require_kind(folder, "text")
+        encoder = ClipTextEncoder.from_folder(text_encoder_path(folder, download), device=device)
+        return cls(folder, encoder, batch_cfg=folder.device.type == "cuda" if batch_cfg is None else batch_cfg)
+
+    def get_cond(self, prompts: Sequence[str]) -> dict:
+        cond = self.encoder.get_cond(list(prompts))
+        return {k: v.to(self.device) for k, v in cond.items()}
+
+    def run(self, prompt: str, seed: int = 42, num_samples: int = 1, formats: Sequence[str] = FORMATS,
+            structure_params: Optional[dict] = None, slat_params: Optional[dict] = None,
+            progress: Optional[ProgressCallback] = None) -> GenerationResult:
+        timings = {}
+        with stage_timer(timings, "condition", self.device):
+            cond = self.get_cond([prompt])
+        result = self.generate(cond, seed, num_samples, formats, structure_params, slat_params, progress)
+        result.timings = {**timings, **result.timings}
+        return result
+
+    def run_variant(self, coords: torch.Tensor, prompt: str, seed: int = 42, num_samples: int = 1,
+                    formats: Sequence[str] = FORMATS, slat_params: Optional[dict] = None,
+                    progress: Optional[ProgressCallback] = None) -> GenerationResult:
+        """New latents on a given structure (``coords`` int [N, 3]) from a prompt (official ``run_variant``)."""
+        return variant(self, self.get_cond([prompt]), coords, seed, num_samples, formats, slat_params, progress)
+
+
+def variant(pipeline: TrellisPipeline, cond: dict, coords: torch.Tensor, seed: int, num_samples: int,
+            formats: Sequence[str], slat_params: Optional[dict], progress: Optional[ProgressCallback]) -> GenerationResult:
+    """Official ``run_variant``: the structure repeated for each sample, then stage 2 only."""
+    if coords.dim() != 2 or coords.shape[1] != 3 or coords.shape[0] == 0:
+        raise ValueError(f"variant structure must be non-empty int coords [N, 3], got {list(coords.shape)}")
+    resolution = pipeline.folder.model("slat_flow_model").resolution
+    if int(coords.min()) < 0 or int(coords.max()) >= resolution:
+        raise ValueError(f"variant structure coords must be in [0, {resolution})")
+    n = coords.shape[0]
+    batch = torch.arange(num_samples, dtype=torch.int32).repeat_interleave(n)[:, None]
+    full = torch.cat([batch, coords.int().cpu().repeat(num_samples, 1)], dim=1).to(pipeline.device)
+    generator = torch.Generator().manual_seed(seed)
+    timings = {}
+    with stage_timer(timings, "latent", pipeline.device):
+        slat = pipeline.sample_slat(cond, full, generator, slat_params, progress, num_samples=num_samples)
+    with stage_timer(timings, "decode", pipeline.device):
+        decoded = pipeline.decode(slat, formats)
+    return GenerationResult(coords=full, slat=slat, decoded=decoded, timings=timings)
