@@ -7,9 +7,10 @@ Backends (``TRELLIS_ATTN_BACKEND`` or ``backend=`` or ``set_backend('attention',
   there are few sequences and one padded, masked call when there are many (windows).
 * ``naive``: explicit float32 softmax(QK^T/sqrt(d))V per sequence; the reference for tests.
 * ``torch_varlen``: torch's built-in FlashAttention-2 varlen kernel
-  (``torch.nn.attention.varlen.varlen_attn``); CUDA, fp16/bf16.
-* ``flash_attn``: the flash-attn 2 package; CUDA, fp16/bf16.
-* ``flash_attn_4``: the flash-attn 4 (CuTe DSL) package; Hopper/Blackwell, fp16/bf16.
+  (``torch.nn.attention.varlen.varlen_attn``, torch >= 2.9); CUDA, fp16/bf16.
+* ``flash_attn``: the flash-attn 2 package (``flash_attn.flash_attn_varlen_func``); CUDA, fp16/bf16.
+* ``flash_attn_4``: the flash-attn-4 package (CuTe DSL, ``flash_attn.cute.flash_attn_varlen_func``);
+  Hopper/Blackwell, fp16/bf16. Its first call per head size and dtype compiles the kernel (seconds).
 
 Automatic choice: CPU -> ``sdpa``; CUDA -> ``torch_varlen``, ``flash_attn_4``, ``flash_attn``,
 ``sdpa`` for packed sequences of half precision, ``sdpa`` for everything else. The dense path
@@ -113,19 +114,21 @@ def _varlen_naive(q, k, v, q_lens: SeqLens, kv_lens: SeqLens) -> torch.Tensor:
 
 def _varlen_torch_flash(q, k, v, q_lens: SeqLens, kv_lens: SeqLens) -> torch.Tensor:
     from torch.nn.attention.varlen import varlen_attn
+    # Positional (query, key, value, cu_seq_q, cu_seq_k, max_q, max_k) since torch 2.9 (checked: 2.11, 2.13); returns the output alone.
     return varlen_attn(q, k, v, q_lens.cu(q.device), kv_lens.cu(q.device), q_lens.max, kv_lens.max)
 
 
 def _varlen_flash_attn(q, k, v, q_lens: SeqLens, kv_lens: SeqLens) -> torch.Tensor:
-    import flash_attn
-    return flash_attn.flash_attn_varlen_func(q, k, v, q_lens.cu(q.device), kv_lens.cu(q.device), q_lens.max, kv_lens.max)
+    from flash_attn import flash_attn_varlen_func
+    return flash_attn_varlen_func(q, k, v, q_lens.cu(q.device), kv_lens.cu(q.device), q_lens.max, kv_lens.max)
 
 
 def _varlen_flash_attn_4(q, k, v, q_lens: SeqLens, kv_lens: SeqLens) -> torch.Tensor:
     from flash_attn.cute import flash_attn_varlen_func
-    out = flash_attn_varlen_func(q, k, v, cu_seqlens_q=q_lens.cu(q.device), cu_seqlens_k=kv_lens.cu(q.device),
-                                 max_seqlen_q=q_lens.max, max_seqlen_k=kv_lens.max)
-    return out[0] if isinstance(out, tuple) else out
+    # Keywords: the fourth positional parameter is ``qv`` (MLA), not the sequence offsets.
+    out, _lse = flash_attn_varlen_func(q, k, v, cu_seqlens_q=q_lens.cu(q.device), cu_seqlens_k=kv_lens.cu(q.device),
+                                       max_seqlen_q=q_lens.max, max_seqlen_k=kv_lens.max)
+    return out
 
 
 def _anywhere(device: torch.device, dtype: torch.dtype) -> bool:
@@ -141,7 +144,8 @@ def _torch_varlen_available(device, dtype) -> bool:
 
 
 def _flash_attn_available(device, dtype) -> bool:
-    return _cuda_half(device, dtype) and importable("flash_attn")
+    # flash-attn-4 alone also makes ``flash_attn`` importable (a namespace holding ``cute``): look for FA2's module.
+    return _cuda_half(device, dtype) and importable("flash_attn.flash_attn_interface")
 
 
 def _flash_attn_4_available(device, dtype) -> bool:
