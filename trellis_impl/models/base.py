@@ -46,10 +46,12 @@ class TrellisModel(nn.Module):
         return self
 
     def _check_coords(self, x: SparseTensor, resolution: int) -> None:
-        """Voxel coordinates must lie on the model's grid."""
-        if x.coords.shape[0] and int(x.coords[:, 1:].max()) >= resolution:
+        """Voxel coordinates must lie on the model's grid (checked once per coordinate set)."""
+        if "max_coord" not in x.cache:
+            x.cache["max_coord"] = int(x.coords[:, 1:].max()) if x.coords.shape[0] else -1
+        if x.cache["max_coord"] >= resolution:
             raise ValueError(f"{type(self).__name__}: voxel coordinates must be in [0, {resolution}), "
-                             f"got a maximum of {int(x.coords[:, 1:].max())}")
+                             f"got a maximum of {x.cache['max_coord']}")
 
     @staticmethod
     def _check_cond(cond: torch.Tensor, batch: int, channels: int, model: str) -> None:

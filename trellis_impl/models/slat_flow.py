@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..modules.embeddings import TimestepEmbedder, absolute_position_embedding
+from ..modules.embeddings import TimestepEmbedder, voxel_position_embedding
 from ..modules.norm import LayerNorm32
 from ..modules.transformer import ModulatedTransformerCrossBlock
 from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
@@ -111,7 +111,7 @@ class SLatFlowModel(TrellisModel):
         for block in self.input_blocks:
             h = block(h, t_emb)
             skips.append(h.feats)
-        h = h + absolute_position_embedding(h.coords[:, 1:], self.model_channels).type(self.dtype)
+        h = h + voxel_position_embedding(h, self.model_channels).type(self.dtype)
         for block in self.blocks:
             h = block(h, t_emb, cond)
         for block, skip in zip(self.out_blocks, reversed(skips)):

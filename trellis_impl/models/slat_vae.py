@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..modules.embeddings import absolute_position_embedding
+from ..modules.embeddings import voxel_position_embedding
 from ..modules.transformer import TransformerBlock
 from ..representations.gaussians import Gaussians, gaussian_offset_perturbation, gaussians_from_decoder_output
 from ..representations.mesh import Mesh, features_to_mesh, mesh_feature_channels
@@ -57,7 +57,7 @@ class SparseTransformerBase(TrellisModel):
             raise ValueError(f"{type(self).__name__}: input has {x.feats.shape[-1]} channels, expected {self.in_channels}")
         self._check_coords(x, self.resolution)
         h = self.input_layer(x.feats.to(self.input_layer.weight.dtype))
-        h = x.replace((h + absolute_position_embedding(x.coords[:, 1:], self.model_channels)).type(self.dtype))
+        h = x.replace((h + voxel_position_embedding(x, self.model_channels)).type(self.dtype))
         for block in self.blocks:
             h = block(h)
         return h

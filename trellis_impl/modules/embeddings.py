@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
-__all__ = ["TimestepEmbedder", "absolute_position_embedding"]
+__all__ = ["TimestepEmbedder", "absolute_position_embedding", "voxel_position_embedding"]
 
 
 class TimestepEmbedder(nn.Module):
@@ -59,3 +59,12 @@ def absolute_position_embedding(coords: torch.Tensor, channels: int) -> torch.Te
     if emb.shape[1] < channels:
         emb = torch.cat([emb, emb.new_zeros(n, channels - emb.shape[1])], dim=-1)
     return emb
+
+
+def voxel_position_embedding(x, channels: int) -> torch.Tensor:
+    """``absolute_position_embedding`` of a SparseTensor's voxel coordinates, [N, channels]
+    float32, computed once per coordinate set (kept in the tensor's cache)."""
+    key = f"position_embedding_{channels}"
+    if key not in x.cache:
+        x.cache[key] = absolute_position_embedding(x.coords[:, 1:], channels)
+    return x.cache[key]

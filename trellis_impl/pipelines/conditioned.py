@@ -63,9 +63,10 @@ class ImageTo3DPipeline(TrellisPipeline):
         encoder = load_dinov2(str(image_encoder_path(folder, download)), device=device)
         return cls(folder, encoder, batch_cfg=folder.device.type == "cuda" if batch_cfg is None else batch_cfg)
 
-    def get_cond(self, images: Sequence) -> dict:
-        """Prepared images -> {'cond': [N, T, C], 'neg_cond': zeros [1, T, C]}."""
-        cond = encode_image(self.encoder, list(images)).to(self.device)
+    def get_cond(self, images) -> dict:
+        """Prepared images (PIL list, or a float tensor [N, 3, H, W] in [0, 1]) ->
+        {'cond': [N, T, C], 'neg_cond': zeros [1, T, C]}."""
+        cond = encode_image(self.encoder, images if isinstance(images, torch.Tensor) else list(images)).to(self.device)
         return {"cond": cond, "neg_cond": torch.zeros_like(cond[:1])}
 
     def run(self, images, masks: Optional[Sequence] = None, seed: int = 42, num_samples: int = 1,

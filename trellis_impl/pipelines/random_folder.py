@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from ..models import build_model
 
-__all__ = ["write_random_model_folder", "RANDOM_COND_CHANNELS"]
+__all__ = ["write_random_model_folder", "randomise_weights", "RANDOM_COND_CHANNELS"]
 
 RANDOM_COND_CHANNELS = {"image": 48, "text": 48}
 _SWIN = {"resolution": 16, "model_channels": 64, "latent_channels": 8, "num_blocks": 2, "num_heads": 4,
@@ -46,17 +46,17 @@ def _configs(kind: str) -> Dict[str, dict]:
     }
 
 
-def _randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
+def randomise_weights(model: torch.nn.Module, generator: torch.Generator) -> None:
     """Every parameter random (not the official zero init, which would make outputs trivial):
     matrices ~ N(0, 1/fan_in), vectors ~ N(0, 0.1^2) around 1 for norm scales, 0 otherwise."""
     for name, p in model.named_parameters():
         if p.dim() >= 2:
             fan_in = p[0].numel()
-            value = torch.randn(p.shape, generator=generator) / math.sqrt(fan_in)
+            value = torch.randn(p.shape, generator=generator, device=generator.device) / math.sqrt(fan_in)
         else:
             centre = 1.0 if name.endswith(("norm1.weight", "norm2.weight", "gamma")) or ".act_layers.0." in name \
                 or ".out_layers.1." in name or "out_layer.0." in name else 0.0
-            value = centre + 0.1 * torch.randn(p.shape, generator=generator)
+            value = centre + 0.1 * torch.randn(p.shape, generator=generator, device=generator.device)
         p.data = value.to(p.dtype)
 
 
@@ -73,7 +73,7 @@ def _target_occupancy(decoder: torch.nn.Module, generator: torch.Generator, frac
 def _write_tiny_dinov2(folder: Path, width: int, generator: torch.Generator) -> None:
     from ..conditioning.dinov2 import DinoV2, DinoV2Config, config_to_hf, hub_to_hf_state_dict
     model = DinoV2(DinoV2Config(embed_dim=width, depth=2, num_heads=2))
-    _randomise(model, generator)
+    randomise_weights(model, generator)
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2))
     save_file({k: v.contiguous() for k, v in hub_to_hf_state_dict(model.state_dict()).items()},
@@ -98,7 +98,7 @@ def write_random_model_folder(path: Union[str, Path], kind: str = "image", seed:
     names = {}
     for short, config in _configs(kind).items():
         model = build_model(config["name"], **config["args"])
-        _randomise(model, generator)
+        randomise_weights(model, generator)
         if short == "ss_dec":
             _target_occupancy(model, generator)
             model.set_compute_dtype(torch.float16)

@@ -54,9 +54,15 @@ def _repeat_cond(cond: Any, batch: int) -> Any:
 
 
 def _stack(x: Sample, copies: int) -> Sample:
-    if isinstance(x, SparseTensor):
-        return sparse_cat([x] * copies)
-    return torch.cat([x] * copies)
+    """``copies`` batches of x in one; for sparse x the stacked coordinates (and so the model's
+    caches for them) are built once and kept in x's cache across sampler steps."""
+    if not isinstance(x, SparseTensor):
+        return torch.cat([x] * copies)
+    key = f"stacked_{copies}"
+    if key not in x.cache:
+        x.cache[key] = sparse_cat([x] * copies)
+    stacked = x.cache[key]
+    return stacked.replace(torch.cat([x.feats] * copies))
 
 
 def _halves(out: Sample, like: Sample) -> Tuple[Sample, Sample]:

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["SparseTensor", "sparse_cat"]
+__all__ = ["SparseTensor", "sparse_cat", "batch_layout"]
 
 
 class SparseTensor:
@@ -38,7 +38,7 @@ class SparseTensor:
         self.feats = feats
         self.coords = coords
         if layout is None:
-            layout = _layout(coords, batch_size)
+            layout = batch_layout(coords, batch_size)
         self.layout = layout
         self.cache = {} if cache is None else cache
 
@@ -164,7 +164,7 @@ class SparseTensor:
                 f"feats={tuple(self.feats.shape[1:])}, dtype={self.dtype}, device={self.device})")
 
 
-def _layout(coords: torch.Tensor, batch_size: Optional[int]) -> List[slice]:
+def batch_layout(coords: torch.Tensor, batch_size: Optional[int]) -> List[slice]:
     """Row slice of each item; checks that items are contiguous and in order."""
     if coords.shape[0] == 0:
         if batch_size is None:
