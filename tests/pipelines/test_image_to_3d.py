@@ -68,6 +68,8 @@ def test_mask_input_and_bad_images(pipeline):
     with pytest.raises(ValueError):
         pipeline.run(Image.new("RGBA", (64, 64), (0, 0, 0, 0)), formats=[])  # fully transparent
     with pytest.raises(ValueError):
+        pipeline.run(rgb, masks=[np.zeros_like(mask)], formats=[])  # no object left after masking
+    with pytest.raises(ValueError):
         pipeline.run(Image.new("RGBA", (1, 1), (255, 0, 0, 128)), formats=[])  # 1x1
     with pytest.raises(ValueError, match="no input image"):
         pipeline.run([], formats=[])

@@ -90,11 +90,14 @@ class TrellisPipeline:
     @torch.no_grad()
     def sample_sparse_structure(self, cond: dict, generator: torch.Generator, num_samples: int = 1,
                                 sampler_params: Optional[dict] = None, progress: Optional[ProgressCallback] = None,
-                                views: Optional[dict] = None) -> torch.Tensor:
-        """Stage 1. ``cond`` = {'cond': [1 or N, L, C], 'neg_cond': ...}. Returns coords int32 [M, 4]."""
+                                views: Optional[dict] = None, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Stage 1. ``cond`` = {'cond': [1 or N, L, C], 'neg_cond': ...}. Returns coords int32 [M, 4].
+        ``noise`` [num_samples, C, R, R, R] replaces the seeded draw when given."""
         flow = self.folder.model("sparse_structure_flow_model")
         res = flow.resolution
-        noise = torch.randn(num_samples, flow.in_channels, res, res, res, generator=generator).to(self.device)
+        if noise is None:
+            noise = torch.randn(num_samples, flow.in_channels, res, res, res, generator=generator)
+        noise = noise.to(self.device)
         latent = self._run_sampler("sparse_structure_sampler", flow, noise, cond, sampler_params, progress, views)
         logits = self.folder.model("sparse_structure_decoder")(latent)
         return torch.argwhere(logits > 0)[:, [0, 2, 3, 4]].int()
@@ -102,14 +105,16 @@ class TrellisPipeline:
     @torch.no_grad()
     def sample_slat(self, cond: dict, coords: torch.Tensor, generator: torch.Generator,
                     sampler_params: Optional[dict] = None, progress: Optional[ProgressCallback] = None,
-                    views: Optional[dict] = None, num_samples: Optional[int] = None) -> SparseTensor:
+                    views: Optional[dict] = None, num_samples: Optional[int] = None,
+                    noise: Optional[torch.Tensor] = None) -> SparseTensor:
         """Stage 2 on the given structure. Returns the SLat, denormalised with the folder's
-        ``slat_normalization``."""
+        ``slat_normalization``. ``noise`` [N, C] replaces the seeded draw when given."""
         flow = self.folder.model("slat_flow_model")
         if coords.shape[0] == 0:
             raise ValueError("the sparse structure is empty (no voxel decoded as occupied): nothing to generate; "
                              "try another seed or condition")
-        feats = torch.randn(coords.shape[0], flow.in_channels, generator=generator).to(self.device)
+        feats = torch.randn(coords.shape[0], flow.in_channels, generator=generator) if noise is None else noise
+        feats = feats.to(self.device)
         noise = SparseTensor(feats, coords.to(self.device), batch_size=num_samples)
         slat = self._run_sampler("slat_sampler", flow, noise, cond, sampler_params, progress, views)
         norm = self.folder.slat_normalization()
