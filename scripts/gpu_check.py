@@ -129,7 +129,7 @@ def _slat_dec_gs(name):
     def run(device, dtype):
         t, _ = load_case(name)
         model = load_model(ckpt_path(name), dtype=dtype, device=device)
-        raw = model._out(model.forward_torso(_sparse_input(t, device)))
+        raw = model.forward_features(_sparse_input(t, device))
         outputs = [Output("out_layer_feats", raw.feats, t["out_layer_feats"])]
         for i, g in enumerate(model.to_representation(raw)):
             outputs += [Output(f"item{i}.{f}", getattr(g, f), t[f"item{i}.{f}"]) for f in GS_FIELDS]
@@ -141,7 +141,7 @@ def _slat_dec_rf(name):
     def run(device, dtype):
         t, _ = load_case(name)
         model = load_model(ckpt_path(name), dtype=dtype, device=device)
-        raw = model._out(model.forward_torso(_sparse_input(t, device)))
+        raw = model.forward_features(_sparse_input(t, device))
         outputs = [Output("out_layer_feats", raw.feats, t["out_layer_feats"])]
         for i, rf in enumerate(model.to_representation(raw)):
             outputs.append(Output(f"item{i}.depth", rf.depth, t[f"item{i}.depth"], integer=True))

@@ -113,6 +113,14 @@ class _SLatDecoder(SparseTransformerBase):
     def _build_head(self) -> None:
         raise NotImplementedError
 
+    def forward_features(self, x: SparseTensor) -> SparseTensor:
+        """The network part: SLat -> raw output features (before ``to_representation``)."""
+        return self._out(self.forward_torso(x))
+
+    def forward(self, x: SparseTensor) -> list:
+        """SLat -> one representation per batch item."""
+        return self.to_representation(self.forward_features(x))
+
 
 class SLatGaussianDecoder(_SLatDecoder):
     """SLat -> one ``Gaussians`` per batch item (``num_gaussians`` per voxel, voxel-major)."""
@@ -129,9 +137,6 @@ class SLatGaussianDecoder(_SLatDecoder):
                                               self.rep_config, self.offset_perturbation)
                 for rows in x.layout]
 
-    def forward(self, x: SparseTensor) -> List[Gaussians]:
-        return self.to_representation(self._out(self.forward_torso(x)))
-
 
 class SLatRadianceFieldDecoder(_SLatDecoder):
     """SLat -> one ``Strivec`` radiance field per batch item."""
@@ -144,9 +149,6 @@ class SLatRadianceFieldDecoder(_SLatDecoder):
     def to_representation(self, x: SparseTensor) -> List[Strivec]:
         return [strivec_from_decoder_output(x.coords[rows, 1:], x.feats[rows].float(), self.resolution, self.rep_config)
                 for rows in x.layout]
-
-    def forward(self, x: SparseTensor) -> List[Strivec]:
-        return self.to_representation(self._out(self.forward_torso(x)))
 
 
 class SparseSubdivideBlock3d(nn.Module):
@@ -197,9 +199,6 @@ class SLatMeshDecoder(_SLatDecoder):
         for block in self.upsample:
             h = block(h)
         return self._out(h, final_norm=False)
-
-    def forward(self, x: SparseTensor) -> List[Mesh]:
-        return self.to_representation(self.forward_features(x))
 
 
 class ElasticSLatEncoder(SLatEncoder):
