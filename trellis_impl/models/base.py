@@ -19,9 +19,12 @@ class TrellisModel(nn.Module):
     """Base of the model classes.
 
     The "torso" (transformer blocks, residual blocks, upsampling blocks) holds its Linear/Conv
-    weights in ``self.dtype`` and computes in it; input/output layers, norms, the timestep
-    embedder and buffers stay float32, as in the official models. ``use_fp16=True`` in a config
-    means a float16 torso (the released layout); ``set_compute_dtype`` switches it to any dtype.
+    weights in ``self.dtype`` and runs their products in it; input/output layers, norms, the
+    timestep embedder and buffers stay float32, as in the official models. ``use_fp16=True`` in
+    a config means a float16 torso (the released layout); ``set_compute_dtype`` switches it to
+    any dtype. Unlike the official models, the activations between the products (the residual
+    stream, norms, modulation) stay float32 in every torso dtype: in bfloat16 this halves the
+    error against the float32 reference (docs/gpu.md).
     """
 
     dtype: torch.dtype = torch.float32

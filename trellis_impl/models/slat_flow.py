@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..modules.embeddings import TimestepEmbedder, voxel_position_embedding
+from ..modules.layers import Linear
 from ..modules.norm import LayerNorm32
 from ..modules.transformer import ModulatedTransformerCrossBlock
 from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
@@ -34,8 +35,8 @@ class SparseResBlock3d(nn.Module):
         self.norm2 = LayerNorm32(out_channels, elementwise_affine=False, eps=1e-6)
         self.conv1 = SparseConv3d(channels, out_channels, 3)
         self.conv2 = SparseConv3d(out_channels, out_channels, 3)
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))
-        self.skip_connection = nn.Linear(channels, out_channels) if channels != out_channels else nn.Identity()
+        self.emb_layers = nn.Sequential(nn.SiLU(), Linear(emb_channels, 2 * out_channels))
+        self.skip_connection = Linear(channels, out_channels) if channels != out_channels else nn.Identity()
 
     def forward(self, x: SparseTensor, emb: torch.Tensor) -> SparseTensor:
         scale, shift = self.emb_layers(emb).type(x.dtype).chunk(2, dim=1)
@@ -75,9 +76,9 @@ class SLatFlowModel(TrellisModel):
         num_heads = num_heads or model_channels // num_head_channels
         self.t_embedder = TimestepEmbedder(model_channels)
         if share_mod:
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, 6 * model_channels))
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(model_channels, 6 * model_channels))
         io = io_block_channels or []
-        self.input_layer = nn.Linear(in_channels, io[0] if io else model_channels)
+        self.input_layer = Linear(in_channels, io[0] if io else model_channels)
         self.input_blocks = nn.ModuleList()
         for chs, next_chs in zip(io, io[1:] + [model_channels]):
             self.input_blocks.extend(SparseResBlock3d(chs, model_channels, chs) for _ in range(num_io_res_blocks - 1))
@@ -91,7 +92,7 @@ class SLatFlowModel(TrellisModel):
         for chs, prev_chs in zip(reversed(io), [model_channels] + list(reversed(io[1:]))):
             self.out_blocks.append(SparseResBlock3d(prev_chs * skip, model_channels, chs, upsample=True))
             self.out_blocks.extend(SparseResBlock3d(chs * skip, model_channels, chs) for _ in range(num_io_res_blocks - 1))
-        self.out_layer = nn.Linear(io[0] if io else model_channels, out_channels)
+        self.out_layer = Linear(io[0] if io else model_channels, out_channels)
         self._init_precision(use_fp16)
 
     def torso(self):
@@ -102,16 +103,15 @@ class SLatFlowModel(TrellisModel):
             raise ValueError(f"SLatFlowModel: x has {x.feats.shape[-1]} channels, expected {self.in_channels}")
         self._check_coords(x, self.resolution)
         self._check_cond(cond, x.batch_size, self.cond_channels, "SLatFlowModel")
-        h = x.replace(self.input_layer(x.feats.to(self.input_layer.weight.dtype)).type(self.dtype))
+        h = x.replace(self.input_layer(x.feats))
         t_emb = self.t_embedder(t)
         if self.share_mod:
             t_emb = self.adaLN_modulation(t_emb)
-        t_emb, cond = t_emb.type(self.dtype), cond.type(self.dtype)
         skips = []
         for block in self.input_blocks:
             h = block(h, t_emb)
             skips.append(h.feats)
-        h = h + voxel_position_embedding(h, self.model_channels).type(self.dtype)
+        h = h + voxel_position_embedding(h, self.model_channels)
         for block in self.blocks:
             h = block(h, t_emb, cond)
         for block, skip in zip(self.out_blocks, reversed(skips)):
@@ -119,7 +119,7 @@ class SLatFlowModel(TrellisModel):
                 h = h.replace(torch.cat([h.feats, skip], dim=1))
             h = block(h, t_emb)
         h = h.replace(F.layer_norm(h.feats.float(), h.feats.shape[-1:]))
-        return h.replace(self.out_layer(h.feats.to(self.out_layer.weight.dtype)).to(x.dtype))
+        return h.replace(self.out_layer(h.feats).to(x.dtype))
 
 
 class ElasticSLatFlowModel(SLatFlowModel):

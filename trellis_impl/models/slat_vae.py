@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..modules.embeddings import voxel_position_embedding
+from ..modules.layers import Linear
 from ..modules.transformer import TransformerBlock
 from ..representations.gaussians import Gaussians, gaussian_offset_perturbation, gaussians_from_decoder_output
 from ..representations.mesh import Mesh, features_to_mesh, mesh_feature_channels
@@ -43,7 +44,7 @@ class SparseTransformerBase(TrellisModel):
             raise ValueError(f"pe_mode {pe_mode!r} is not supported (released models use 'ape')")
         self.in_channels, self.model_channels = in_channels, model_channels
         num_heads = num_heads or model_channels // num_head_channels
-        self.input_layer = nn.Linear(in_channels, model_channels)
+        self.input_layer = Linear(in_channels, model_channels)
         self.blocks = nn.ModuleList([
             TransformerBlock(model_channels, num_heads, mlp_ratio, attn_mode=mode, window_size=window_size,
                              shift_window=shift, qk_rms_norm=qk_rms_norm)
@@ -56,8 +57,8 @@ class SparseTransformerBase(TrellisModel):
         if x.feats.shape[-1] != self.in_channels:
             raise ValueError(f"{type(self).__name__}: input has {x.feats.shape[-1]} channels, expected {self.in_channels}")
         self._check_coords(x, self.resolution)
-        h = self.input_layer(x.feats.to(self.input_layer.weight.dtype))
-        h = x.replace((h + voxel_position_embedding(x, self.model_channels)).type(self.dtype))
+        h = self.input_layer(x.feats)
+        h = x.replace(h + voxel_position_embedding(x, self.model_channels))
         for block in self.blocks:
             h = block(h)
         return h
@@ -66,7 +67,7 @@ class SparseTransformerBase(TrellisModel):
         feats = h.feats.float()
         if final_norm:
             feats = F.layer_norm(feats, feats.shape[-1:])
-        return h.replace(self.out_layer(feats.to(self.out_layer.weight.dtype)))
+        return h.replace(self.out_layer(feats))
 
 
 class SLatEncoder(SparseTransformerBase):
@@ -79,7 +80,7 @@ class SLatEncoder(SparseTransformerBase):
         super().__init__(in_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
                          attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
         self.resolution = resolution
-        self.out_layer = nn.Linear(model_channels, 2 * latent_channels)
+        self.out_layer = Linear(model_channels, 2 * latent_channels)
         self._init_precision(use_fp16)
 
     def forward(self, x: SparseTensor, sample_posterior: bool = True, return_raw: bool = False,
@@ -128,7 +129,7 @@ class SLatGaussianDecoder(_SLatDecoder):
     def _build_head(self) -> None:
         g = self.rep_config["num_gaussians"]
         # per Gaussian: xyz offset 3, colour 3, scale 3, rotation 4, opacity 1
-        self.out_layer = nn.Linear(self.model_channels, g * (3 + 3 + 3 + 4 + 1))
+        self.out_layer = Linear(self.model_channels, g * (3 + 3 + 3 + 4 + 1))
         self.register_buffer("offset_perturbation", gaussian_offset_perturbation(g, self.rep_config["voxel_size"]))
 
     def to_representation(self, x: SparseTensor) -> List[Gaussians]:
@@ -144,7 +145,7 @@ class SLatRadianceFieldDecoder(_SLatDecoder):
     def _build_head(self) -> None:
         rank, dim = self.rep_config["rank"], self.rep_config["dim"]
         # per voxel: trivec rank x 3 x dim, density rank, colour rank x 3
-        self.out_layer = nn.Linear(self.model_channels, rank * 3 * dim + rank + rank * 3)
+        self.out_layer = Linear(self.model_channels, rank * 3 * dim + rank + rank * 3)
 
     def to_representation(self, x: SparseTensor) -> List[Strivec]:
         return [strivec_from_decoder_output(x.coords[rows, 1:], x.feats[rows].float(), self.resolution, self.rep_config)
@@ -183,7 +184,7 @@ class SLatMeshDecoder(_SLatDecoder):
             SparseSubdivideBlock3d(c, c // 4),
             SparseSubdivideBlock3d(c // 4, c // 8),
         ])
-        self.out_layer = nn.Linear(c // 8, mesh_feature_channels(self.use_color))
+        self.out_layer = Linear(c // 8, mesh_feature_channels(self.use_color))
 
     def torso(self):
         return [self.blocks, self.upsample]

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..modules.embeddings import TimestepEmbedder, absolute_position_embedding
+from ..modules.layers import Linear
 from ..modules.transformer import ModulatedTransformerCrossBlock
 from .base import TrellisModel
 
@@ -50,17 +51,17 @@ class SparseStructureFlowModel(TrellisModel):
         num_heads = num_heads or model_channels // num_head_channels
         self.t_embedder = TimestepEmbedder(model_channels)
         if share_mod:
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(model_channels, 6 * model_channels))
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(model_channels, 6 * model_channels))
         grid = torch.arange(resolution // patch_size)
         coords = torch.stack(torch.meshgrid(grid, grid, grid, indexing="ij"), dim=-1).reshape(-1, 3)
         self.register_buffer("pos_emb", absolute_position_embedding(coords, model_channels))
-        self.input_layer = nn.Linear(in_channels * patch_size ** 3, model_channels)
+        self.input_layer = Linear(in_channels * patch_size ** 3, model_channels)
         self.blocks = nn.ModuleList([
             ModulatedTransformerCrossBlock(model_channels, cond_channels, num_heads, mlp_ratio,
                                            qk_rms_norm=qk_rms_norm, qk_rms_norm_cross=qk_rms_norm_cross,
                                            share_mod=share_mod)
             for _ in range(num_blocks)])
-        self.out_layer = nn.Linear(model_channels, out_channels * patch_size ** 3)
+        self.out_layer = Linear(model_channels, out_channels * patch_size ** 3)
         self._init_precision(use_fp16)
 
     def torso(self):
@@ -73,15 +74,14 @@ class SparseStructureFlowModel(TrellisModel):
         self._check_cond(cond, x.shape[0], self.cond_channels, "SparseStructureFlowModel")
         h = patchify(x, self.patch_size)
         h = h.reshape(*h.shape[:2], -1).transpose(1, 2)
-        h = self.input_layer(h.to(self.input_layer.weight.dtype)) + self.pos_emb[None]
+        h = self.input_layer(h) + self.pos_emb[None]
         t_emb = self.t_embedder(t)
         if self.share_mod:
             t_emb = self.adaLN_modulation(t_emb)
-        t_emb, h, cond = t_emb.type(self.dtype), h.type(self.dtype), cond.type(self.dtype)
         for block in self.blocks:
             h = block(h, t_emb, cond)
         h = F.layer_norm(h.float(), h.shape[-1:])
-        h = self.out_layer(h.to(self.out_layer.weight.dtype))
+        h = self.out_layer(h)
         size = self.resolution // self.patch_size
         h = h.transpose(1, 2).reshape(h.shape[0], -1, size, size, size)
         return unpatchify(h, self.patch_size).to(x.dtype)

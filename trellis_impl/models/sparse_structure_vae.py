@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..modules.layers import Conv3d
 from ..modules.norm import ChannelLayerNorm32, GroupNorm32
 from .base import TrellisModel
 
@@ -35,9 +36,9 @@ class ResBlock3d(nn.Module):
         out_channels = out_channels or channels
         self.norm1 = _norm(norm_type, channels)
         self.norm2 = _norm(norm_type, out_channels)
-        self.conv1 = nn.Conv3d(channels, out_channels, 3, padding=1)
-        self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1)
-        self.skip_connection = nn.Conv3d(channels, out_channels, 1) if channels != out_channels else nn.Identity()
+        self.conv1 = Conv3d(channels, out_channels, 3, padding=1)
+        self.conv2 = Conv3d(out_channels, out_channels, 3, padding=1)
+        self.skip_connection = Conv3d(channels, out_channels, 1) if channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -49,7 +50,7 @@ class DownsampleBlock3d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, mode: Literal["conv", "avgpool"] = "conv"):
         super().__init__()
         if mode == "conv":
-            self.conv = nn.Conv3d(in_channels, out_channels, 2, stride=2)
+            self.conv = Conv3d(in_channels, out_channels, 2, stride=2)
         elif mode != "avgpool" or in_channels != out_channels:
             raise ValueError(f"downsample mode {mode!r} with {in_channels}->{out_channels} channels is not supported")
 
@@ -61,7 +62,7 @@ class UpsampleBlock3d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, mode: Literal["conv", "nearest"] = "conv"):
         super().__init__()
         if mode == "conv":
-            self.conv = nn.Conv3d(in_channels, out_channels * 8, 3, padding=1)
+            self.conv = Conv3d(in_channels, out_channels * 8, 3, padding=1)
         elif mode != "nearest" or in_channels != out_channels:
             raise ValueError(f"upsample mode {mode!r} with {in_channels}->{out_channels} channels is not supported")
 
@@ -78,7 +79,7 @@ class SparseStructureEncoder(TrellisModel):
                  num_res_blocks_middle: int = 2, norm_type: Literal["group", "layer"] = "layer", use_fp16: bool = False):
         super().__init__()
         self.in_channels, self.latent_channels = in_channels, latent_channels
-        self.input_layer = nn.Conv3d(in_channels, channels[0], 3, padding=1)
+        self.input_layer = Conv3d(in_channels, channels[0], 3, padding=1)
         self.blocks = nn.ModuleList()
         for i, ch in enumerate(channels):
             self.blocks.extend(ResBlock3d(ch, ch, norm_type) for _ in range(num_res_blocks))
@@ -87,7 +88,7 @@ class SparseStructureEncoder(TrellisModel):
         self.middle_block = nn.Sequential(*[ResBlock3d(channels[-1], channels[-1], norm_type)
                                             for _ in range(num_res_blocks_middle)])
         self.out_layer = nn.Sequential(_norm(norm_type, channels[-1]), nn.SiLU(),
-                                       nn.Conv3d(channels[-1], latent_channels * 2, 3, padding=1))
+                                       Conv3d(channels[-1], latent_channels * 2, 3, padding=1))
         self._init_precision(use_fp16)
 
     def torso(self):
@@ -97,7 +98,7 @@ class SparseStructureEncoder(TrellisModel):
                 generator: Optional[torch.Generator] = None):
         """Returns z [B, latent, r, r, r], plus (mean, logvar) when ``return_raw``. With
         ``sample_posterior`` z = mean + std * noise (noise from ``generator``)."""
-        h = self.input_layer(x).type(self.dtype)
+        h = self.input_layer(x)
         for block in self.blocks:
             h = block(h)
         h = self.out_layer(self.middle_block(h).type(x.dtype))
@@ -116,7 +117,7 @@ class SparseStructureDecoder(TrellisModel):
                  num_res_blocks_middle: int = 2, norm_type: Literal["group", "layer"] = "layer", use_fp16: bool = False):
         super().__init__()
         self.out_channels, self.latent_channels = out_channels, latent_channels
-        self.input_layer = nn.Conv3d(latent_channels, channels[0], 3, padding=1)
+        self.input_layer = Conv3d(latent_channels, channels[0], 3, padding=1)
         self.middle_block = nn.Sequential(*[ResBlock3d(channels[0], channels[0], norm_type)
                                             for _ in range(num_res_blocks_middle)])
         self.blocks = nn.ModuleList()
@@ -125,14 +126,14 @@ class SparseStructureDecoder(TrellisModel):
             if i < len(channels) - 1:
                 self.blocks.append(UpsampleBlock3d(ch, channels[i + 1]))
         self.out_layer = nn.Sequential(_norm(norm_type, channels[-1]), nn.SiLU(),
-                                       nn.Conv3d(channels[-1], out_channels, 3, padding=1))
+                                       Conv3d(channels[-1], out_channels, 3, padding=1))
         self._init_precision(use_fp16)
 
     def torso(self):
         return [self.blocks, self.middle_block]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.middle_block(self.input_layer(x).type(self.dtype))
+        h = self.middle_block(self.input_layer(x))
         for block in self.blocks:
             h = block(h)
         return self.out_layer(h.type(x.dtype))

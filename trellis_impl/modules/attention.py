@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from ..backends.attention import attention
 from ..sparse import SparseTensor, sparse_cross_attention, sparse_self_attention, sparse_windowed_self_attention
+from .layers import Linear
 from .norm import MultiHeadRMSNorm
 
 __all__ = ["MultiHeadAttention"]
@@ -51,14 +52,14 @@ class MultiHeadAttention(nn.Module):
         self.shift_window = shift_window
         self.qk_rms_norm = qk_rms_norm
         if type == "self":
-            self.to_qkv = nn.Linear(channels, channels * 3, bias=qkv_bias)
+            self.to_qkv = Linear(channels, channels * 3, bias=qkv_bias)
         else:
-            self.to_q = nn.Linear(channels, channels, bias=qkv_bias)
-            self.to_kv = nn.Linear(ctx_channels or channels, channels * 2, bias=qkv_bias)
+            self.to_q = Linear(channels, channels, bias=qkv_bias)
+            self.to_kv = Linear(ctx_channels or channels, channels * 2, bias=qkv_bias)
         if qk_rms_norm:
             self.q_rms_norm = MultiHeadRMSNorm(channels // num_heads, num_heads)
             self.k_rms_norm = MultiHeadRMSNorm(channels // num_heads, num_heads)
-        self.to_out = nn.Linear(channels, channels)
+        self.to_out = Linear(channels, channels)
 
     def forward(self, x: Tokens, context: Optional[torch.Tensor] = None) -> Tokens:
         """x: dense [B, L, C] or sparse (feats [N, C]); context: dense [B, Lc, Cc] (cross only)."""

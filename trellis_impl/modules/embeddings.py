@@ -6,6 +6,7 @@ import math
 import torch
 import torch.nn as nn
 
+from .layers import Linear
 __all__ = ["TimestepEmbedder", "absolute_position_embedding", "voxel_position_embedding"]
 
 
@@ -19,9 +20,9 @@ class TimestepEmbedder(nn.Module):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
         self.mlp = nn.Sequential(
-            nn.Linear(frequency_embedding_size, hidden_size),
+            Linear(frequency_embedding_size, hidden_size),
             nn.SiLU(),
-            nn.Linear(hidden_size, hidden_size),
+            Linear(hidden_size, hidden_size),
         )
 
     @staticmethod
@@ -37,7 +38,7 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         freq = self.timestep_embedding(t, self.frequency_embedding_size)
-        return self.mlp(freq.to(self.mlp[0].weight.dtype))
+        return self.mlp(freq)
 
 
 def absolute_position_embedding(coords: torch.Tensor, channels: int) -> torch.Tensor:

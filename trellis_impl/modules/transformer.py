@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from .attention import MultiHeadAttention, Tokens
 from .features import gate, map_feats, modulate
+from .layers import Linear
 from .norm import LayerNorm32
 
 __all__ = ["FeedForwardNet", "TransformerBlock", "ModulatedTransformerCrossBlock"]
@@ -19,7 +20,7 @@ class FeedForwardNet(nn.Module):
     def __init__(self, channels: int, mlp_ratio: float = 4.0):
         super().__init__()
         hidden = int(channels * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, channels))
+        self.mlp = nn.Sequential(Linear(channels, hidden), nn.GELU(approximate="tanh"), Linear(hidden, channels))
 
     def forward(self, x: Tokens) -> Tokens:
         return map_feats(self.mlp, x)
@@ -64,7 +65,7 @@ class ModulatedTransformerCrossBlock(nn.Module):
                                              qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm_cross)
         self.mlp = FeedForwardNet(channels, mlp_ratio)
         if not share_mod:
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(channels, 6 * channels))
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(channels, 6 * channels))
 
     def forward(self, x: Tokens, mod: torch.Tensor, context: torch.Tensor) -> Tokens:
         """x: dense [B, L, C] or sparse; mod: [B, C] timestep embedding (or [B, 6C] when

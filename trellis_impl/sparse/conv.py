@@ -29,7 +29,7 @@ class SparseConv3d(nn.Module):
     ``kernel_size == 1`` reproduces spconv 2.x's 1x1 path, which multiplies by the stored
     weight's memory reinterpreted as [C_in, C_out] (not transposed; spconv issue 450). The
     released mesh decoder was trained with it, so it is the correct behaviour here.
-    Weights are cast to the input's dtype and device at call time.
+    Computes in the weight's dtype (the input is cast to it), like ``modules.layers``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1,
@@ -40,8 +40,8 @@ class SparseConv3d(nn.Module):
         self.conv = ConvWeights(in_channels, out_channels, kernel_size, bias, dtype=dtype, device=device)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        weight = self.conv.weight.to(dtype=x.dtype, device=x.device)
-        bias = None if self.conv.bias is None else self.conv.bias.to(dtype=x.dtype, device=x.device)
+        weight, bias = self.conv.weight, self.conv.bias
+        x = x.replace(x.feats.to(weight.dtype))
         if self.kernel_size == 1:
             out = x.feats @ weight.reshape(self.in_channels, self.out_channels)
             return x.replace(out if bias is None else out + bias)
