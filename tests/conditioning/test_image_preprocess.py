@@ -9,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trellis_impl.conditioning import (IMAGENET_MEAN, IMAGENET_STD, images_to_tensor, normalize_imagenet,
-                                       object_crop_box, preprocess_image, to_rgb_or_rgba)
-from trellis_impl.conditioning import image_preprocess
+from trellis_impl.conditioning import (IMAGENET_MEAN, IMAGENET_STD, BackgroundRemover, images_to_tensor,
+                                       normalize_imagenet, object_crop_box, preprocess_image, to_rgb_or_rgba)
 
 COLOR = (200, 120, 40)
 
@@ -165,9 +164,9 @@ def test_background_removal_fallback(monkeypatch):
 
     fake = types.SimpleNamespace(new_session=lambda name: f"session:{name}", remove=remove)
     monkeypatch.setitem(sys.modules, "rembg", fake)
-    monkeypatch.setattr(image_preprocess, "_rembg_session", None)
-    out = preprocess_image(opaque)
-    preprocess_image(opaque.convert("RGB"))
+    remover = BackgroundRemover()
+    out = preprocess_image(opaque, remover=remover)
+    preprocess_image(opaque.convert("RGB"), remover=remover)
     # Shrunk to a longer side of 1024 (int(20 * 1024 / 1100) = 18), RGB, one u2net session.
     assert calls == [("RGB", (1024, 18), "session:u2net")] * 2
     assert out.size == (518, 518)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 __all__ = ["TRELLIS_IMAGE_SIZE", "MIN_OBJECT_SPAN", "IMAGENET_MEAN", "IMAGENET_STD", "to_rgb_or_rgba",
-           "object_crop_box", "remove_background", "preprocess_image", "images_to_tensor", "normalize_imagenet"]
+           "object_crop_box", "BackgroundRemover", "preprocess_image", "images_to_tensor", "normalize_imagenet"]
 
 TRELLIS_IMAGE_SIZE = 518  # px; DINOv2 ViT-L/14 at its native 37 x 37 patch grid
 ALPHA_THRESHOLD = 0.8 * 255  # object pixels: alpha strictly above this (204)
@@ -171,32 +171,35 @@ def object_crop_box(alpha: np.ndarray) -> Tuple[float, float, float, float]:
     return (cx - side // 2, cy - side // 2, cx + side // 2, cy + side // 2)
 
 
-_rembg_session = None
-
-
-def remove_background(image: Image.Image) -> Image.Image:
+class BackgroundRemover:
     """Official background removal: RGB image -> RGBA with the object's alpha.
 
     Shrinks the image (LANCZOS) so that its longer side is at most 1024 px (new size
-    ``int(w * s), int(h * s)``), then ``rembg.remove`` with a ``u2net`` session (created once).
-    Raises ImportError when the ``rembg`` package is not installed.
+    ``int(w * s), int(h * s)``), then ``rembg.remove`` with a ``u2net`` session, created on the
+    first call and kept by this object (a pipeline holds one). Calling it raises ImportError when
+    the ``rembg`` package is not installed.
     """
-    global _rembg_session
-    try:
-        import rembg
-    except ImportError:
-        raise ImportError("background removal needs the 'rembg' package: give an RGBA image with "
-                          "transparency or a mask, or `pip install rembg`") from None
-    image = image.convert("RGB")
-    scale = min(1, REMBG_MAX_SIDE / max(image.size))
-    if scale < 1:
-        image = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.LANCZOS)
-    if _rembg_session is None:
-        _rembg_session = rembg.new_session("u2net")
-    return rembg.remove(image, session=_rembg_session).convert("RGBA")
+
+    def __init__(self):
+        self._session = None
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        try:
+            import rembg
+        except ImportError:
+            raise ImportError("background removal needs the 'rembg' package: give an RGBA image with "
+                              "transparency or a mask, or `pip install rembg`") from None
+        image = image.convert("RGB")
+        scale = min(1, REMBG_MAX_SIDE / max(image.size))
+        if scale < 1:
+            image = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.LANCZOS)
+        if self._session is None:
+            self._session = rembg.new_session("u2net")
+        return rembg.remove(image, session=self._session).convert("RGBA")
 
 
-def preprocess_image(image: ImageLike, mask: Optional[MaskLike] = None) -> Image.Image:
+def preprocess_image(image: ImageLike, mask: Optional[MaskLike] = None,
+                     remover: Optional[BackgroundRemover] = None) -> Image.Image:
     """Official TRELLIS ``preprocess_image``: the object cropped, on black, as a 518 x 518 RGB image.
 
     Args:
@@ -207,8 +210,8 @@ def preprocess_image(image: ImageLike, mask: Optional[MaskLike] = None) -> Image
     Where the alpha comes from, in order:
         1. ``mask`` when given (the image's own alpha is then ignored; the image is not shrunk).
         2. the image's alpha when it has one with some value below 255 (the official rule).
-        3. otherwise background removal with ``rembg`` (``remove_background``); without
-           rembg installed this raises ImportError.
+        3. otherwise background removal with ``rembg`` (``remover``, a ``BackgroundRemover``;
+           a new one per call when None); without rembg installed this raises ImportError.
 
     Then (official): bounding box of the pixels with alpha > 0.8 * 255, square crop 1.2 x its
     longer side (``object_crop_box``; parts outside the image transparent black), LANCZOS
@@ -234,7 +237,7 @@ def preprocess_image(image: ImageLike, mask: Optional[MaskLike] = None) -> Image
         rgba = rgb_or_rgba
     else:
         alpha_source = "background removal (rembg)"
-        rgba = remove_background(rgb_or_rgba)
+        rgba = (remover or BackgroundRemover())(rgb_or_rgba)
     alpha = np.asarray(rgba.getchannel("A"))
     if not alpha.any():
         raise ValueError(f"image: fully transparent, the {alpha_source} is 0 everywhere; "

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from ..conditioning import encode_image, load_dinov2, preprocess_image
+from ..conditioning import BackgroundRemover, encode_image, load_dinov2, preprocess_image
 from .encoders import image_encoder_path, text_encoder_path
 from .model_folder import ModelFolder, ModelFolderError, download_model_folder, KNOWN_REPOSITORIES
 from .trellis_pipeline import FORMATS, GenerationResult, ProgressCallback, TrellisPipeline, stage_timer, views_options
@@ -54,6 +54,7 @@ class ImageTo3DPipeline(TrellisPipeline):
         _require_kind(folder, "image")
         super().__init__(folder, batch_cfg)
         self.encoder = encoder
+        self.background_remover = BackgroundRemover()
 
     @classmethod
     def from_folder(cls, model: Union[str, Path], models_dir=None, device="cpu", dtype=None,
@@ -93,7 +94,8 @@ class ImageTo3DPipeline(TrellisPipeline):
         timings = {}
         with stage_timer(timings, "condition", self.device):
             if preprocess:
-                images = [preprocess_image(im, None if masks is None else masks[i]) for i, im in enumerate(images)]
+                images = [preprocess_image(im, None if masks is None else masks[i], self.background_remover)
+                          for i, im in enumerate(images)]
             cond = self.get_cond(images)
         views = views_options(multi_image_mode, view_weights) if len(images) > 1 else None
         result = self.generate(cond, seed, num_samples, formats, structure_params, slat_params, progress, views)
@@ -107,7 +109,7 @@ class ImageTo3DPipeline(TrellisPipeline):
         ``voxelize_mesh``) from an image condition."""
         images = list(images) if isinstance(images, (list, tuple)) else [images]
         if preprocess:
-            images = [preprocess_image(im) for im in images]
+            images = [preprocess_image(im, remover=self.background_remover) for im in images]
         return variant(self, self.get_cond(images[:1]), coords, seed, num_samples, formats, slat_params, progress)
 
 
