@@ -111,16 +111,13 @@ def run(argv: Optional[List[str]] = None) -> int:
                               slat_params=_sampler_overrides(args, "latent"), **common)
         stem = args.name or "_".join(args.prompt.split()[:4]) or "text"
     else:
-        from .pipelines.voxelize import load_mesh, voxelize_mesh
+        from .pipelines.conditioned import structure_from_mesh
+        from .pipelines.voxelize import load_mesh
         vertices, faces = load_mesh(args.mesh)
-        coords = voxelize_mesh(vertices, faces)
-        if args.prompt is not None:
-            pipeline = _load(TextTo3DPipeline, args)
-            result = pipeline.run_variant(coords, args.prompt, slat_params=_sampler_overrides(args, "latent"), **common)
-        else:
-            pipeline = _load(ImageTo3DPipeline, args)
-            result = pipeline.run_variant(coords, Image.open(args.image), slat_params=_sampler_overrides(args, "latent"),
-                                          **common)
+        pipeline = _load(TextTo3DPipeline if args.prompt is not None else ImageTo3DPipeline, args)
+        coords = structure_from_mesh(pipeline, vertices, faces)
+        condition = args.prompt if args.prompt is not None else Image.open(args.image)
+        result = pipeline.run_variant(coords, condition, slat_params=_sampler_overrides(args, "latent"), **common)
         stem = args.name or f"{Path(args.mesh).stem}_variant"
     start = time.perf_counter()
     written = save_generation(result, args.out, stem)

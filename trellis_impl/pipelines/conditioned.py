@@ -11,7 +11,7 @@ from .encoders import image_encoder_path, text_encoder_path
 from .model_folder import ModelFolder, ModelFolderError, download_model_folder, KNOWN_REPOSITORIES
 from .trellis_pipeline import FORMATS, GenerationResult, ProgressCallback, TrellisPipeline, stage_timer, views_options
 
-__all__ = ["ImageTo3DPipeline", "TextTo3DPipeline", "open_model_folder", "MULTI_IMAGE_MODES"]
+__all__ = ["ImageTo3DPipeline", "TextTo3DPipeline", "open_model_folder", "structure_from_mesh", "MULTI_IMAGE_MODES"]
 
 MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 
@@ -154,6 +154,13 @@ class TextTo3DPipeline(TrellisPipeline):
                     progress: Optional[ProgressCallback] = None) -> GenerationResult:
         """New latents on a given structure (``coords`` int [N, 3]) from a prompt (official ``run_variant``)."""
         return variant(self, self.get_cond([prompt]), coords, seed, num_samples, formats, slat_params, progress)
+
+
+def structure_from_mesh(pipeline: TrellisPipeline, vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """The surface voxels of a mesh on the pipeline's SLat grid (64^3 for the released models),
+    as the official ``voxelize``: int32 [N, 3]."""
+    from .voxelize import voxelize_mesh
+    return voxelize_mesh(vertices, faces, resolution=pipeline.folder.model("slat_flow_model").resolution)
 
 
 def variant(pipeline: TrellisPipeline, cond: dict, coords: torch.Tensor, seed: int, num_samples: int,
