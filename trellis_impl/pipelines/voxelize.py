@@ -240,14 +240,15 @@ def _triangle_box_overlap(corners: torch.Tensor, centers: torch.Tensor, half: fl
 def _check_mesh(vertices, faces, name: str) -> None:
     """ValueError naming ``name`` unless vertices is a finite float [V >= 1, 3] tensor and faces an
     int [F >= 1, 3] tensor of indices into it."""
+    def describe(value):
+        return f"{value.dtype} {tuple(value.shape)}" if torch.is_tensor(value) else type(value).__name__
+
     if not (torch.is_tensor(vertices) and vertices.dim() == 2 and vertices.shape[1] == 3
             and vertices.is_floating_point()):
-        raise ValueError(f"{name}: vertices must be a float tensor [V, 3], got "
-                         f"{getattr(vertices, 'dtype', type(vertices).__name__)} {tuple(getattr(vertices, 'shape', ()))}")
+        raise ValueError(f"{name}: vertices must be a float tensor [V, 3], got {describe(vertices)}")
     if not (torch.is_tensor(faces) and faces.dim() == 2 and faces.shape[1] == 3
             and not faces.is_floating_point() and not faces.is_complex() and faces.dtype != torch.bool):
-        raise ValueError(f"{name}: faces must be an int tensor [F, 3] of triangle corner indices, got "
-                         f"{getattr(faces, 'dtype', type(faces).__name__)} {tuple(getattr(faces, 'shape', ()))}")
+        raise ValueError(f"{name}: faces must be an int tensor [F, 3] of corner indices, got {describe(faces)}")
     if vertices.shape[0] == 0 or faces.shape[0] == 0:
         raise ValueError(f"{name}: empty mesh ({vertices.shape[0]} vertices, {faces.shape[0]} faces); "
                          "need at least one triangle")
@@ -297,6 +298,7 @@ def _import_trimesh():
 
 
 def _read_with_trimesh(trimesh, path: Path):
+    """(vertices [V, 3], faces [F, 3]) arrays of the file, a scene merged into one mesh."""
     try:
         mesh = trimesh.load(str(path), force="mesh", process=False)
     except Exception as error:  # trimesh raises many types for malformed files
@@ -341,7 +343,8 @@ def _read_ply(path: Path):
     ``vertex_indices`` (or ``vertex_index``) lists of element ``face``."""
     data = path.read_bytes()
     header_end = data.find(b"end_header")
-    if not data.startswith(b"ply") or header_end < 0:
+    body_start = data.find(b"\n", max(header_end, 0)) + 1
+    if not data.startswith(b"ply") or header_end < 0 or body_start == 0:
         raise ValueError(f"{path}: not a PLY file (no 'ply' ... 'end_header' header)")
     encoding, elements = None, []  # elements: (name, count, [(property, type) or (property, count type, item type)])
     try:
@@ -356,7 +359,7 @@ def _read_ply(path: Path):
                 elements[-1][2].append((words[-1], *types))
     except (KeyError, IndexError, ValueError) as error:
         raise ValueError(f"{path}: malformed PLY header ({error!r})") from None
-    body = data[data.index(b"\n", header_end) + 1:]
+    body = data[body_start:]
     reader = _PlyAscii(body) if encoding is None else _PlyBinary(body, encoding)
     vertices, faces = None, []
     try:
@@ -396,15 +399,13 @@ class _PlyAscii:
             widths.append(1 if len(prop) == 2 else 1 + int(self.tokens[self.position + sum(widths)]))
         width = sum(widths)
         block = np.array(self.tokens[self.position:self.position + count * width])
-        if block.size == count * width and all(
-                len(prop) == 2 or (block.reshape(count, width)[:, sum(widths[:i])].astype(np.int64) == widths[i] - 1).all()
-                for i, prop in enumerate(properties)):
-            block = block.reshape(count, width)
-            self.position += count * width
-            columns, rows = np.split(block, np.cumsum(widths)[:-1], 1), {}
-            for prop, column in zip(properties, columns):
-                rows[prop[0]] = column[:, 0].astype(prop[1]) if len(prop) == 2 else column[:, 1:].astype(prop[2])
-            return rows
+        if block.size == count * width:
+            columns = np.split(block.reshape(count, width), np.cumsum(widths)[:-1], 1)
+            if all(len(prop) == 2 or (column[:, 0].astype(np.int64) == column.shape[1] - 1).all()
+                   for prop, column in zip(properties, columns)):
+                self.position += count * width
+                return {prop[0]: column[:, 0].astype(prop[1]) if len(prop) == 2 else column[:, 1:].astype(prop[2])
+                        for prop, column in zip(properties, columns)}
         rows = {prop[0]: [] for prop in properties}
         for _ in range(count):  # polygons of several sizes: row by row
             for prop in properties:
