@@ -1,0 +1,271 @@
+"""Reference 3D Gaussian splatting rasteriser in plain PyTorch (CPU and GPU).
+
+Follows the maths of the 3DGS CUDA rasteriser that TRELLIS uses:
+
+1. Centres go to camera space (OpenCV: x right, y down, z forward); Gaussians with camera
+   depth outside (near, far) are culled.
+2. The world covariance ``R S S^T R^T`` (R from the (w, x, y, z) quaternion, S = diag(scale))
+   is projected with the EWA Jacobian of the perspective map, with x/z and y/z clamped to
+   1.3 times the half field of view as in 3DGS, then dilated by a 0.3 px^2 low-pass on the
+   diagonal.
+3. Colours are ``max(0.5 + SH_C0 * dc, 0)`` (SH degree 0, as TRELLIS's Gaussians).
+4. Per pixel (centre of pixel (i, j) at (i + 0.5, j + 0.5)), Gaussians are composited front
+   to back by camera depth: ``alpha = min(0.99, opacity * exp(-0.5 d^T conic d))``, Gaussians
+   with alpha < 1/255 are skipped, and a pixel stops before the Gaussian that would bring its
+   transmittance below 1e-4.
+
+Implementation: Gaussians are binned into 16x16-pixel tiles by a conservative screen extent
+(the ellipse where ``opacity * exp(power) >= 1/255``, so no contribution that passes the
+alpha test is lost, unlike 3DGS's 3-sigma box), sorted by (tile, depth), and each tile is
+composited in chunks of Gaussians with a cumulative product, so memory stays at
+O(tile pixels x chunk) besides the O(Gaussian-tile pairs) lists.
+
+The rasteriser is the "torch" backend of the ``gaussian_raster`` family
+(env var ``TRELLIS_GS_BACKEND``); accelerated backends (gsplat) register there too.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+import torch
+
+from ..backends.registry import family
+from .cameras import Camera
+
+__all__ = ["render_gaussians", "GAUSSIAN_RASTER", "SH_C0", "gaussian_tensors", "quaternion_wxyz_to_matrix"]
+
+SH_C0 = 0.28209479177387814
+LOW_PASS = 0.3          # px^2 added to the 2D covariance diagonal (3DGS)
+ALPHA_MAX = 0.99
+ALPHA_MIN = 1.0 / 255.0
+T_MIN = 1e-4
+TILE = 16
+CHUNK = 256
+
+GAUSSIAN_RASTER = family("gaussian_raster", "TRELLIS_GS_BACKEND", {"default": ["torch"]})
+
+
+def quaternion_wxyz_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    """[N, 4] (w, x, y, z) quaternions (normalised here) -> [N, 3, 3] rotation matrices."""
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1).reshape(q.shape[:-1] + (3, 3))
+
+
+def gaussian_tensors(gaussians: Union[Any, Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Activated, validated tensors of a ``Gaussians`` object or a mapping.
+
+    A mapping has ``xyz`` [N, 3] (world units), ``scaling`` [N, 3] (standard deviations, world
+    units), ``rotation`` [N, 4] (w, x, y, z), ``opacity`` [N] or [N, 1] in [0, 1], and either
+    ``colors`` [N, 3] (linear 0..1) or ``features`` [N, 1, 3] (SH DC coefficients).
+
+    Returns dict xyz, scaling, rotation, opacity [N], colors [N, 3]. Raises ValueError naming
+    the field on a bad shape or a non-finite value.
+    """
+    if hasattr(gaussians, "get_xyz"):
+        if gaussians._xyz is None:
+            raise ValueError("Gaussians field _xyz is not set")
+        src = {"xyz": gaussians.get_xyz, "scaling": gaussians.get_scaling, "rotation": gaussians.get_rotation,
+               "opacity": gaussians.get_opacity, "features": gaussians.get_features}
+    elif isinstance(gaussians, Mapping):
+        src = dict(gaussians)
+    else:
+        raise TypeError(f"expected a Gaussians object or a mapping of tensors, got {type(gaussians).__name__}")
+    if "colors" not in src and "features" not in src:
+        raise ValueError("Gaussian tensors need 'colors' [N, 3] or 'features' [N, 1, 3]")
+    for key in ("xyz", "scaling", "rotation", "opacity"):
+        if key not in src or src[key] is None:
+            raise ValueError(f"Gaussian field {key!r} is missing")
+    out = {}
+    shapes = {"xyz": (3,), "scaling": (3,), "rotation": (4,)}
+    n = None
+    for key, value in src.items():
+        if key not in ("xyz", "scaling", "rotation", "opacity", "colors", "features"):
+            continue
+        value = torch.as_tensor(value)
+        if key == "opacity":
+            if not (value.dim() == 1 or (value.dim() == 2 and value.shape[1] == 1)):
+                raise ValueError(f"Gaussian field 'opacity' must have shape [N] or [N, 1], got {tuple(value.shape)}")
+            value = value.reshape(-1)
+        elif key == "features":
+            if value.dim() != 3 or value.shape[2] != 3:
+                raise ValueError(f"Gaussian field 'features' must have shape [N, K, 3], got {tuple(value.shape)}")
+            if value.shape[1] != 1:
+                raise NotImplementedError("the torch Gaussian rasteriser supports SH degree 0 only "
+                                          f"(got {value.shape[1]} coefficients)")
+        elif key == "colors":
+            if value.dim() != 2 or value.shape[1] != 3:
+                raise ValueError(f"Gaussian field 'colors' must have shape [N, 3], got {tuple(value.shape)}")
+        elif value.dim() != 2 or tuple(value.shape[1:]) != shapes[key]:
+            raise ValueError(f"Gaussian field {key!r} must have shape [N, {shapes[key][0]}], got {tuple(value.shape)}")
+        if n is None:
+            n = value.shape[0]
+        elif value.shape[0] != n:
+            raise ValueError(f"Gaussian field {key!r} has {value.shape[0]} rows, expected {n}")
+        if not bool(torch.isfinite(value.detach()).all()):
+            raise ValueError(f"Gaussian field {key!r} has non-finite values (NaN/inf)")
+        out[key] = value
+    if "colors" not in out:
+        out["colors"] = (0.5 + SH_C0 * out.pop("features")[:, 0, :]).clamp_min(0.0)
+    else:
+        out.pop("features", None)
+    return out
+
+
+def _project(g: Dict[str, torch.Tensor], camera: Camera, dtype: torch.dtype) -> Dict[str, torch.Tensor]:
+    """Screen-space quantities of every Gaussian (and a validity mask)."""
+    dev = g["xyz"].device
+    extr = camera.extrinsics.to(device=dev, dtype=dtype)
+    rot_w, t = extr[:3, :3], extr[:3, 3]
+    xyz = g["xyz"].to(dtype)
+    p = xyz @ rot_w.T + t
+    z = p[:, 2]
+    valid = (z > camera.near) & (z < camera.far)
+    zs = torch.where(valid, z, torch.ones_like(z))
+    lim_x = 1.3 * 0.5 * camera.width / camera.fx
+    lim_y = 1.3 * 0.5 * camera.height / camera.fy
+    tx = (p[:, 0] / zs).clamp(-lim_x, lim_x) * zs
+    ty = (p[:, 1] / zs).clamp(-lim_y, lim_y) * zs
+    zero = torch.zeros_like(zs)
+    jac = torch.stack([camera.fx / zs, zero, -camera.fx * tx / zs ** 2,
+                       zero, camera.fy / zs, -camera.fy * ty / zs ** 2], dim=-1).reshape(-1, 2, 3)
+    m = quaternion_wxyz_to_matrix(g["rotation"].to(dtype)) * g["scaling"].to(dtype)[:, None, :]
+    jw = jac @ rot_w  # [N, 2, 3]
+    jm = jw @ m
+    cov = jm @ jm.transpose(1, 2)
+    a = cov[:, 0, 0] + LOW_PASS
+    b = cov[:, 0, 1]
+    c = cov[:, 1, 1] + LOW_PASS
+    det = a * c - b * b
+    valid &= det > 0
+    det = torch.where(valid, det, torch.ones_like(det))
+    opacity = g["opacity"].to(dtype)
+    valid &= opacity >= ALPHA_MIN
+    mid = 0.5 * (a + c)
+    lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.1))
+    # extent where opacity * exp(-0.5 q) >= 1/255, q <= d^2 / lambda_max along any direction
+    q_max = 2.0 * torch.log((opacity / ALPHA_MIN).clamp_min(1.0))
+    radius = torch.sqrt(q_max * lam) + 1.0
+    u = camera.fx * p[:, 0] / zs + camera.cx
+    v = camera.fy * p[:, 1] / zs + camera.cy
+    return {"u": u, "v": v, "z": z, "conic": torch.stack([c / det, -b / det, a / det], dim=-1),
+            "opacity": opacity, "colors": g["colors"].to(dtype), "radius": radius, "valid": valid}
+
+
+def _render_torch(g: Dict[str, torch.Tensor], camera: Camera, background: torch.Tensor,
+                  tile: int = TILE, chunk: int = CHUNK) -> Dict[str, torch.Tensor]:
+    dev = g["xyz"].device
+    dtype = g["xyz"].dtype if g["xyz"].dtype == torch.float64 else torch.float32
+    width, height = camera.width, camera.height
+    ntx, nty = (width + tile - 1) // tile, (height + tile - 1) // tile
+    color = torch.zeros(height, width, 3, dtype=dtype, device=dev)
+    depth = torch.zeros(height, width, dtype=dtype, device=dev)
+    trans = torch.ones(height, width, dtype=dtype, device=dev)
+
+    if g["xyz"].shape[0] > 0:
+        s = _project(g, camera, dtype)
+        x0 = torch.floor((s["u"] - s["radius"] - 0.5) / tile)
+        x1 = torch.floor((s["u"] + s["radius"] - 0.5) / tile)
+        y0 = torch.floor((s["v"] - s["radius"] - 0.5) / tile)
+        y1 = torch.floor((s["v"] + s["radius"] - 0.5) / tile)
+        valid = s["valid"] & (x1 >= 0) & (x0 <= ntx - 1) & (y1 >= 0) & (y0 <= nty - 1)
+        keep = torch.nonzero(valid).squeeze(1)
+        keep = keep[torch.argsort(s["z"][keep], stable=True)]  # front to back
+        x0 = x0[keep].clamp(0, ntx - 1).long()
+        x1 = x1[keep].clamp(0, ntx - 1).long()
+        y0 = y0[keep].clamp(0, nty - 1).long()
+        y1 = y1[keep].clamp(0, nty - 1).long()
+        w = x1 - x0 + 1
+        counts = w * (y1 - y0 + 1)
+        total = int(counts.sum())
+        if total > 0:
+            local_g = torch.repeat_interleave(torch.arange(keep.numel(), device=dev), counts)
+            offsets = torch.cumsum(counts, 0) - counts
+            local = torch.arange(total, device=dev) - offsets[local_g]
+            tile_id = (y0[local_g] + local // w[local_g]) * ntx + x0[local_g] + local % w[local_g]
+            tile_id, order = torch.sort(tile_id, stable=True)
+            pair_g = keep[local_g[order]]
+            tile_counts = torch.bincount(tile_id, minlength=ntx * nty).tolist()
+            u, v, conic = s["u"], s["v"], s["conic"]
+            opac, cols, zs = s["opacity"], s["colors"], s["z"]
+            start = 0
+            for tid, count in enumerate(tile_counts):
+                if count == 0:
+                    continue
+                ids = pair_g[start:start + count]
+                start += count
+                ty_, tx_ = divmod(tid, ntx)
+                px0, py0 = tx_ * tile, ty_ * tile
+                px1, py1 = min(px0 + tile, width), min(py0 + tile, height)
+                ys, xs = torch.meshgrid(torch.arange(py0, py1, device=dev, dtype=dtype) + 0.5,
+                                        torch.arange(px0, px1, device=dev, dtype=dtype) + 0.5, indexing="ij")
+                xs, ys = xs.reshape(-1, 1), ys.reshape(-1, 1)
+                npx = xs.shape[0]
+                t_pix = torch.ones(npx, dtype=dtype, device=dev)
+                done = torch.zeros(npx, dtype=torch.bool, device=dev)
+                acc_c = torch.zeros(npx, 3, dtype=dtype, device=dev)
+                acc_d = torch.zeros(npx, dtype=dtype, device=dev)
+                for c0 in range(0, count, chunk):
+                    gi = ids[c0:c0 + chunk]
+                    dx = xs - u[gi][None, :]
+                    dy = ys - v[gi][None, :]
+                    cg = conic[gi]
+                    power = -0.5 * (cg[:, 0] * dx * dx + cg[:, 2] * dy * dy) - cg[:, 1] * dx * dy
+                    alpha = (opac[gi] * torch.exp(power)).clamp_max(ALPHA_MAX)
+                    alpha = torch.where((power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
+                    test_t = t_pix[:, None] * torch.cumprod(1.0 - alpha, dim=1)
+                    ok = (test_t >= T_MIN) & ~done[:, None]
+                    alpha = alpha * ok
+                    cp = torch.cumprod(1.0 - alpha, dim=1)
+                    t_before = t_pix[:, None] * torch.cat([torch.ones_like(cp[:, :1]), cp[:, :-1]], dim=1)
+                    weight = alpha * t_before
+                    acc_c += weight @ cols[gi]
+                    acc_d += weight @ zs[gi]
+                    t_pix = t_pix * cp[:, -1]
+                    done |= (test_t[:, -1] < T_MIN)
+                    if bool(done.all()):
+                        break
+                h, w_ = py1 - py0, px1 - px0
+                color[py0:py1, px0:px1] = acc_c.reshape(h, w_, 3)
+                depth[py0:py1, px0:px1] = acc_d.reshape(h, w_)
+                trans[py0:py1, px0:px1] = t_pix.reshape(h, w_)
+
+    bg = background.to(device=dev, dtype=dtype)
+    color = (color + trans[..., None] * bg).clamp(0.0, 1.0)
+    return {"color": color.permute(2, 0, 1).contiguous(), "alpha": (1.0 - trans)[None], "depth": depth[None]}
+
+
+GAUSSIAN_RASTER.register("torch", _render_torch, lambda device, dtype: True)
+
+
+def render_gaussians(gaussians_or_tensors: Union[Any, Mapping[str, torch.Tensor]], camera: Camera,
+                     background: Union[Sequence[float], torch.Tensor] = (0.0, 0.0, 0.0),
+                     backend: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Render 3D Gaussians seen by ``camera``.
+
+    Args:
+        gaussians_or_tensors: a ``trellis_impl.representations.gaussians.Gaussians`` or a
+            mapping of tensors (see :func:`gaussian_tensors`). Computation happens on the
+            device of the data, in float32 (float64 if the centres are float64).
+        camera: a :class:`~trellis_impl.render.cameras.Camera`.
+        background: RGB in 0..1, composited behind the Gaussians.
+        backend: 'torch' (the reference) or None/'auto' to use ``set_backend`` /
+            ``TRELLIS_GS_BACKEND`` / automatic choice.
+
+    Returns:
+        dict with ``color`` [3, H, W] in 0..1 (background included), ``alpha`` [1, H, W]
+        (1 - final transmittance) and ``depth`` [1, H, W] (alpha-weighted camera depth
+        ``sum_i w_i z_i``, not divided by alpha; world units).
+    """
+    g = gaussian_tensors(gaussians_or_tensors)
+    bg = torch.as_tensor(background, dtype=torch.float64).reshape(-1)
+    if bg.numel() != 3 or not bool(torch.isfinite(bg).all()):
+        raise ValueError(f"background must be 3 finite values, got {background!r}")
+    dev = g["xyz"].device
+    impl = GAUSSIAN_RASTER.resolve(dev, g["xyz"].dtype, backend)
+    return impl.fn(g, camera, bg)
