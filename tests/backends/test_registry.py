@@ -39,7 +39,8 @@ def records(caplog, level):
 def test_automatic_choice_on_cpu():
     assert chosen() == "sdpa"
     assert SPARSE_CONV.resolve(CPU, torch.float32).name == "torch"
-    assert available_backends(CPU, torch.float16) == {"attention": ["sdpa", "naive"], "sparse_conv": ["torch"]}
+    available = available_backends(CPU, torch.float16)  # other families may be registered too
+    assert available["attention"] == ["sdpa", "naive"] and available["sparse_conv"] == ["torch"]
 
 
 def test_precedence_argument_then_set_backend_then_environment(monkeypatch):

@@ -25,7 +25,6 @@ The rasteriser is the "torch" backend of the ``gaussian_raster`` family
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
