@@ -1,0 +1,303 @@
+"""Reference triangle-mesh rasteriser in plain PyTorch (CPU and GPU).
+
+The function split follows nvdiffrast: :func:`rasterize` gives, per pixel, the visible
+triangle, its perspective-correct barycentrics and its camera depth; :func:`interpolate`
+turns per-vertex attributes into images; :func:`texture` samples a texture at per-pixel UVs;
+:func:`render_mesh` puts them together into the images TRELLIS's ``MeshRenderer`` makes.
+
+Conventions (see :mod:`trellis_impl.render.cameras`): OpenCV camera (x right, y down,
+z forward), pixel (i, j) (column i, row j) has its centre at (i + 0.5, j + 0.5); depth is the
+camera-space z in world units.
+
+Rasterisation rules:
+
+* A triangle is culled when any of its vertices has camera z <= ``camera.near`` (there is
+  **no near-plane clipping**: a triangle that straddles the near plane disappears whole),
+  when all its vertices have z >= ``camera.far``, or when it is degenerate on screen (zero
+  area). Pixels whose depth on a triangle is >= ``camera.far`` are not covered by it.
+* Both windings are drawn (no back-face culling).
+* A pixel is covered by a triangle when its centre lies inside or on the triangle's edges
+  (screen-space edge functions >= 0). Pixels on an edge shared by two triangles go to the
+  nearer one, ties to the lower triangle id. The nearest covering triangle wins (z-buffer).
+* Barycentrics are perspective-correct: with screen-space barycentrics b_k and vertex depths
+  z_k, ``bary_k = (b_k / z_k) / sum_j (b_j / z_j)`` and ``depth = 1 / sum_j (b_j / z_j)``,
+  the exact camera z of the point of the triangle's plane seen through the pixel centre.
+
+Implementation: each triangle is expanded to the pixel centres of its (clamped) screen
+bounding box; these (triangle, pixel) pairs are processed in chunks of at most
+``PAIR_CHUNK`` pairs (a chunk is a run of whole triangles; a single triangle larger than that
+is a chunk alone), each pair is tested with edge functions, and the z-buffer is a
+``scatter_reduce(amin)`` over an int64 key ``(float32 depth bits << 32) | triangle_id``,
+which makes the result deterministic and independent of the chunking. Memory is
+O(H W + PAIR_CHUNK + F) and time O(sum of bounding-box areas).
+
+The rasteriser is the "torch" backend of the ``mesh_raster`` family (env var
+``TRELLIS_MESH_RASTER_BACKEND``); accelerated backends (nvdiffrast) register there too.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from ..backends.registry import family
+from .cameras import Camera
+
+__all__ = ["rasterize", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors"]
+
+PAIR_CHUNK = 1 << 20  # (triangle, pixel) candidate pairs per chunk
+_NO_HIT = torch.iinfo(torch.int64).max
+
+MESH_RASTER = family("mesh_raster", "TRELLIS_MESH_RASTER_BACKEND", {"default": ["torch"]})
+
+
+def mesh_tensors(vertices: torch.Tensor, faces: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Validate ``vertices`` [V, 3] (float, world units) and ``faces`` [F, 3] (integer indices).
+
+    Returns (vertices, faces as int64 on the vertices' device). Raises ValueError on a bad
+    shape, on non-finite vertices (naming the first offending vertex indices) or on face
+    indices out of range.
+    """
+    vertices = torch.as_tensor(vertices)
+    faces = torch.as_tensor(faces)
+    if vertices.dim() != 2 or vertices.shape[1] != 3:
+        raise ValueError(f"vertices must have shape [V, 3], got {tuple(vertices.shape)}")
+    if faces.numel() == 0:
+        faces = faces.reshape(0, 3)
+    if faces.dim() != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape [F, 3], got {tuple(faces.shape)}")
+    if faces.is_floating_point() or faces.dtype == torch.bool:
+        raise ValueError(f"faces must be integer indices, got {faces.dtype}")
+    if not vertices.is_floating_point():
+        vertices = vertices.float()
+    bad = ~torch.isfinite(vertices.detach()).all(dim=1)
+    if bool(bad.any()):
+        idx = torch.nonzero(bad).squeeze(1)
+        shown = ", ".join(str(int(i)) for i in idx[:10])
+        more = f" (and {idx.numel() - 10} more)" if idx.numel() > 10 else ""
+        raise ValueError(f"{idx.numel()} vertices have non-finite (NaN/inf) coordinates: indices {shown}{more}")
+    faces = faces.to(device=vertices.device, dtype=torch.int64)
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= vertices.shape[0]):
+        raise ValueError(f"face indices must be in [0, {vertices.shape[0]}), got range "
+                         f"[{int(faces.min())}, {int(faces.max())}]")
+    return vertices, faces
+
+
+def _rasterize_torch(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
+                     pair_chunk: int = PAIR_CHUNK) -> Dict[str, torch.Tensor]:
+    dev = vertices.device
+    dtype = torch.float64 if vertices.dtype == torch.float64 else torch.float32
+    width, height = camera.width, camera.height
+    n_pix = width * height
+    extr = camera.extrinsics.to(device=dev, dtype=dtype)
+    cam = vertices.detach().to(dtype) @ extr[:3, :3].T + extr[:3, 3]
+    z = cam[:, 2]
+    zs = torch.where(z > camera.near, z, torch.ones_like(z))
+    sx = camera.fx * cam[:, 0] / zs + camera.cx
+    sy = camera.fy * cam[:, 1] / zs + camera.cy
+
+    keys = torch.full((n_pix,), _NO_HIT, dtype=torch.int64, device=dev)
+    if faces.shape[0] > 0:
+        fz = z[faces]                                   # [F, 3]
+        fx, fy = sx[faces], sy[faces]
+        area2 = (fx[:, 1] - fx[:, 0]) * (fy[:, 2] - fy[:, 0]) - (fx[:, 2] - fx[:, 0]) * (fy[:, 1] - fy[:, 0])
+        # pixel-centre index ranges of the bounding boxes: centre i + 0.5 in [min, max]
+        x0 = torch.ceil(fx.min(1).values - 0.5).clamp(0, width)
+        x1 = torch.floor(fx.max(1).values - 0.5).clamp(-1, width - 1)
+        y0 = torch.ceil(fy.min(1).values - 0.5).clamp(0, height)
+        y1 = torch.floor(fy.max(1).values - 0.5).clamp(-1, height - 1)
+        valid = ((fz > camera.near).all(1) & (fz < camera.far).any(1) & (area2.abs() > 1e-12)
+                 & (x1 >= x0) & (y1 >= y0))
+        keep = torch.nonzero(valid).squeeze(1)
+        if keep.numel() > 0:
+            x0, y0 = x0[keep].long(), y0[keep].long()
+            bw = x1[keep].long() - x0 + 1
+            counts = bw * (y1[keep].long() - y0 + 1)
+            cum = torch.cumsum(counts, 0)
+            cum_list = cum.tolist()
+            n_keep = keep.numel()
+            start = 0
+            while start < n_keep:
+                base = cum_list[start - 1] if start > 0 else 0
+                end = int(torch.searchsorted(cum, base + pair_chunk, right=True))
+                end = max(end, start + 1)
+                sl = slice(start, end)
+                cnt = counts[sl]
+                total = cum_list[end - 1] - base
+                local_t = torch.repeat_interleave(torch.arange(end - start, device=dev), cnt, output_size=total)
+                local = torch.arange(total, device=dev) - (cum[sl] - cnt - base)[local_t]
+                w_t = bw[sl][local_t]
+                px = x0[sl][local_t] + local % w_t
+                py = y0[sl][local_t] + local // w_t
+                tri = keep[sl][local_t]
+                cx_ = px.to(dtype) + 0.5
+                cy_ = py.to(dtype) + 0.5
+                ex, ey = fx[tri] - cx_[:, None], fy[tri] - cy_[:, None]   # [P, 3] vertex offsets
+                a = area2[tri]
+                b0 = (ex[:, 1] * ey[:, 2] - ex[:, 2] * ey[:, 1]) / a
+                b1 = (ex[:, 2] * ey[:, 0] - ex[:, 0] * ey[:, 2]) / a
+                b2 = (ex[:, 0] * ey[:, 1] - ex[:, 1] * ey[:, 0]) / a
+                inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
+                tz = fz[tri]
+                inv_z = b0 / tz[:, 0] + b1 / tz[:, 1] + b2 / tz[:, 2]
+                depth = 1.0 / inv_z
+                inside &= depth < camera.far
+                sel = torch.nonzero(inside).squeeze(1)
+                if sel.numel() > 0:
+                    d32 = depth[sel].to(torch.float32).clamp_min(1e-30)
+                    key = (d32.view(torch.int32).to(torch.int64) << 32) | tri[sel]
+                    keys.scatter_reduce_(0, py[sel] * width + px[sel], key, "amin", include_self=True)
+                start = end
+
+    hit = keys != _NO_HIT
+    tid = torch.where(hit, keys & 0xFFFFFFFF, torch.full_like(keys, -1))
+    bary = torch.zeros(n_pix, 3, dtype=dtype, device=dev)
+    depth_img = torch.full((n_pix,), float("inf"), dtype=dtype, device=dev)
+    pix = torch.nonzero(hit).squeeze(1)
+    if pix.numel() > 0:
+        tri = tid[pix]
+        f = faces[tri]
+        cx_ = (pix % width).to(dtype) + 0.5
+        cy_ = (pix // width).to(dtype) + 0.5
+        ex, ey = sx[f] - cx_[:, None], sy[f] - cy_[:, None]
+        b = torch.stack([ex[:, 1] * ey[:, 2] - ex[:, 2] * ey[:, 1],
+                         ex[:, 2] * ey[:, 0] - ex[:, 0] * ey[:, 2],
+                         ex[:, 0] * ey[:, 1] - ex[:, 1] * ey[:, 0]], dim=1)
+        b = (b / b.sum(1, keepdim=True)).clamp_min(0.0)  # normalised by the signed area: both windings
+        bz = b / z[f]
+        s = bz.sum(1, keepdim=True)
+        bary[pix] = bz / s
+        depth_img[pix] = (b.sum(1, keepdim=True) / s).squeeze(1)
+    return {"triangle_id": tid.reshape(height, width), "barycentrics": bary.reshape(height, width, 3),
+            "depth": depth_img.reshape(height, width)}
+
+
+MESH_RASTER.register("torch", _rasterize_torch, lambda device, dtype: True)
+
+
+def rasterize(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
+              backend: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Rasterise a triangle mesh seen by ``camera`` (z-buffered, one sample per pixel centre).
+
+    Args:
+        vertices: [V, 3] float world positions (float64 input is rasterised in float64,
+            anything else in float32), on any device.
+        faces: [F, 3] integer vertex indices.
+        camera: a :class:`~trellis_impl.render.cameras.Camera`.
+        backend: 'torch' (the reference) or None/'auto' (``set_backend`` /
+            ``TRELLIS_MESH_RASTER_BACKEND`` / automatic choice).
+
+    Returns:
+        dict with ``triangle_id`` [H, W] int64 (index into ``faces``; -1 for background),
+        ``barycentrics`` [H, W, 3] perspective-correct weights of the triangle's 3 vertices
+        (sum 1; 0 on background), ``depth`` [H, W] camera z in world units (inf on background),
+        and ``faces`` [F, 3] int64 (kept for :func:`interpolate`).
+
+    Raises:
+        ValueError: bad shapes, non-finite vertices (their indices are named), out-of-range
+            face indices. Culling rules: see the module docstring (no near-plane clipping).
+    """
+    vertices, faces = mesh_tensors(vertices, faces)
+    dtype = torch.float64 if vertices.dtype == torch.float64 else torch.float32
+    impl = MESH_RASTER.resolve(vertices.device, dtype, backend)
+    out = impl.fn(vertices, faces, camera)
+    out["faces"] = faces
+    return out
+
+
+def interpolate(attributes: torch.Tensor, raster: Dict[str, torch.Tensor],
+                faces: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Interpolate per-vertex ``attributes`` [V, C] over the image: [H, W, C].
+
+    ``raster`` is the output of :func:`rasterize`; ``faces`` defaults to ``raster['faces']``
+    (pass it for a different index buffer over the same triangles, e.g. per-corner attributes
+    with ``faces = arange(3F).reshape(F, 3)``). Background pixels are 0. Differentiable in
+    ``attributes`` (the barycentrics are constants).
+    """
+    faces = raster["faces"] if faces is None else torch.as_tensor(faces).long()
+    attributes = torch.as_tensor(attributes)
+    if attributes.dim() == 1:
+        attributes = attributes[:, None]
+    if attributes.dim() != 2:
+        raise ValueError(f"attributes must have shape [V, C], got {tuple(attributes.shape)}")
+    tid = raster["triangle_id"]
+    h, w = tid.shape
+    dtype = attributes.dtype if attributes.is_floating_point() else torch.float32
+    out = torch.zeros(h * w, attributes.shape[1], dtype=dtype, device=attributes.device)
+    flat = tid.reshape(-1)
+    pix = torch.nonzero(flat >= 0).squeeze(1)
+    if pix.numel() > 0:
+        f = faces.to(attributes.device)[flat[pix].to(attributes.device)]          # [P, 3]
+        bary = raster["barycentrics"].reshape(-1, 3)[pix].to(device=attributes.device, dtype=dtype)
+        vals = (attributes[f].to(dtype) * bary[:, :, None]).sum(1)
+        out = out.index_put((pix.to(attributes.device),), vals)
+    return out.reshape(h, w, -1)
+
+
+def texture(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Bilinearly sample ``image`` [Th, Tw, C] at ``uv`` [H, W, 2] -> [H, W, C].
+
+    UV convention (glTF): u runs along the image columns (left to right), v along the rows
+    (top to bottom); (0, 0) is the top-left corner of the image and (1, 1) the bottom-right
+    corner, so texel (row r, column c) has its centre at ((c + 0.5) / Tw, (r + 0.5) / Th).
+    Lookups outside [0, 1] clamp to the edge texels. Differentiable in ``image`` and ``uv``.
+    (OpenGL/nvdiffrast put v = 0 at the bottom: pass ``1 - v`` for such UVs.)
+    """
+    image = torch.as_tensor(image)
+    uv = torch.as_tensor(uv)
+    if image.dim() != 3:
+        raise ValueError(f"image must have shape [Th, Tw, C], got {tuple(image.shape)}")
+    if uv.shape[-1] != 2 or uv.dim() != 3:
+        raise ValueError(f"uv must have shape [H, W, 2], got {tuple(uv.shape)}")
+    dtype = image.dtype if image.is_floating_point() else torch.float32
+    grid = (uv.to(device=image.device, dtype=dtype) * 2.0 - 1.0)[None]
+    img = image.to(dtype).permute(2, 0, 1)[None]
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0].permute(1, 2, 0)
+
+
+def render_mesh(mesh_or_vertices_faces: Union[Any, Sequence[torch.Tensor]], camera: Camera,
+                attributes: Optional[torch.Tensor] = None,
+                backend: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Render a mesh: coverage, depth, flat world-space normals and optional attributes.
+
+    Args:
+        mesh_or_vertices_faces: a :class:`~trellis_impl.representations.mesh.Mesh` (uses
+            ``vertices`` and ``faces``) or a pair (vertices [V, 3], faces [F, 3]).
+        camera: the :class:`~trellis_impl.render.cameras.Camera`.
+        attributes: optional per-vertex [V, C] values to interpolate (e.g. a Mesh's
+            ``vertex_attrs``).
+        backend: rasteriser backend (see :func:`rasterize`).
+
+    Returns:
+        dict with ``mask`` [1, H, W] float (1 covered, 0 background), ``depth`` [1, H, W]
+        camera z in world units (0 on background, as TRELLIS's renderer), ``normal``
+        [3, H, W] unit world-space face normals ``normalize((v1 - v0) x (v2 - v0))``, flat
+        per triangle, in [-1, 1] (0 on background; TRELLIS's ``MeshRenderer`` shows them as
+        ``(n + 1) / 2``; no anti-aliasing), and ``attrs`` [C, H, W] when ``attributes`` is
+        given (0 on background).
+    """
+    if hasattr(mesh_or_vertices_faces, "vertices") and hasattr(mesh_or_vertices_faces, "faces"):
+        vertices, faces = mesh_or_vertices_faces.vertices, mesh_or_vertices_faces.faces
+    else:
+        vertices, faces = mesh_or_vertices_faces
+    raster = rasterize(vertices, faces, camera, backend=backend)
+    vertices, faces = mesh_tensors(vertices, faces)
+    tid = raster["triangle_id"]
+    hit = tid >= 0
+    dtype = raster["depth"].dtype
+    depth = torch.where(hit, raster["depth"], torch.zeros_like(raster["depth"]))
+    normal = torch.zeros(tid.shape + (3,), dtype=dtype, device=tid.device)
+    if bool(hit.any()):
+        v = vertices.detach().to(dtype)
+        f = faces[tid[hit]]
+        n = torch.linalg.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        normal[hit] = n / n.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    out = {"mask": hit.to(dtype)[None], "depth": depth[None], "normal": normal.permute(2, 0, 1).contiguous()}
+    if attributes is not None:
+        attributes = torch.as_tensor(attributes)
+        if attributes.dim() != 2 or attributes.shape[0] != vertices.shape[0]:
+            raise ValueError(f"attributes must have shape [V={vertices.shape[0]}, C], got {tuple(attributes.shape)}")
+        out["attrs"] = interpolate(attributes, raster).permute(2, 0, 1).contiguous()
+    return out
