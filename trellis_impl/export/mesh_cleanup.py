@@ -1,0 +1,429 @@
+"""Geometry clean-up of decoded TRELLIS meshes before GLB export.
+
+The official ``postprocessing_utils.postprocess_mesh`` (used by ``to_glb``) decimates the mesh
+with quadric edge collapse (``simplify=0.95``: 95% of the faces removed), removes faces that
+are invisible from many rendered views, fills small holes and drops isolated pieces. This module
+covers the renderer-free part of that, on numpy arrays:
+
+* :func:`weld` merges coincident vertices (decoded meshes repeat vertices along voxel borders)
+  and drops degenerate (repeated index / zero area) and duplicate faces;
+* :func:`remove_small_components` drops floating specks (connected components with few faces);
+* :func:`simplify` decimates to a target face count: quadric edge collapse through the
+  ``fast_simplification`` package when it is importable, else a numpy vertex-clustering
+  fallback (see its docstring for the quality difference);
+* :func:`cleanup_mesh` chains the three and reports counts and seconds per phase.
+
+Not in this module: the official visibility-based removal of interior faces and its
+small-hole filling both need a rasteriser over hundreds of views, so they are not done here;
+meshes come out with their interior faces (if any) and holes as decoded.
+
+Inputs may be numpy arrays or torch tensors; outputs are numpy arrays (float32 vertices,
+int64 faces, attributes in their input dtype where averaging allows, else float).
+"""
+
+import math
+import time
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+try:  # optional, much better decimation (quadric edge collapse); pip install fast-simplification
+    import fast_simplification as _fast_simplification
+except ImportError:  # pragma: no cover - depends on the environment
+    _fast_simplification = None
+
+__all__ = ["weld", "remove_small_components", "simplify", "cleanup_mesh", "remap_attributes",
+           "HAS_FAST_SIMPLIFICATION"]
+
+HAS_FAST_SIMPLIFICATION = _fast_simplification is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks
+# ----------------------------------------------------------------------------------------------
+
+def _to_numpy(x):
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _check_mesh(vertices, faces) -> Tuple[np.ndarray, np.ndarray]:
+    if vertices is None:
+        raise ValueError("vertices is None")
+    if faces is None:
+        raise ValueError("faces is None")
+    v = _to_numpy(vertices)
+    f = _to_numpy(faces)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise ValueError(f"vertices must have shape [V, 3], got {tuple(v.shape)}")
+    if f.ndim != 2 or f.shape[1] != 3:
+        raise ValueError(f"faces must have shape [F, 3], got {tuple(f.shape)}")
+    if v.shape[0] == 0:
+        raise ValueError("vertices is empty: the mesh has no vertices")
+    if f.shape[0] == 0:
+        raise ValueError("faces is empty: the mesh has no faces")
+    if not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
+        raise ValueError(f"vertices must be real numbers, got dtype {v.dtype}")
+    v = v.astype(np.float64, copy=False)
+    if not np.isfinite(v).all():
+        bad = int((~np.isfinite(v)).any(axis=1).sum())
+        raise ValueError(f"vertices contain non-finite values (NaN/inf) in {bad} rows")
+    if not np.issubdtype(f.dtype, np.integer):
+        if np.issubdtype(f.dtype, np.floating) and np.isfinite(f).all() and (f == np.round(f)).all():
+            f = f.astype(np.int64)
+        else:
+            raise ValueError(f"faces must hold integer vertex indices, got dtype {f.dtype}")
+    f = f.astype(np.int64, copy=False)
+    if f.min() < 0 or f.max() >= v.shape[0]:
+        raise ValueError(f"faces index vertices out of range [0, {v.shape[0]}): "
+                         f"min {int(f.min())}, max {int(f.max())}")
+    return v, f
+
+
+def _check_attributes(attributes, num_vertices: int) -> Optional[np.ndarray]:
+    if attributes is None:
+        return None
+    a = _to_numpy(attributes)
+    if a.ndim == 0 or a.shape[0] != num_vertices:
+        raise ValueError(f"attributes must have one row per vertex ({num_vertices}), "
+                         f"got shape {tuple(a.shape)}")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise ValueError("attributes contain non-finite values (NaN/inf)")
+    return a
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+def remap_attributes(attributes, vertex_map, num_vertices: int) -> np.ndarray:
+    """Carry per-vertex ``attributes`` [V_old, ...] through ``vertex_map`` (old index -> new
+    index, -1 for a dropped vertex): each new vertex gets the mean of the old vertices mapped to
+    it. Integer attributes are averaged and rounded back to their dtype."""
+    a = _to_numpy(attributes)
+    vm = np.asarray(vertex_map, dtype=np.int64)
+    if a.shape[0] != vm.shape[0]:
+        raise ValueError(f"attributes has {a.shape[0]} rows but vertex_map has {vm.shape[0]}")
+    keep = vm >= 0
+    vm = vm[keep]
+    flat = a.reshape(a.shape[0], -1)[keep].astype(np.float64)
+    counts = np.bincount(vm, minlength=num_vertices).astype(np.float64)
+    out = np.zeros((num_vertices, flat.shape[1]), dtype=np.float64)
+    if flat.shape[1] > 16:
+        np.add.at(out, vm, flat)
+    else:
+        for c in range(flat.shape[1]):
+            out[:, c] = np.bincount(vm, weights=flat[:, c], minlength=num_vertices)
+    out /= np.maximum(counts, 1.0)[:, None]
+    out = out.reshape((num_vertices,) + a.shape[1:])
+    if np.issubdtype(a.dtype, np.integer):
+        return np.round(out).astype(a.dtype)
+    if np.issubdtype(a.dtype, np.floating):
+        return out.astype(a.dtype)
+    return out
+
+
+def _clean_faces(v: np.ndarray, f: np.ndarray, area_eps: float) -> np.ndarray:
+    """Drop faces with a repeated index, with (near) zero area, and duplicates (same vertex set,
+    either orientation; the first one is kept). Order of the kept faces is preserved."""
+    ok = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
+    f = f[ok]
+    if f.shape[0] == 0:
+        return f
+    p0, p1, p2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    twice_area = np.linalg.norm(np.cross(p1 - p0, p2 - p0), axis=1)
+    f = f[twice_area > 2.0 * area_eps]
+    if f.shape[0] == 0:
+        return f
+    _, _, first = _group_rows(np.sort(f, axis=1))
+    return f[np.sort(first)]
+
+
+def _group_rows(rows: np.ndarray):
+    """Group equal integer rows [N, 3]: (inverse [N] group id per row, counts [G], first [G]
+    index of each group's first row). Groups are numbered in sorted row order (lexsort, which is
+    stable and much faster than ``np.unique(axis=0)``)."""
+    order = np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))
+    srt = rows[order]
+    new = np.empty(len(rows), dtype=bool)
+    new[0] = True
+    np.any(srt[1:] != srt[:-1], axis=1, out=new[1:])
+    ids = np.cumsum(new) - 1
+    inverse = np.empty(len(rows), dtype=np.int64)
+    inverse[order] = ids
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, len(rows)))
+    return inverse, counts, order[starts]
+
+
+def _compact(v: np.ndarray, f: np.ndarray):
+    """Drop unreferenced vertices; returns (vertices, faces, vertex_map old->new or -1)."""
+    used = np.zeros(v.shape[0], dtype=bool)
+    used[f.ravel()] = True
+    vmap = np.full(v.shape[0], -1, dtype=np.int64)
+    vmap[used] = np.arange(int(used.sum()), dtype=np.int64)
+    return v[used], vmap[f], vmap
+
+
+def _compose(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    out = np.full(first.shape[0], -1, dtype=np.int64)
+    ok = first >= 0
+    out[ok] = second[first[ok]]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+
+def weld(vertices, faces, tolerance: float = 1e-6):
+    """Merge coincident vertices and drop degenerate and duplicate faces.
+
+    Vertices are snapped to a grid of cell ``tolerance``, then to the same grid shifted by half a
+    cell; vertices sharing a cell in either pass become one, placed at the mean of the originals.
+    So exact duplicates always merge, vertices much closer than ``tolerance`` almost always do
+    (unless near a corner of both grids), and nothing farther than about ``2 * tolerance`` per
+    axis from its cluster-mates merges (chains can reach a little further). The welded vertices
+    come out in grid order, not input order. Faces with a repeated index or an area at most
+    ``tolerance**2`` are dropped, as are duplicate faces (same three vertices in any order or
+    orientation; the first is kept). Vertices no face uses afterwards are dropped.
+
+    Returns ``(vertices [V', 3] float32, faces [F', 3] int64, vertex_map [V] int64)``, where
+    ``vertex_map[i]`` is the new index of old vertex ``i`` (-1 if dropped); carry per-vertex
+    attributes with ``remap_attributes(attrs, vertex_map, len(vertices))``.
+    Raises ValueError on bad input or when no face survives.
+    """
+    v, f = _check_mesh(vertices, faces)
+    if not (tolerance > 0 and math.isfinite(tolerance)):
+        raise ValueError(f"tolerance must be a positive finite number, got {tolerance}")
+    if np.abs(v).max() / tolerance >= 2.0 ** 60:
+        raise ValueError(f"tolerance {tolerance} is too small for coordinates of this size")
+    inverse = np.arange(v.shape[0], dtype=np.int64)
+    merged = v
+    for shift in (0.0, 0.5):  # second, half-cell-shifted grid merges pairs split by a cell border
+        step, counts, _ = _group_rows(np.floor(merged / tolerance + shift).astype(np.int64))
+        inverse = step[inverse]
+        n = counts.shape[0]
+        counts = np.bincount(inverse, minlength=n)
+        merged = np.stack([np.bincount(inverse, weights=v[:, c], minlength=n) for c in range(3)], 1)
+        merged /= counts[:, None]
+    f2 = _clean_faces(merged, inverse[f], area_eps=tolerance ** 2)
+    if f2.shape[0] == 0:
+        raise ValueError("nothing is left after welding: every face is degenerate or duplicate")
+    v3, f3, vmap2 = _compact(merged, f2)
+    return v3.astype(np.float32), f3, vmap2[inverse]
+
+
+def _vertex_components(num_vertices: int, faces: np.ndarray) -> np.ndarray:
+    """Connected-component label per vertex (vertices sharing a face are connected), by
+    hook-and-compress union-find in numpy. Label = smallest vertex index of the component."""
+    parent = np.arange(num_vertices, dtype=np.int64)
+    a = np.concatenate([faces[:, 0], faces[:, 1]])
+    b = np.concatenate([faces[:, 1], faces[:, 2]])
+    while True:
+        pa, pb = parent[a], parent[b]
+        diff = pa != pb
+        if not diff.any():
+            return parent
+        a, b, pa, pb = a[diff], b[diff], pa[diff], pb[diff]
+        lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
+        np.minimum.at(parent, hi, lo)  # hook roots onto smaller roots (parent[x] <= x always)
+        while True:  # pointer jumping until every vertex points at its root
+            pp = parent[parent]
+            if np.array_equal(pp, parent):
+                break
+            parent = pp
+
+
+def remove_small_components(vertices, faces, min_faces: Optional[int] = None,
+                            min_fraction: float = 0.01):
+    """Keep connected components (faces connected through shared vertices) with at least
+    ``min_faces`` faces, or, when ``min_faces`` is None, at least ``min_fraction`` of all faces.
+    The largest component is always kept, so the result is never empty.
+
+    Returns ``(vertices float32, faces int64, vertex_map old->new or -1)``.
+    """
+    v, f = _check_mesh(vertices, faces)
+    if min_faces is None:
+        if not (0.0 <= min_fraction <= 1.0):
+            raise ValueError(f"min_fraction must be in [0, 1], got {min_fraction}")
+        threshold = min_fraction * f.shape[0]
+    else:
+        if min_faces < 0:
+            raise ValueError(f"min_faces must be >= 0, got {min_faces}")
+        threshold = float(min_faces)
+    labels = _vertex_components(v.shape[0], f)
+    face_label = labels[f[:, 0]]
+    sizes = np.bincount(face_label, minlength=v.shape[0])
+    keep_comp = sizes >= threshold
+    keep_comp[int(np.argmax(sizes))] = True
+    f2 = f[keep_comp[face_label]]
+    v2, f2, vmap = _compact(v, f2)
+    return v2.astype(np.float32), f2, vmap
+
+
+def _cluster(v: np.ndarray, f: np.ndarray, cell: float, origin: np.ndarray):
+    q = np.floor((v - origin) / cell).astype(np.int64)
+    dims = q.max(axis=0) + 1
+    key = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
+    _, inverse = np.unique(key, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n = int(inverse.max()) + 1
+    counts = np.bincount(inverse, minlength=n).astype(np.float64)
+    pos = np.stack([np.bincount(inverse, weights=v[:, c], minlength=n) for c in range(3)], 1)
+    pos /= counts[:, None]
+    f2 = _clean_faces(pos, inverse[f], area_eps=0.0)
+    return pos, f2, inverse
+
+
+def _simplify_clustering(v: np.ndarray, f: np.ndarray, target: int):
+    """Vertex-clustering decimation: search the grid cell size whose clustering gives a face
+    count within 5% of ``target`` (bisection on log cell size, at most 20 tries)."""
+    origin = v.min(axis=0)
+    extent = float((v.max(axis=0) - origin).max())
+    p0, p1, p2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    area = 0.5 * float(np.linalg.norm(np.cross(p1 - p0, p2 - p0), axis=1).sum())
+    # a surface of area A meshed at spacing h has about 2 A / h^2 triangles
+    cell = math.sqrt(2.0 * max(area, 1e-30) / max(target, 1))
+    lo, hi = None, None  # cell sizes giving too many / too few faces
+    best = None
+    for _ in range(20):
+        res = _cluster(v, f, cell, origin)
+        n = res[1].shape[0]
+        if best is None or abs(n - target) < abs(best[1].shape[0] - target):
+            best = res
+        if abs(n - target) <= 0.05 * target:
+            break
+        if n > target:
+            lo = cell
+            cell = cell * 2.0 if hi is None else math.sqrt(cell * hi)
+        else:
+            hi = cell
+            cell = cell * 0.5 if lo is None else math.sqrt(cell * lo)
+        if cell > 4 * extent or cell < 1e-12 * max(extent, 1e-30):
+            break
+    return best
+
+
+def simplify(vertices, faces, target_ratio: Optional[float] = None,
+             target_faces: Optional[int] = None, attributes=None):
+    """Decimate to about ``target_faces`` faces, or remove the fraction ``target_ratio`` of the
+    faces (like the official ``simplify=0.95`` and ``fast_simplification``'s
+    ``target_reduction``: 0.95 keeps 5%). Give exactly one of the two.
+
+    Method:
+      * ``fast_simplification`` importable (``HAS_FAST_SIMPLIFICATION``): quadric edge collapse
+        (the same algorithm family as the official pyvista ``decimate``); keeps closed meshes
+        closed and preserves the shape well; lands on or just under the target count. Vertex
+        positions are re-optimised, so each output vertex takes the attributes of the input
+        vertices collapsed into it (mean), from the collapse history.
+      * otherwise: vertex clustering on a uniform grid, cell size searched so the face count
+        lands within about 5% of the target; each cluster becomes one vertex at the mean
+        position (attributes averaged). Much faster to write but lower quality: it does not
+        follow curvature (uniform detail), may merge close but separate sheets, and may create
+        non-manifold edges or small holes, so closedness is not guaranteed.
+
+    Returns ``(vertices float32, faces int64, attributes or None)``; attributes have one row
+    per output vertex. A target at or above the current count returns the input unchanged, as
+    does a mesh so small or odd that decimation would leave no face (if quadric collapse leaves
+    nothing, vertex clustering is tried first).
+    """
+    return _simplify(vertices, faces, target_ratio, target_faces, attributes)[:3]
+
+
+def _simplify(vertices, faces, target_ratio, target_faces, attributes):
+    """simplify(), plus the method used ('fast_simplification', 'vertex_clustering' or None)."""
+    v, f = _check_mesh(vertices, faces)
+    attrs = _check_attributes(attributes, v.shape[0])
+    if (target_ratio is None) == (target_faces is None):
+        raise ValueError("give exactly one of target_ratio and target_faces")
+    if target_ratio is not None:
+        if not (0.0 <= target_ratio < 1.0):
+            raise ValueError(f"target_ratio (fraction of faces removed) must be in [0, 1), "
+                             f"got {target_ratio}")
+        target = int(round((1.0 - target_ratio) * f.shape[0]))
+    else:
+        target = int(target_faces)
+    if target < 1:
+        raise ValueError(f"target face count must be >= 1, got {target}")
+    if target >= f.shape[0]:
+        return v.astype(np.float32), f, attrs, None
+    if _fast_simplification is not None:
+        out_v, out_f, collapses = _fast_simplification.simplify(
+            v, f.astype(np.int32), target_count=target, return_collapses=True)
+        out_v = np.asarray(out_v, dtype=np.float64).reshape(-1, 3)
+        out_f = _clean_faces(out_v, np.asarray(out_f, dtype=np.int64).reshape(-1, 3), 0.0)
+        if out_f.shape[0] > 0:
+            out_attrs = None
+            if attrs is not None:
+                vmap = _collapse_map(v, f, collapses, out_v.shape[0])
+                out_attrs = remap_attributes(attrs, vmap, out_v.shape[0])
+            return _finish(out_v, out_f, out_attrs) + ("fast_simplification",)
+        # quadric collapse removed everything (tiny or degenerate-ish input): try clustering
+    out_v, out_f, inverse = _simplify_clustering(v, f, target)
+    if out_f.shape[0] == 0:  # nothing survives any decimation: keep the input as it is
+        return v.astype(np.float32), f, attrs, None
+    out_attrs = None if attrs is None else remap_attributes(attrs, inverse, out_v.shape[0])
+    return _finish(out_v, out_f, out_attrs) + ("vertex_clustering",)
+
+
+def _finish(out_v, out_f, out_attrs):
+    """Drop the vertices no face uses (faces already cleaned)."""
+    out_v, out_f, vmap = _compact(out_v, out_f)
+    if out_attrs is not None:
+        out_attrs = out_attrs[vmap >= 0]
+    return out_v.astype(np.float32), out_f, out_attrs
+
+
+def _collapse_map(v: np.ndarray, f: np.ndarray, collapses, num_out: int) -> np.ndarray:
+    """Old vertex -> output vertex of fast_simplification, from its collapse history."""
+    from fast_simplification import replay_simplification
+    _, _, mapping = replay_simplification(v.astype(np.float32), f.astype(np.int32),
+                                          np.asarray(collapses))
+    mapping = np.asarray(mapping, dtype=np.int64)
+    mapping[(mapping < 0) | (mapping >= num_out)] = -1
+    return mapping
+
+
+def cleanup_mesh(vertices, faces, attributes=None, simplify_ratio: float = 0.95,
+                 min_component_fraction: float = 0.01, weld_tolerance: float = 1e-6):
+    """Weld, drop small components, then simplify (``simplify_ratio``: fraction of faces
+    removed, as the official ``to_glb(simplify=0.95)``; 0 or None skips it).
+
+    ``attributes`` (one row per vertex, e.g. the decoder's rgb+normal ``vertex_attrs``) are
+    carried through every phase. Returns ``(vertices float32 [V, 3], faces int64 [F, 3],
+    attributes or None, report)``; ``report`` has the vertex/face counts after each phase
+    (``input``, ``weld``, ``components``, ``simplify``), ``seconds`` per phase and in total, and
+    the simplification ``method`` ('fast_simplification', 'vertex_clustering' or None).
+    """
+    t_start = time.perf_counter()
+    v, f = _check_mesh(vertices, faces)
+    attrs = _check_attributes(attributes, v.shape[0])
+    report: Dict = {"input": {"vertices": int(v.shape[0]), "faces": int(f.shape[0])},
+                    "seconds": {}}
+
+    t = time.perf_counter()
+    v, f, vmap = weld(v, f, tolerance=weld_tolerance)
+    if attrs is not None:
+        attrs = remap_attributes(attrs, vmap, v.shape[0])
+    report["seconds"]["weld"] = time.perf_counter() - t
+    report["weld"] = {"vertices": int(v.shape[0]), "faces": int(f.shape[0])}
+
+    t = time.perf_counter()
+    if min_component_fraction:
+        v, f, vmap = remove_small_components(v, f, min_fraction=min_component_fraction)
+        if attrs is not None:
+            attrs = attrs[vmap >= 0]  # kept vertices stay in order
+    report["seconds"]["components"] = time.perf_counter() - t
+    report["components"] = {"vertices": int(v.shape[0]), "faces": int(f.shape[0])}
+
+    t = time.perf_counter()
+    method = None
+    if simplify_ratio:
+        v, f, attrs, method = _simplify(v, f, simplify_ratio, None, attrs)
+    report["seconds"]["simplify"] = time.perf_counter() - t
+    report["simplify"] = {"vertices": int(v.shape[0]), "faces": int(f.shape[0])}
+    report["method"] = method
+    report["seconds"]["total"] = time.perf_counter() - t_start
+    return v.astype(np.float32), f.astype(np.int64), attrs, report
