@@ -5,8 +5,9 @@ from .mesh_files import (GLTF_TO_TRELLIS, TRELLIS_TO_GLTF, from_gltf_frame, plac
                          to_gltf_frame)
 from .splat_files import load_spz, load_splat, save_splat, save_spz
 from .texture_bake import bake_from_gaussians, bake_texture_fast, uv_rasterize
+from .uv_atlas import unwrap
 
 __all__ = ["save_generation", "save_unique", "save_spz", "load_spz", "save_splat", "load_splat", "TRELLIS_TO_GLTF",
            "GLTF_TO_TRELLIS", "to_gltf_frame", "from_gltf_frame", "place", "save_glb", "save_obj", "save_mesh_ply",
            "cleanup_mesh", "weld", "remove_small_components", "simplify", "uv_rasterize", "bake_texture_fast",
-           "bake_from_gaussians"]
+           "bake_from_gaussians", "unwrap"]
