@@ -26,6 +26,8 @@ import time
 from typing import Dict, Optional, Tuple
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 try:  # optional, much better decimation (quadric edge collapse); pip install fast-simplification
     import fast_simplification as _fast_simplification
@@ -216,24 +218,11 @@ def weld(vertices, faces, tolerance: float = 1e-6):
 
 
 def _vertex_components(num_vertices: int, faces: np.ndarray) -> np.ndarray:
-    """Connected-component label per vertex (vertices sharing a face are connected), by
-    hook-and-compress union-find in numpy. Label = smallest vertex index of the component."""
-    parent = np.arange(num_vertices, dtype=np.int64)
-    a = np.concatenate([faces[:, 0], faces[:, 1]])
-    b = np.concatenate([faces[:, 1], faces[:, 2]])
-    while True:
-        pa, pb = parent[a], parent[b]
-        diff = pa != pb
-        if not diff.any():
-            return parent
-        a, b, pa, pb = a[diff], b[diff], pa[diff], pb[diff]
-        lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
-        np.minimum.at(parent, hi, lo)  # hook roots onto smaller roots (parent[x] <= x always)
-        while True:  # pointer jumping until every vertex points at its root
-            pp = parent[parent]
-            if np.array_equal(pp, parent):
-                break
-            parent = pp
+    """Connected-component label per vertex (vertices sharing a face are connected)."""
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
+                       shape=(num_vertices, num_vertices))
+    return connected_components(graph, directed=False)[1]
 
 
 def remove_small_components(vertices, faces, min_faces: Optional[int] = None,
