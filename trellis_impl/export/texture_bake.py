@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..render.cameras import Camera, orbit_cameras
-from ..render.mesh_raster import rasterize
+from ..render.mesh_raster import covered_pixels, rasterize
 
 __all__ = ["uv_rasterize", "bake_texture_fast", "bake_from_gaussians", "fill_texture",
            "MIN_TEXTURE_SIZE", "MAX_TEXTURE_SIZE"]
@@ -131,43 +131,9 @@ def uv_rasterize(uv: torch.Tensor, faces: torch.Tensor, size: int) -> Tuple[torc
     px_all = uv[:, 0] * size
     py_all = uv[:, 1] * size
     if faces.shape[0] > 0:
-        fx, fy = px_all[faces], py_all[faces]
-        area2 = (fx[:, 1] - fx[:, 0]) * (fy[:, 2] - fy[:, 0]) - (fx[:, 2] - fx[:, 0]) * (fy[:, 1] - fy[:, 0])
-        x0 = torch.ceil(fx.min(1).values - 0.5).clamp(0, size)
-        x1 = torch.floor(fx.max(1).values - 0.5).clamp(-1, size - 1)
-        y0 = torch.ceil(fy.min(1).values - 0.5).clamp(0, size)
-        y1 = torch.floor(fy.max(1).values - 0.5).clamp(-1, size - 1)
-        valid = (area2.abs() > 1e-12) & (x1 >= x0) & (y1 >= y0)
-        keep = torch.nonzero(valid).squeeze(1)
-        if keep.numel() > 0:
-            x0k, y0k = x0[keep].long(), y0[keep].long()
-            bw = x1[keep].long() - x0k + 1
-            counts = bw * (y1[keep].long() - y0k + 1)
-            cum = torch.cumsum(counts, 0)
-            cum_list = cum.tolist()
-            start, n_keep = 0, keep.numel()
-            while start < n_keep:
-                base = cum_list[start - 1] if start > 0 else 0
-                end = max(int(torch.searchsorted(cum, base + PAIR_CHUNK, right=True)), start + 1)
-                sl = slice(start, end)
-                cnt = counts[sl]
-                total = cum_list[end - 1] - base
-                lt = torch.repeat_interleave(torch.arange(end - start), cnt, output_size=total)
-                local = torch.arange(total) - (cum[sl] - cnt - base)[lt]
-                w_t = bw[sl][lt]
-                px = x0k[sl][lt] + local % w_t
-                py = y0k[sl][lt] + local // w_t
-                tri = keep[sl][lt]
-                ex = fx[tri] - (px.double() + 0.5)[:, None]
-                ey = fy[tri] - (py.double() + 0.5)[:, None]
-                a = area2[tri]
-                b0 = (ex[:, 1] * ey[:, 2] - ex[:, 2] * ey[:, 1]) / a
-                b1 = (ex[:, 2] * ey[:, 0] - ex[:, 0] * ey[:, 2]) / a
-                b2 = (ex[:, 0] * ey[:, 1] - ex[:, 1] * ey[:, 0]) / a
-                sel = torch.nonzero((b0 >= 0) & (b1 >= 0) & (b2 >= 0)).squeeze(1)
-                if sel.numel() > 0:
-                    keys.scatter_reduce_(0, py[sel] * size + px[sel], tri[sel], "amin", include_self=True)
-                start = end
+        valid = torch.ones(faces.shape[0], dtype=torch.bool)
+        for tri, px, py, _ in covered_pixels(px_all[faces], py_all[faces], valid, size, size, PAIR_CHUNK):
+            keys.scatter_reduce_(0, py * size + px, tri, "amin", include_self=True)
     hit = keys != _NO_HIT
     tid = torch.where(hit, keys, torch.full_like(keys, -1))
     bary = torch.zeros(n_tex, 3, dtype=torch.float64)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from ..backends.registry import family
 from .cameras import Camera
 
-__all__ = ["rasterize", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors"]
+__all__ = ["covered_pixels", "rasterize", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors"]
 
 PAIR_CHUNK = 1 << 20  # (triangle, pixel) candidate pairs per chunk
 _NO_HIT = torch.iinfo(torch.int64).max
@@ -84,6 +84,58 @@ def mesh_tensors(vertices: torch.Tensor, faces: torch.Tensor) -> Tuple[torch.Ten
     return vertices, faces
 
 
+def covered_pixels(fx: torch.Tensor, fy: torch.Tensor, valid: torch.Tensor, width: int, height: int,
+                   pair_chunk: int = PAIR_CHUNK):
+    """Pixel centres inside 2D triangles, in chunks of bounded size.
+
+    Args:
+        fx, fy: [F, 3] screen coordinates of each triangle's corners (pixel units; the centre of
+            pixel (row i, column j) is at (j + 0.5, i + 0.5)).
+        valid: [F] bool, triangles to consider (degenerate ones must be excluded).
+        width, height: image size; pair_chunk: max (triangle, pixel) candidates per chunk.
+
+    Yields per chunk ``(tri [P], px [P], py [P], bary [P, 3])`` for the candidates whose pixel
+    centre is inside (edges included) the triangle, with barycentrics normalised by the signed
+    area (both windings).
+    """
+    area2 = (fx[:, 1] - fx[:, 0]) * (fy[:, 2] - fy[:, 0]) - (fx[:, 2] - fx[:, 0]) * (fy[:, 1] - fy[:, 0])
+    # pixel-centre index ranges of the bounding boxes: centre i + 0.5 in [min, max]
+    x0 = torch.ceil(fx.min(1).values - 0.5).clamp(0, width)
+    x1 = torch.floor(fx.max(1).values - 0.5).clamp(-1, width - 1)
+    y0 = torch.ceil(fy.min(1).values - 0.5).clamp(0, height)
+    y1 = torch.floor(fy.max(1).values - 0.5).clamp(-1, height - 1)
+    keep = torch.nonzero(valid & (area2.abs() > 1e-12) & (x1 >= x0) & (y1 >= y0)).squeeze(1)
+    if keep.numel() == 0:
+        return
+    dev = fx.device
+    x0, y0 = x0[keep].long(), y0[keep].long()
+    bw = x1[keep].long() - x0 + 1
+    counts = bw * (y1[keep].long() - y0 + 1)
+    cum = torch.cumsum(counts, 0)
+    cum_list = cum.tolist()
+    start = 0
+    while start < keep.numel():
+        base = cum_list[start - 1] if start > 0 else 0
+        end = max(int(torch.searchsorted(cum, base + pair_chunk, right=True)), start + 1)
+        sl = slice(start, end)
+        cnt = counts[sl]
+        total = cum_list[end - 1] - base
+        local_t = torch.repeat_interleave(torch.arange(end - start, device=dev), cnt, output_size=total)
+        local = torch.arange(total, device=dev) - (cum[sl] - cnt - base)[local_t]
+        w_t = bw[sl][local_t]
+        px = x0[sl][local_t] + local % w_t
+        py = y0[sl][local_t] + local // w_t
+        tri = keep[sl][local_t]
+        ex = fx[tri] - (px.to(fx.dtype) + 0.5)[:, None]   # [P, 3] corner offsets from the centre
+        ey = fy[tri] - (py.to(fx.dtype) + 0.5)[:, None]
+        bary = torch.stack([ex[:, 1] * ey[:, 2] - ex[:, 2] * ey[:, 1],
+                            ex[:, 2] * ey[:, 0] - ex[:, 0] * ey[:, 2],
+                            ex[:, 0] * ey[:, 1] - ex[:, 1] * ey[:, 0]], dim=1) / area2[tri][:, None]
+        sel = torch.nonzero((bary >= 0).all(1)).squeeze(1)
+        yield tri[sel], px[sel], py[sel], bary[sel]
+        start = end
+
+
 def _rasterize_torch(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
                      pair_chunk: int = PAIR_CHUNK) -> Dict[str, torch.Tensor]:
     dev = vertices.device
@@ -101,54 +153,14 @@ def _rasterize_torch(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera
     if faces.shape[0] > 0:
         fz = z[faces]                                   # [F, 3]
         fx, fy = sx[faces], sy[faces]
-        area2 = (fx[:, 1] - fx[:, 0]) * (fy[:, 2] - fy[:, 0]) - (fx[:, 2] - fx[:, 0]) * (fy[:, 1] - fy[:, 0])
-        # pixel-centre index ranges of the bounding boxes: centre i + 0.5 in [min, max]
-        x0 = torch.ceil(fx.min(1).values - 0.5).clamp(0, width)
-        x1 = torch.floor(fx.max(1).values - 0.5).clamp(-1, width - 1)
-        y0 = torch.ceil(fy.min(1).values - 0.5).clamp(0, height)
-        y1 = torch.floor(fy.max(1).values - 0.5).clamp(-1, height - 1)
-        valid = ((fz > camera.near).all(1) & (fz < camera.far).any(1) & (area2.abs() > 1e-12)
-                 & (x1 >= x0) & (y1 >= y0))
-        keep = torch.nonzero(valid).squeeze(1)
-        if keep.numel() > 0:
-            x0, y0 = x0[keep].long(), y0[keep].long()
-            bw = x1[keep].long() - x0 + 1
-            counts = bw * (y1[keep].long() - y0 + 1)
-            cum = torch.cumsum(counts, 0)
-            cum_list = cum.tolist()
-            n_keep = keep.numel()
-            start = 0
-            while start < n_keep:
-                base = cum_list[start - 1] if start > 0 else 0
-                end = int(torch.searchsorted(cum, base + pair_chunk, right=True))
-                end = max(end, start + 1)
-                sl = slice(start, end)
-                cnt = counts[sl]
-                total = cum_list[end - 1] - base
-                local_t = torch.repeat_interleave(torch.arange(end - start, device=dev), cnt, output_size=total)
-                local = torch.arange(total, device=dev) - (cum[sl] - cnt - base)[local_t]
-                w_t = bw[sl][local_t]
-                px = x0[sl][local_t] + local % w_t
-                py = y0[sl][local_t] + local // w_t
-                tri = keep[sl][local_t]
-                cx_ = px.to(dtype) + 0.5
-                cy_ = py.to(dtype) + 0.5
-                ex, ey = fx[tri] - cx_[:, None], fy[tri] - cy_[:, None]   # [P, 3] vertex offsets
-                a = area2[tri]
-                b0 = (ex[:, 1] * ey[:, 2] - ex[:, 2] * ey[:, 1]) / a
-                b1 = (ex[:, 2] * ey[:, 0] - ex[:, 0] * ey[:, 2]) / a
-                b2 = (ex[:, 0] * ey[:, 1] - ex[:, 1] * ey[:, 0]) / a
-                inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
-                tz = fz[tri]
-                inv_z = b0 / tz[:, 0] + b1 / tz[:, 1] + b2 / tz[:, 2]
-                depth = 1.0 / inv_z
-                inside &= depth < camera.far
-                sel = torch.nonzero(inside).squeeze(1)
-                if sel.numel() > 0:
-                    d32 = depth[sel].to(torch.float32).clamp_min(1e-30)
-                    key = (d32.view(torch.int32).to(torch.int64) << 32) | tri[sel]
-                    keys.scatter_reduce_(0, py[sel] * width + px[sel], key, "amin", include_self=True)
-                start = end
+        valid = (fz > camera.near).all(1) & (fz < camera.far).any(1)
+        for tri, px, py, bary in covered_pixels(fx, fy, valid, width, height, pair_chunk):
+            depth = 1.0 / (bary / fz[tri]).sum(1)
+            inside = torch.nonzero(depth < camera.far).squeeze(1)
+            if inside.numel() > 0:
+                d32 = depth[inside].to(torch.float32).clamp_min(1e-30)
+                key = (d32.view(torch.int32).to(torch.int64) << 32) | tri[inside]
+                keys.scatter_reduce_(0, py[inside] * width + px[inside], key, "amin", include_self=True)
 
     hit = keys != _NO_HIT
     tid = torch.where(hit, keys & 0xFFFFFFFF, torch.full_like(keys, -1))
