@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "models"), str(ROOT / "tests" / "sampling")]
 
 from conftest import ckpt_path, load_case  # noqa: E402
+from device_bench import median_ms, sphere_shell  # noqa: E402
 from test_conformance import GS_FIELDS, NET_TOL  # noqa: E402
 from test_flow_euler import SAMPLER_TOL  # noqa: E402
 from trellis_impl.backends.attention import ATTENTION, SeqLens, varlen_attention  # noqa: E402
@@ -125,46 +125,35 @@ def _slat_enc(name):
     return run
 
 
-def _slat_dec_gs(name):
+def _slat_decoder(name, item_outputs):
+    """A decoder case: the raw network output, then ``item_outputs(prefix, representation, t)``
+    for each batch item."""
     def run(device, dtype):
         t, _ = load_case(name)
         model = load_model(ckpt_path(name), dtype=dtype, device=device)
         raw = model.forward_features(_sparse_input(t, device))
         outputs = [Output("out_layer_feats", raw.feats, t["out_layer_feats"])]
-        for i, g in enumerate(model.to_representation(raw)):
-            outputs += [Output(f"item{i}.{f}", getattr(g, f), t[f"item{i}.{f}"]) for f in GS_FIELDS]
+        if "out_layer_coords" in t:  # the mesh decoder subdivides: its output voxels are new
+            outputs.insert(0, Output("out_layer_coords", raw.coords, t["out_layer_coords"], integer=True))
+        for i, rep in enumerate(model.to_representation(raw)):
+            outputs += item_outputs(f"item{i}", rep, t)
         return outputs
     return run
 
 
-def _slat_dec_rf(name):
-    def run(device, dtype):
-        t, _ = load_case(name)
-        model = load_model(ckpt_path(name), dtype=dtype, device=device)
-        raw = model.forward_features(_sparse_input(t, device))
-        outputs = [Output("out_layer_feats", raw.feats, t["out_layer_feats"])]
-        for i, rf in enumerate(model.to_representation(raw)):
-            outputs.append(Output(f"item{i}.depth", rf.depth, t[f"item{i}.depth"], integer=True))
-            outputs += [Output(f"item{i}.{f}", getattr(rf, f), t[f"item{i}.{f}"])
-                        for f in ("position", "trivec", "density", "features_dc")]
-        return outputs
-    return run
+def _gaussian_outputs(p, g, t):
+    return [Output(f"{p}.{f}", getattr(g, f), t[f"{p}.{f}"]) for f in GS_FIELDS]
 
 
-def _slat_dec_mesh(name):
-    def run(device, dtype):
-        t, _ = load_case(name)
-        model = load_model(ckpt_path(name), dtype=dtype, device=device)
-        raw = model.forward_features(_sparse_input(t, device))
-        outputs = [Output("out_layer_coords", raw.coords, t["out_layer_coords"], integer=True),
-                   Output("out_layer_feats", raw.feats, t["out_layer_feats"])]
-        for i, mesh in enumerate(model.to_representation(raw)):
-            outputs += [Output(f"item{i}.faces", mesh.faces, t[f"item{i}.faces"], integer=True),
-                        Output(f"item{i}.vertices", mesh.vertices, t[f"item{i}.vertices"], follows=f"item{i}.faces"),
-                        Output(f"item{i}.vertex_attrs", mesh.vertex_attrs, t[f"item{i}.vertex_attrs"],
-                               follows=f"item{i}.faces")]
-        return outputs
-    return run
+def _strivec_outputs(p, rf, t):
+    return [Output(f"{p}.depth", rf.depth, t[f"{p}.depth"], integer=True)] + [
+        Output(f"{p}.{f}", getattr(rf, f), t[f"{p}.{f}"]) for f in ("position", "trivec", "density", "features_dc")]
+
+
+def _mesh_outputs(p, mesh, t):
+    return [Output(f"{p}.faces", mesh.faces, t[f"{p}.faces"], integer=True),
+            Output(f"{p}.vertices", mesh.vertices, t[f"{p}.vertices"], follows=f"{p}.faces"),
+            Output(f"{p}.vertex_attrs", mesh.vertex_attrs, t[f"{p}.vertex_attrs"], follows=f"{p}.faces")]
 
 
 def _sampler_ss(batch_cfg):
@@ -207,9 +196,9 @@ CASES: List[Case] = [
     Case("ss_flow", _ss_flow, ()),
     *[Case(n, _slat_flow(n), (ATTN, CONV)) for n in ("slat_flow", "slat_flow_elastic")],
     *[Case(n, _slat_enc(n), (ATTN,)) for n in ("slat_enc", "slat_enc_elastic")],
-    *[Case(n, _slat_dec_gs(n), (ATTN,)) for n in ("slat_dec_gs", "slat_dec_gs_elastic")],
-    *[Case(n, _slat_dec_rf(n), (ATTN,)) for n in ("slat_dec_rf", "slat_dec_rf_elastic")],
-    *[Case(n, _slat_dec_mesh(n), (ATTN, CONV)) for n in ("slat_dec_mesh", "slat_dec_mesh_elastic")],
+    *[Case(n, _slat_decoder(n, _gaussian_outputs), (ATTN,)) for n in ("slat_dec_gs", "slat_dec_gs_elastic")],
+    *[Case(n, _slat_decoder(n, _strivec_outputs), (ATTN,)) for n in ("slat_dec_rf", "slat_dec_rf_elastic")],
+    *[Case(n, _slat_decoder(n, _mesh_outputs), (ATTN, CONV)) for n in ("slat_dec_mesh", "slat_dec_mesh_elastic")],
     Case("sampler_ss", _sampler_ss(False), (), SAMPLER_TOL),
     Case("sampler_ss_batch_cfg", _sampler_ss(True), (), SAMPLER_TOL),
     Case("sampler_slat", _sampler_slat(False), (ATTN, CONV), SAMPLER_TOL),
@@ -351,30 +340,6 @@ def print_summary(results: List[dict]) -> None:
 
 
 # --------------------------------------------------------------------------------- timings
-def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 25) -> float:
-    """Median over ``reps`` calls of CUDA-event time (host work between the events included)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def sphere_shell(resolution: int = 64, inner: float = 27.5, outer: float = 29.5, device="cuda") -> torch.Tensor:
-    """[N, 4] int32 coords of a one-item sphere shell (about 20k voxels at 64^3), argwhere order."""
-    axis = torch.arange(resolution, device=device, dtype=torch.float32) - (resolution - 1) / 2
-    dist = (axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2).sqrt()
-    xyz = torch.argwhere((dist >= inner) & (dist < outer))
-    return torch.cat([torch.zeros_like(xyz[:, :1]), xyz], dim=1).int()
-
-
 def bench_conv(device: torch.device) -> List[dict]:
     coords = sphere_shell(device=device)
     g = torch.Generator(device=device).manual_seed(0)

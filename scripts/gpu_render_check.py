@@ -8,7 +8,6 @@ and alpha and median times (CUDA events).
 """
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -16,25 +15,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from device_bench import median_ms  # noqa: E402
 from trellis_impl.render import orbit_cameras, render_gaussians  # noqa: E402
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = float(((a.double() - b.double()) ** 2).mean())
     return float("inf") if mse == 0 else -10.0 * torch.log10(torch.tensor(mse)).item()
-
-
-def timed(fn, repeat: int = 10) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -53,8 +40,8 @@ def main() -> int:
         fast = render_gaussians(scene, camera, backend="gsplat")
         p_color, p_alpha = psnr(fast["color"], ref["color"]), psnr(fast["alpha"], ref["alpha"])
         worst = min(worst, p_color, p_alpha)
-        t_torch = timed(lambda: render_gaussians(scene, camera, backend="torch"), 3)
-        t_gsplat = timed(lambda: render_gaussians(scene, camera, backend="gsplat"))
+        t_torch = median_ms(lambda: render_gaussians(scene, camera, backend="torch"), warmup=1, reps=3)
+        t_gsplat = median_ms(lambda: render_gaussians(scene, camera, backend="gsplat"), warmup=1, reps=10)
         print(f"view {i}: PSNR colour {p_color:.1f} dB, alpha {p_alpha:.1f} dB; torch {t_torch:.1f} ms, "
               f"gsplat {t_gsplat:.2f} ms")
     print(f"worst PSNR {worst:.1f} dB ({'pass' if worst >= 40 else 'FAIL'} at 40 dB)")
