@@ -102,15 +102,14 @@ class ImageTo3DPipeline(TrellisPipeline):
         result.timings = {**timings, **result.timings}
         return result
 
-    def run_variant(self, coords: torch.Tensor, images, seed: int = 42, num_samples: int = 1,
+    def run_variant(self, coords: torch.Tensor, image, seed: int = 42, num_samples: int = 1,
                     formats: Sequence[str] = FORMATS, preprocess: bool = True, slat_params: Optional[dict] = None,
                     progress: Optional[ProgressCallback] = None) -> GenerationResult:
         """New latents on a given structure (``coords`` int [N, 3] on the 64^3 grid, e.g. from
-        ``voxelize_mesh``) from an image condition."""
-        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        ``voxelize_mesh``) from one image."""
         if preprocess:
-            images = [preprocess_image(im, remover=self.background_remover) for im in images]
-        return variant(self, self.get_cond(images[:1]), coords, seed, num_samples, formats, slat_params, progress)
+            image = preprocess_image(image, remover=self.background_remover)
+        return variant(self, self.get_cond([image]), coords, seed, num_samples, formats, slat_params, progress)
 
 
 class TextTo3DPipeline(TrellisPipeline):
