@@ -19,6 +19,8 @@ from typing import List, Optional
 
 import torch
 
+from .export.asset_files import DEFAULT_FILE_KINDS, FILE_KINDS
+from .export.glb_export import BAKE_MODES, UNWRAP_METHODS
 from .pipelines import FORMATS, MULTI_IMAGE_MODES, ImageTo3DPipeline, TextTo3DPipeline, write_random_model_folder
 
 _DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -40,6 +42,18 @@ def _add_common(parser: argparse.ArgumentParser, structure: bool = True) -> None
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--formats", nargs="+", default=["gaussian", "mesh"], choices=FORMATS)
+    parser.add_argument("--files", nargs="+", default=list(DEFAULT_FILE_KINDS), choices=FILE_KINDS,
+                        help="files to write per asset (default: glb ply spz slat)")
+    parser.add_argument("--simplify", type=float, default=0.95, help="GLB: fraction of faces removed (0.95)")
+    parser.add_argument("--texture-size", type=int, default=1024, help="GLB texture side, 512-4096")
+    parser.add_argument("--bake", default="fast", choices=BAKE_MODES,
+                        help="GLB colour: fast (project renders), opt (official optimisation), vertex_colors, none")
+    parser.add_argument("--bake-steps", type=int, default=2500, help="steps of --bake opt")
+    parser.add_argument("--unwrap", default="fast", choices=UNWRAP_METHODS, help="UV atlas method")
+    parser.add_argument("--origin", default="center", choices=["center", "base"],
+                        help="GLB origin: bounding-box centre, or base (lowest point at y = 0)")
+    parser.add_argument("--no-fill-holes", action="store_true",
+                        help="GLB: skip the visibility clean-up (interior faces, small holes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto", choices=list(_DTYPES),
                         help="torso compute dtype (auto: float32 on CPU, float16 on GPU)")
@@ -83,7 +97,7 @@ def _load(cls, args):
 
 
 def _print_timings(timings: dict, export_seconds: float) -> None:
-    for stage, seconds in {**timings, "export": export_seconds}.items():
+    for stage, seconds in {**timings, "export (all files)": export_seconds}.items():
         print(f"  {stage:<24s} {seconds:8.2f} s")
 
 
@@ -120,9 +134,14 @@ def run(argv: Optional[List[str]] = None) -> int:
         result = pipeline.run_variant(coords, condition, slat_params=_sampler_overrides(args, "latent"), **common)
         stem = args.name or f"{Path(args.mesh).stem}_variant"
     start = time.perf_counter()
-    written = save_generation(result, args.out, stem)
+    glb_options = dict(simplify=args.simplify, texture_size=args.texture_size, bake=args.bake,
+                       bake_steps=args.bake_steps, unwrap_method=args.unwrap, origin=args.origin,
+                       fill_holes=not args.no_fill_holes)
+    export_timings: dict = {}
+    written = save_generation(result, args.out, stem, files=args.files, glb_options=glb_options,
+                              timings=export_timings)
     print(f"{result.coords.shape[0]} voxels; stage timings:")
-    _print_timings(result.timings, time.perf_counter() - start)
+    _print_timings({**result.timings, **export_timings}, time.perf_counter() - start)
     for path in written:
         print(path)
     return 0

@@ -13,9 +13,8 @@ covers the renderer-free part of that, on numpy arrays:
   fallback (see its docstring for the quality difference);
 * :func:`cleanup_mesh` chains the three and reports counts and seconds per phase.
 
-Not in this module: the official visibility-based removal of interior faces and its
-small-hole filling both need a rasteriser over hundreds of views, so they are not done here;
-meshes come out with their interior faces (if any) and holes as decoded.
+The official visibility-based removal of interior faces and its small-hole filling need a
+rasteriser over many views: they are in :mod:`~trellis_impl.export.mesh_visibility`.
 
 Inputs may be numpy arrays or torch tensors; outputs are numpy arrays (float32 vertices,
 int64 faces, attributes in their input dtype where averaging allows, else float).
@@ -144,13 +143,25 @@ def _clean_faces(v: np.ndarray, f: np.ndarray, area_eps: float) -> np.ndarray:
 
 def _group_rows(rows: np.ndarray):
     """Group equal integer rows [N, 3]: (inverse [N] group id per row, counts [G], first [G]
-    index of each group's first row). Groups are numbered in sorted row order (lexsort, which is
-    stable and much faster than ``np.unique(axis=0)``)."""
-    order = np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))
-    srt = rows[order]
-    new = np.empty(len(rows), dtype=bool)
-    new[0] = True
-    np.any(srt[1:] != srt[:-1], axis=1, out=new[1:])
+    index of each group's first row). Groups are numbered in sorted row order. Rows whose
+    columns each span < 2^21 values are packed into one int64 key (one radix sort); others go
+    through a stable lexsort (both much faster than ``np.unique(axis=0)``)."""
+    lo = rows.min(axis=0)
+    span = rows.max(axis=0) - lo
+    if bool((span < (1 << 21)).all()):
+        shifted = (rows - lo).astype(np.int64)
+        keys = (shifted[:, 0] << 42) | (shifted[:, 1] << 21) | shifted[:, 2]
+        order = np.argsort(keys, kind="stable")
+        srt = keys[order]
+        new = np.empty(len(rows), dtype=bool)
+        new[0] = True
+        np.not_equal(srt[1:], srt[:-1], out=new[1:])
+    else:
+        order = np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))
+        srt = rows[order]
+        new = np.empty(len(rows), dtype=bool)
+        new[0] = True
+        np.any(srt[1:] != srt[:-1], axis=1, out=new[1:])
     ids = np.cumsum(new) - 1
     inverse = np.empty(len(rows), dtype=np.int64)
     inverse[order] = ids

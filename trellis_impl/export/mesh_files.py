@@ -157,7 +157,8 @@ def _check_texture(texture):
 def _png_bytes(texture) -> bytes:
     from PIL import Image
     buffer = io.BytesIO()
-    Image.fromarray(texture, "RGBA" if texture.shape[2] == 4 else "RGB").save(buffer, format="PNG")
+    Image.fromarray(texture, "RGBA" if texture.shape[2] == 4 else "RGB").save(buffer, format="PNG",
+                                                                                compress_level=3)
     return buffer.getvalue()
 
 

@@ -32,16 +32,23 @@ which makes the result deterministic and independent of the chunking. Memory is
 O(H W + PAIR_CHUNK + F) and time O(sum of bounding-box areas).
 
 The rasteriser is the "torch" backend of the ``mesh_raster`` family (env var
-``TRELLIS_MESH_RASTER_BACKEND``); accelerated backends (nvdiffrast) register there too.
+``TRELLIS_MESH_RASTER_BACKEND``). On CUDA the "nvdiffrast" backend is chosen when the
+``nvdiffrast`` package (or its ``diffrp-nvdiffrast`` packaging) imports and its CUDA plugin
+builds (JIT, once, ~25 s; needs nvcc): same outputs and conventions, float32, with two
+documented differences: nvdiffrast clips triangles at the near plane instead of culling them,
+and pixel centres exactly on a shared edge may go to the other triangle (its own tie rule).
 """
 from __future__ import annotations
 
+import functools
+import logging
+import sys
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
-from ..backends.registry import family
+from ..backends.registry import family, importable
 from .cameras import Camera
 
 __all__ = ["covered_pixels", "rasterize", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors"]
@@ -49,7 +56,9 @@ __all__ = ["covered_pixels", "rasterize", "interpolate", "texture", "render_mesh
 PAIR_CHUNK = 1 << 20  # (triangle, pixel) candidate pairs per chunk
 _NO_HIT = torch.iinfo(torch.int64).max
 
-MESH_RASTER = family("mesh_raster", "TRELLIS_MESH_RASTER_BACKEND", {"default": ["torch"]})
+MESH_RASTER = family("mesh_raster", "TRELLIS_MESH_RASTER_BACKEND",
+                     {"cuda": ["nvdiffrast", "torch"], "default": ["torch"]})
+_log = logging.getLogger(__name__)
 
 
 def mesh_tensors(vertices: torch.Tensor, faces: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -185,7 +194,68 @@ def _rasterize_torch(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera
             "depth": depth_img.reshape(height, width)}
 
 
+@functools.lru_cache(maxsize=None)
+def _nvdiffrast_context(device: torch.device):
+    """nvdiffrast's CUDA rasteriser context for ``device`` (builds the plugin on first use).
+
+    torch >= 2.10 no longer leaves the JIT build directory on ``sys.path``, so nvdiffrast's
+    own ``import_module`` of the freshly built plugin fails; the directory is added first.
+    """
+    import nvdiffrast
+    import nvdiffrast.torch as dr
+    from torch.utils import cpp_extension
+    name = dr.ops.sanitize_name(f"nvdiffrast_plugin_{nvdiffrast.__version__}_torch{torch.__version__}")
+    build_dir = cpp_extension._get_build_directory(name, False)
+    if build_dir not in sys.path:
+        sys.path.append(build_dir)
+    return dr.RasterizeCudaContext(device=device)
+
+
+def _nvdiffrast_available(device: torch.device, dtype: torch.dtype) -> bool:
+    if device.type != "cuda" or dtype == torch.float64 or not importable("nvdiffrast.torch"):
+        return False
+    try:
+        _nvdiffrast_context(device)
+        return True
+    except Exception as err:  # no nvcc, failed build: the torch path serves
+        _log.warning("nvdiffrast is installed but its CUDA plugin could not be built or loaded (%s); "
+                     "using the PyTorch mesh rasteriser", err)
+        return False
+
+
+def _rasterize_nvdiffrast(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera) -> Dict[str, torch.Tensor]:
+    import nvdiffrast.torch as dr
+    dev = vertices.device
+    width, height = camera.width, camera.height
+    extr = camera.extrinsics.to(device=dev, dtype=torch.float32)
+    cam = vertices.detach().float() @ extr[:3, :3].T + extr[:3, 3]
+    n, f = camera.near, camera.far
+    # OpenCV pixels -> clip space with w = camera z; NDC y = -1 is image row 0, so the output
+    # rows come out in OpenCV order (top row first) without a flip
+    clip = torch.stack([(2 * camera.fx / width) * cam[:, 0] + (2 * camera.cx / width - 1) * cam[:, 2],
+                        (2 * camera.fy / height) * cam[:, 1] + (2 * camera.cy / height - 1) * cam[:, 2],
+                        (f + n) / (f - n) * cam[:, 2] - 2 * f * n / (f - n),
+                        cam[:, 2]], dim=1)
+    tid = torch.full((height, width), -1, dtype=torch.int64, device=dev)
+    bary = torch.zeros(height, width, 3, dtype=torch.float32, device=dev)
+    depth = torch.full((height, width), float("inf"), dtype=torch.float32, device=dev)
+    if faces.shape[0] == 0:
+        return {"triangle_id": tid, "barycentrics": bary, "depth": depth}
+    rast, _ = dr.rasterize(_nvdiffrast_context(dev), clip[None].contiguous(), faces.to(torch.int32).contiguous(),
+                           resolution=[height, width], grad_db=False)
+    rast = rast[0]
+    hit = rast[..., 3] > 0
+    tid = torch.where(hit, rast[..., 3].long() - 1, tid)
+    # nvdiffrast's (u, v) weight vertices 0 and 1 (perspective-correct)
+    b = torch.stack([rast[..., 0], rast[..., 1], 1.0 - rast[..., 0] - rast[..., 1]], dim=-1)
+    bary = torch.where(hit[..., None], b, bary)
+    z = cam[:, 2][faces[tid.clamp_min(0)]]                       # [H, W, 3]
+    depth = torch.where(hit, (b * z).sum(-1), depth)
+    return {"triangle_id": tid, "barycentrics": bary, "depth": depth}
+
+
 MESH_RASTER.register("torch", _rasterize_torch, lambda device, dtype: True)
+MESH_RASTER.register("nvdiffrast", _rasterize_nvdiffrast, _nvdiffrast_available)
 
 
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
@@ -197,7 +267,8 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
             anything else in float32), on any device.
         faces: [F, 3] integer vertex indices.
         camera: a :class:`~trellis_impl.render.cameras.Camera`.
-        backend: 'torch' (the reference) or None/'auto' (``set_backend`` /
+        backend: 'torch' (the reference), 'nvdiffrast' (CUDA, float32; the automatic choice
+            there when installed) or None/'auto' (``set_backend`` /
             ``TRELLIS_MESH_RASTER_BACKEND`` / automatic choice).
 
     Returns:
