@@ -94,11 +94,15 @@ def test_cli_writes_asset_files_and_never_overwrites(folder, tmp_path, capsys):
     image_path = tmp_path / "thing.png"
     object_image().save(image_path)
     argv = ["image", str(image_path), "--model", str(folder), "--out", str(tmp_path / "out"),
-            "--structure-steps", "3", "--latent-steps", "3", "--formats", "gaussian", "mesh"]
+            "--structure-steps", "3", "--latent-steps", "3", "--formats", "gaussian", "mesh", "--texture-size", "512"]
     assert cli_run(argv) == 0
     assert cli_run(argv) == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["thing_gaussians.ply", "thing_gaussians_1.ply", "thing_mesh.ply", "thing_mesh_1.ply",
-                     "thing_slat.safetensors", "thing_slat_1.safetensors"]
+    assert names == ["thing.glb", "thing.spz", "thing_1.glb", "thing_1.spz", "thing_gaussians.ply",
+                     "thing_gaussians_1.ply", "thing_slat.safetensors", "thing_slat_1.safetensors"]
     out = capsys.readouterr().out
-    assert "structure" in out and "latent" in out and "export" in out
+    assert "structure" in out and "latent" in out and "glb_bake" in out and "export" in out
+    import trimesh
+    geom = list(trimesh.load(tmp_path / "out" / "thing.glb").geometry.values())[0]
+    assert geom.visual.material.baseColorTexture.size == (512, 512) and len(geom.faces) > 0
+    assert 0.0 <= geom.visual.uv.min() and geom.visual.uv.max() <= 1.0

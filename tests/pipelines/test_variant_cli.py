@@ -50,7 +50,8 @@ def test_variant_from_a_mesh_with_a_prompt(models, cube, tmp_path, capsys):
     pytest.importorskip("transformers")
     start = time.perf_counter()
     argv = ["variant", str(cube), "--prompt", "a stone cube", "--model", str(models["text"]),
-            "--out", str(tmp_path / "out"), "--latent-steps", "3", "--formats", "gaussian", "mesh"]
+            "--out", str(tmp_path / "out"), "--latent-steps", "3", "--formats", "gaussian", "mesh",
+            "--files", "ply", "mesh_ply", "slat", "--bake", "vertex_colors"]
     assert cli_run(argv) == 0
     assert time.perf_counter() - start < 60
     names = sorted(p.name for p in (tmp_path / "out").iterdir())

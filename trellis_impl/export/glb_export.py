@@ -185,7 +185,8 @@ def prepare_glb(mesh, gaussians=None, *, simplify: Optional[float] = 0.95, fill_
 
     t = time.perf_counter()
     report("cleanup", 0, 1)
-    v, f, colors, cleanup_report = cleanup_mesh(vertices, faces, colors, simplify_ratio=simplify or 0.0)
+    v, f, colors, cleanup_report = cleanup_mesh(vertices, faces, colors, simplify_ratio=simplify or 0.0,
+                                                 device=device)
     info["cleanup"] = cleanup_report
     timings["cleanup"] = time.perf_counter() - t
     report("cleanup", 1, 1)

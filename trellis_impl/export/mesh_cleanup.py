@@ -25,6 +25,7 @@ import time
 from typing import Dict, Optional, Tuple
 
 import numpy as np
+import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -125,49 +126,42 @@ def remap_attributes(attributes, vertex_map, num_vertices: int) -> np.ndarray:
     return out
 
 
-def _clean_faces(v: np.ndarray, f: np.ndarray, area_eps: float) -> np.ndarray:
+def _clean_faces(v, f, area_eps: float):
     """Drop faces with a repeated index, with (near) zero area, and duplicates (same vertex set,
-    either orientation; the first one is kept). Order of the kept faces is preserved."""
-    ok = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
-    f = f[ok]
-    if f.shape[0] == 0:
-        return f
-    p0, p1, p2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    twice_area = np.linalg.norm(np.cross(p1 - p0, p2 - p0), axis=1)
-    f = f[twice_area > 2.0 * area_eps]
-    if f.shape[0] == 0:
-        return f
-    _, _, first = _group_rows(np.sort(f, axis=1))
-    return f[np.sort(first)]
+    either orientation; the first one is kept). Order of the kept faces is preserved.
+    numpy in, numpy out; torch in, torch out (on the tensors' device)."""
+    as_numpy = isinstance(f, np.ndarray)
+    vt = torch.as_tensor(v)
+    ft = torch.as_tensor(f).long()
+    ok = (ft[:, 0] != ft[:, 1]) & (ft[:, 1] != ft[:, 2]) & (ft[:, 0] != ft[:, 2])
+    p0, p1, p2 = vt[ft[:, 0]], vt[ft[:, 1]], vt[ft[:, 2]]
+    ok &= torch.linalg.cross(p1 - p0, p2 - p0).norm(dim=1) > 2.0 * area_eps
+    kept = torch.nonzero(ok).squeeze(1)
+    if kept.numel():
+        _, _, first = _group_rows(ft[kept].sort(dim=1).values)
+        kept = kept[first.sort().values]
+    out = ft[kept]
+    return out.cpu().numpy() if as_numpy else out
 
 
-def _group_rows(rows: np.ndarray):
-    """Group equal integer rows [N, 3]: (inverse [N] group id per row, counts [G], first [G]
-    index of each group's first row). Groups are numbered in sorted row order. Rows whose
-    columns each span < 2^21 values are packed into one int64 key (one radix sort); others go
-    through a stable lexsort (both much faster than ``np.unique(axis=0)``)."""
-    lo = rows.min(axis=0)
-    span = rows.max(axis=0) - lo
+def _group_rows(rows: torch.Tensor):
+    """Group equal integer rows [N, 3] (torch, any device): (inverse [N] group id per row,
+    counts [G], first [G] index of each group's first row). Groups are numbered in sorted row
+    order. Rows whose columns each span < 2^21 values are packed into one int64 key (one sort);
+    others fall back to ``torch.unique(dim=0)``."""
+    lo = rows.min(dim=0).values
+    span = rows.max(dim=0).values - lo
     if bool((span < (1 << 21)).all()):
-        shifted = (rows - lo).astype(np.int64)
+        shifted = rows - lo
         keys = (shifted[:, 0] << 42) | (shifted[:, 1] << 21) | shifted[:, 2]
-        order = np.argsort(keys, kind="stable")
-        srt = keys[order]
-        new = np.empty(len(rows), dtype=bool)
-        new[0] = True
-        np.not_equal(srt[1:], srt[:-1], out=new[1:])
+        _, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
     else:
-        order = np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))
-        srt = rows[order]
-        new = np.empty(len(rows), dtype=bool)
-        new[0] = True
-        np.any(srt[1:] != srt[:-1], axis=1, out=new[1:])
-    ids = np.cumsum(new) - 1
-    inverse = np.empty(len(rows), dtype=np.int64)
-    inverse[order] = ids
-    starts = np.flatnonzero(new)
-    counts = np.diff(np.append(starts, len(rows)))
-    return inverse, counts, order[starts]
+        _, inverse, counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True)
+    n = counts.shape[0]
+    index = torch.arange(rows.shape[0], device=rows.device)
+    first = torch.full((n,), rows.shape[0], dtype=torch.int64, device=rows.device)
+    first = first.scatter_reduce(0, inverse, index, "amin", include_self=True)
+    return inverse, counts, first
 
 
 def _compact(v: np.ndarray, f: np.ndarray):
@@ -190,7 +184,7 @@ def _compose(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 # public API
 # ----------------------------------------------------------------------------------------------
 
-def weld(vertices, faces, tolerance: float = 1e-6):
+def weld(vertices, faces, tolerance: float = 1e-6, device=None):
     """Merge coincident vertices and drop degenerate and duplicate faces.
 
     Vertices are snapped to a grid of cell ``tolerance``, then to the same grid shifted by half a
@@ -205,6 +199,7 @@ def weld(vertices, faces, tolerance: float = 1e-6):
     Returns ``(vertices [V', 3] float32, faces [F', 3] int64, vertex_map [V] int64)``, where
     ``vertex_map[i]`` is the new index of old vertex ``i`` (-1 if dropped); carry per-vertex
     attributes with ``remap_attributes(attrs, vertex_map, len(vertices))``.
+    The grouping runs in torch on ``device`` (default CPU; a GPU makes it ~free on decoded meshes).
     Raises ValueError on bad input or when no face survives.
     """
     v, f = _check_mesh(vertices, faces)
@@ -212,20 +207,21 @@ def weld(vertices, faces, tolerance: float = 1e-6):
         raise ValueError(f"tolerance must be a positive finite number, got {tolerance}")
     if np.abs(v).max() / tolerance >= 2.0 ** 60:
         raise ValueError(f"tolerance {tolerance} is too small for coordinates of this size")
-    inverse = np.arange(v.shape[0], dtype=np.int64)
-    merged = v
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    vt = torch.as_tensor(v, device=dev)
+    inverse = torch.arange(v.shape[0], device=dev)
+    merged = vt
     for shift in (0.0, 0.5):  # second, half-cell-shifted grid merges pairs split by a cell border
-        step, counts, _ = _group_rows(np.floor(merged / tolerance + shift).astype(np.int64))
+        step, _, _ = _group_rows(torch.floor(merged / tolerance + shift).long())
         inverse = step[inverse]
-        n = counts.shape[0]
-        counts = np.bincount(inverse, minlength=n)
-        merged = np.stack([np.bincount(inverse, weights=v[:, c], minlength=n) for c in range(3)], 1)
-        merged /= counts[:, None]
-    f2 = _clean_faces(merged, inverse[f], area_eps=tolerance ** 2)
+        n = int(inverse.max()) + 1
+        counts = torch.bincount(inverse, minlength=n).to(vt.dtype)
+        merged = torch.zeros(n, 3, dtype=vt.dtype, device=dev).index_add_(0, inverse, vt) / counts[:, None]
+    f2 = _clean_faces(merged, inverse[torch.as_tensor(f, device=dev)], area_eps=tolerance ** 2)
     if f2.shape[0] == 0:
         raise ValueError("nothing is left after welding: every face is degenerate or duplicate")
-    v3, f3, vmap2 = _compact(merged, f2)
-    return v3.astype(np.float32), f3, vmap2[inverse]
+    v3, f3, vmap2 = _compact(merged.cpu().numpy(), f2.cpu().numpy())
+    return v3.astype(np.float32), f3, vmap2[inverse.cpu().numpy()]
 
 
 def _vertex_components(num_vertices: int, faces: np.ndarray) -> np.ndarray:
@@ -387,12 +383,12 @@ def _collapse_map(v: np.ndarray, f: np.ndarray, collapses, num_out: int) -> np.n
 
 
 def cleanup_mesh(vertices, faces, attributes=None, simplify_ratio: float = 0.95,
-                 min_component_fraction: float = 0.01, weld_tolerance: float = 1e-6):
+                 min_component_fraction: float = 0.01, weld_tolerance: float = 1e-6, device=None):
     """Weld, drop small components, then simplify (``simplify_ratio``: fraction of faces
     removed, as the official ``to_glb(simplify=0.95)``; 0 or None skips it).
 
     ``attributes`` (one row per vertex, e.g. the decoder's rgb+normal ``vertex_attrs``) are
-    carried through every phase. Returns ``(vertices float32 [V, 3], faces int64 [F, 3],
+    carried through every phase. ``device``: where :func:`weld` groups vertices. Returns ``(vertices float32 [V, 3], faces int64 [F, 3],
     attributes or None, report)``; ``report`` has the vertex/face counts after each phase
     (``input``, ``weld``, ``components``, ``simplify``), ``seconds`` per phase and in total, and
     the simplification ``method`` ('fast_simplification', 'vertex_clustering' or None).
@@ -404,7 +400,7 @@ def cleanup_mesh(vertices, faces, attributes=None, simplify_ratio: float = 0.95,
                     "seconds": {}}
 
     t = time.perf_counter()
-    v, f, vmap = weld(v, f, tolerance=weld_tolerance)
+    v, f, vmap = weld(v, f, tolerance=weld_tolerance, device=device)
     if attrs is not None:
         attrs = remap_attributes(attrs, vmap, v.shape[0])
     report["seconds"]["weld"] = time.perf_counter() - t
