@@ -2,8 +2,8 @@
 
 Phases (each timed in ``TexturedMesh.timings``, each reported to ``progress``):
 
-1. ``cleanup``: weld duplicated vertices, drop degenerate faces and floating specks, decimate
-   (``simplify`` = fraction of faces removed, official default 0.95)
+1. ``cleanup``: weld duplicated vertices, drop degenerate faces, decimate (``simplify`` =
+   fraction of faces removed, official default 0.95), drop floating specks
    (:func:`~trellis_impl.export.mesh_cleanup.cleanup_mesh`);
 2. ``visibility``: remove interior faces no camera sees and fill small holes, as the official
    ``postprocess_mesh(fill_holes=True)`` (:mod:`~trellis_impl.export.mesh_visibility`);
@@ -15,8 +15,8 @@ Phases (each timed in ``TexturedMesh.timings``, each reported to ``progress``):
 5. ``write``: TRELLIS frame (Z up) -> glTF frame (Y up, front +Z, metres), origin at the
    bounding-box centre or the base, GLB with a PBR material (metallic 0, roughness 1).
 
-The official order is simplify -> visibility clean-up; we weld and drop specks first (cheap, and
-the decimator then works on a manifold-as-possible mesh).
+The official order is simplify -> visibility clean-up; we weld first (on the GPU when there is
+one) so that the decimator works on a manifold-as-possible mesh.
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ Differences from the official code (documented choices, not bugs):
   the camera's roll).
 
 Inputs may be numpy arrays or torch tensors. :func:`face_visibility` works in torch on the
-device of ``vertices`` (rasterisation goes through :func:`trellis_impl.render.mesh_raster.rasterize`,
+device of ``vertices`` (rasterisation goes through :func:`trellis_impl.render.mesh_raster.rasterize_views`,
 which picks accelerated backends on GPU); the graph steps are numpy/scipy and return numpy
 arrays (float32 vertices, int64 faces).
 """
@@ -58,7 +58,7 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, maximum_flow
 
 from ..render.cameras import Camera
-from ..render.mesh_raster import rasterize
+from ..render.mesh_raster import rasterize_views
 from .mesh_cleanup import _check_mesh, _to_numpy
 
 __all__ = ["sphere_cameras", "face_visibility", "remove_interior_faces", "fill_small_holes",
@@ -134,7 +134,8 @@ def face_visibility(vertices, faces, cameras, backend: Optional[str] = None,
         faces: [F, 3] integer vertex indices.
         cameras: non-empty sequence of :class:`~trellis_impl.render.cameras.Camera`.
         backend: rasteriser backend (see :func:`trellis_impl.render.mesh_raster.rasterize`).
-        progress: optional ``callable(done, total)`` called after each view (it may raise to
+        progress: optional ``callable(done, total)`` called after each batch of views (about
+            8M pixels, one rasteriser call; it may raise to
             interrupt).
 
     Returns:
@@ -156,13 +157,16 @@ def face_visibility(vertices, faces, cameras, backend: Optional[str] = None,
             raise ValueError(f"cameras[{i}] must be a Camera, got {type(cam).__name__}")
     n_faces = f.shape[0]
     counts = torch.zeros(n_faces, dtype=torch.int64, device=device)
-    for i, cam in enumerate(cameras):
-        tid = rasterize(v, f, cam, backend=backend)["triangle_id"].reshape(-1)
-        seen = torch.zeros(n_faces + 1, dtype=torch.bool, device=device)
-        seen[tid.clamp(min=-1) + 1] = True  # slot 0 collects the background
-        counts += seen[1:].to(torch.int64)
+    # views in batches of about 8M pixels: one rasteriser call each (nvdiffrast draws a batch at once)
+    per_batch = max(1, (8 << 20) // (cameras[0].width * cameras[0].height))
+    for start in range(0, len(cameras), per_batch):
+        batch = cameras[start:start + per_batch]
+        tid = rasterize_views(v, f, batch, backend=backend)["triangle_id"].reshape(len(batch), -1)
+        seen = torch.zeros(len(batch), n_faces + 1, dtype=torch.bool, device=device)
+        seen.scatter_(1, tid.clamp(min=-1) + 1, True)  # slot 0 collects the background
+        counts += seen[:, 1:].sum(0)
         if progress is not None:
-            progress(i + 1, len(cameras))
+            progress(start + len(batch), len(cameras))
     return (counts.to(torch.float32) / float(len(cameras)))
 
 
@@ -435,7 +439,7 @@ def remove_invisible_and_fill_holes(vertices, faces, num_views: int = 100, resol
         max_hole_size: see :func:`remove_interior_faces` (world units squared).
         max_hole_edges: see :func:`fill_small_holes` (official: ``int(250 * sqrt(1 - simplify))``).
         backend: rasteriser backend.
-        progress: optional ``callable(done, total)`` called after each view; it may raise to
+        progress: optional ``callable(done, total)`` called after each batch of views; it may raise to
             interrupt.
 
     Returns:

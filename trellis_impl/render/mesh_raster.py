@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from ..backends.registry import family, importable
 from .cameras import Camera
 
-__all__ = ["covered_pixels", "rasterize", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors"]
+__all__ = ["covered_pixels", "rasterize", "rasterize_views", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors"]
 
 PAIR_CHUNK = 1 << 20  # (triangle, pixel) candidate pairs per chunk
 _NO_HIT = torch.iinfo(torch.int64).max
@@ -145,8 +145,13 @@ def covered_pixels(fx: torch.Tensor, fy: torch.Tensor, valid: torch.Tensor, widt
         start = end
 
 
-def _rasterize_torch(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
-                     pair_chunk: int = PAIR_CHUNK) -> Dict[str, torch.Tensor]:
+def _rasterize_torch(vertices: torch.Tensor, faces: torch.Tensor, cameras: Sequence[Camera]) -> Dict[str, torch.Tensor]:
+    views = [_rasterize_torch_view(vertices, faces, camera) for camera in cameras]
+    return {key: torch.stack([view[key] for view in views]) for key in views[0]}
+
+
+def _rasterize_torch_view(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
+                          pair_chunk: int = PAIR_CHUNK) -> Dict[str, torch.Tensor]:
     dev = vertices.device
     dtype = torch.float64 if vertices.dtype == torch.float64 else torch.float32
     width, height = camera.width, camera.height
@@ -223,34 +228,36 @@ def _nvdiffrast_available(device: torch.device, dtype: torch.dtype) -> bool:
         return False
 
 
-def _rasterize_nvdiffrast(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera) -> Dict[str, torch.Tensor]:
+def _rasterize_nvdiffrast(vertices: torch.Tensor, faces: torch.Tensor,
+                          cameras: Sequence[Camera]) -> Dict[str, torch.Tensor]:
     import nvdiffrast.torch as dr
     dev = vertices.device
-    width, height = camera.width, camera.height
-    extr = camera.extrinsics.to(device=dev, dtype=torch.float32)
-    cam = vertices.detach().float() @ extr[:3, :3].T + extr[:3, 3]
-    n, f = camera.near, camera.far
+    width, height = cameras[0].width, cameras[0].height
+    extr = torch.stack([c.extrinsics.to(device=dev, dtype=torch.float32) for c in cameras])      # [B, 4, 4]
+    cam = vertices.detach().float()[None] @ extr[:, :3, :3].transpose(1, 2) + extr[:, None, :3, 3]  # [B, V, 3]
     # OpenCV pixels -> clip space with w = camera z; NDC y = -1 is image row 0, so the output
     # rows come out in OpenCV order (top row first) without a flip
-    clip = torch.stack([(2 * camera.fx / width) * cam[:, 0] + (2 * camera.cx / width - 1) * cam[:, 2],
-                        (2 * camera.fy / height) * cam[:, 1] + (2 * camera.cy / height - 1) * cam[:, 2],
-                        (f + n) / (f - n) * cam[:, 2] - 2 * f * n / (f - n),
-                        cam[:, 2]], dim=1)
-    tid = torch.full((height, width), -1, dtype=torch.int64, device=dev)
-    bary = torch.zeros(height, width, 3, dtype=torch.float32, device=dev)
-    depth = torch.full((height, width), float("inf"), dtype=torch.float32, device=dev)
+    k = torch.tensor([[2 * c.fx / width, 2 * c.cx / width - 1, 2 * c.fy / height, 2 * c.cy / height - 1,
+                       (c.far + c.near) / (c.far - c.near), -2 * c.far * c.near / (c.far - c.near)]
+                      for c in cameras], dtype=torch.float32, device=dev)[:, None, :]               # [B, 1, 6]
+    x, y, z = cam.unbind(-1)
+    clip = torch.stack([k[..., 0] * x + k[..., 1] * z, k[..., 2] * y + k[..., 3] * z, k[..., 4] * z + k[..., 5], z],
+                       dim=-1)
+    n = len(cameras)
+    tid = torch.full((n, height, width), -1, dtype=torch.int64, device=dev)
+    bary = torch.zeros(n, height, width, 3, dtype=torch.float32, device=dev)
+    depth = torch.full((n, height, width), float("inf"), dtype=torch.float32, device=dev)
     if faces.shape[0] == 0:
         return {"triangle_id": tid, "barycentrics": bary, "depth": depth}
-    rast, _ = dr.rasterize(_nvdiffrast_context(dev), clip[None].contiguous(), faces.to(torch.int32).contiguous(),
+    rast, _ = dr.rasterize(_nvdiffrast_context(dev), clip.contiguous(), faces.to(torch.int32).contiguous(),
                            resolution=[height, width], grad_db=False)
-    rast = rast[0]
     hit = rast[..., 3] > 0
     tid = torch.where(hit, rast[..., 3].long() - 1, tid)
     # nvdiffrast's (u, v) weight vertices 0 and 1 (perspective-correct)
     b = torch.stack([rast[..., 0], rast[..., 1], 1.0 - rast[..., 0] - rast[..., 1]], dim=-1)
     bary = torch.where(hit[..., None], b, bary)
-    z = cam[:, 2][faces[tid.clamp_min(0)]]                       # [H, W, 3]
-    depth = torch.where(hit, (b * z).sum(-1), depth)
+    zf = torch.gather(z, 1, faces[tid.clamp_min(0)].reshape(n, -1)).reshape(n, height, width, 3)
+    depth = torch.where(hit, (b * zf).sum(-1), depth)
     return {"triangle_id": tid, "barycentrics": bary, "depth": depth}
 
 
@@ -281,10 +288,30 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera,
         ValueError: bad shapes, non-finite vertices (their indices are named), out-of-range
             face indices. Culling rules: see the module docstring (no near-plane clipping).
     """
+    out = rasterize_views(vertices, faces, [camera], backend=backend)
+    return {key: value[0] if key != "faces" else value for key, value in out.items()}
+
+
+def rasterize_views(vertices: torch.Tensor, faces: torch.Tensor, cameras: Sequence[Camera],
+                    backend: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """:func:`rasterize` for several cameras of one resolution at once (one nvdiffrast call).
+
+    Returns the same keys with a leading view axis: ``triangle_id`` [B, H, W],
+    ``barycentrics`` [B, H, W, 3], ``depth`` [B, H, W] (and ``faces`` [F, 3]).
+    """
+    cameras = list(cameras)
+    if not cameras:
+        raise ValueError("cameras is empty: need at least one Camera")
+    for i, camera in enumerate(cameras):
+        if not isinstance(camera, Camera):
+            raise ValueError(f"cameras[{i}] must be a Camera, got {type(camera).__name__}")
+        if (camera.width, camera.height) != (cameras[0].width, cameras[0].height):
+            raise ValueError(f"cameras[{i}] is {camera.width}x{camera.height} but cameras[0] is "
+                             f"{cameras[0].width}x{cameras[0].height}: one resolution per call")
     vertices, faces = mesh_tensors(vertices, faces)
     dtype = torch.float64 if vertices.dtype == torch.float64 else torch.float32
     impl = MESH_RASTER.resolve(vertices.device, dtype, backend)
-    out = impl.fn(vertices, faces, camera)
+    out = impl.fn(vertices, faces, cameras)
     out["faces"] = faces
     return out
 
