@@ -230,3 +230,19 @@ def test_texture_bake_needs_gaussians(tmp_path):
     mesh, _ = _asset()
     with pytest.raises(ValueError, match="gaussians"):
         to_glb(tmp_path / "t.glb", mesh, None, bake="fast")
+
+
+def test_device_follows_the_gaussians_and_picks_the_view_defaults(monkeypatch):
+    """Without ``device``, work runs where the Gaussians (or the mesh) live; the visibility
+    defaults are 100 views at 512 px on a GPU and 24 at 256 px on CPU."""
+    seen = {}
+
+    def spy(vertices, faces, num_views, resolution, **kwargs):
+        seen.update(device=vertices.device, views=num_views, resolution=resolution)
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(glb_export, "remove_invisible_and_fill_holes", spy)
+    mesh, gaussians = _asset()
+    with pytest.raises(RuntimeError, match="stop here"):
+        prepare_glb(mesh, gaussians, simplify=0.0, texture_size=512)
+    assert seen == {"device": torch.device("cpu"), "views": 24, "resolution": 256}
+    # (the CUDA side: tests/render/test_render_gpu.py::test_gpu_glb_export_matches_cpu)

@@ -54,3 +54,6 @@ def test_gpu_glb_export_matches_cpu(tmp_path):
     np.testing.assert_array_equal(gpu.faces, cpu.faces)
     np.testing.assert_allclose(gpu.vertices, cpu.vertices, atol=1e-6)
     assert np.abs(gpu.texture.astype(float) - cpu.texture.astype(float)).mean() < 2.0
+    # without device=, the work follows the Gaussians onto the GPU, with the GPU view defaults
+    full = prepare_glb((v, f), gaussians, simplify=0.5, texture_size=512, bake="vertex_colors")
+    assert full.report["visibility"]["views"] == 100

@@ -154,7 +154,8 @@ def prepare_glb(mesh, gaussians=None, *, simplify: Optional[float] = 0.95, fill_
             the official uses 1000 at 1024).
         keep_vertex_colors: also carry the decoder's vertex colours through the clean-up when
             baking a texture (for a coloured PLY beside the GLB; ~1 s more on a decoded mesh).
-        device: where rendering and baking run (default: the Gaussians' device, else CPU).
+        device: where welding, visibility rendering and baking run (default: the Gaussians'
+            device, else the mesh's, else CPU).
         progress: see :data:`Progress`.
 
     Raises:
@@ -166,11 +167,15 @@ def prepare_glb(mesh, gaussians=None, *, simplify: Optional[float] = 0.95, fill_
     if bake in ("fast", "opt") and gaussians is None:
         raise ValueError(f"bake={bake!r} bakes the texture from the Gaussians: pass gaussians, "
                          "or use bake='vertex_colors' or 'none'")
+    gaussian_device = None
     if gaussians is not None:  # fail before any work on NaN/inf parameters
         from ..render.gaussian_raster import gaussian_tensors
-        gaussian_tensors(gaussians)
+        gaussian_device = gaussian_tensors(gaussians)["xyz"].device
     if device is None:
-        device = gaussians.device if gaussians is not None and hasattr(gaussians, "device") else torch.device("cpu")
+        mesh_vertices = mesh.vertices if hasattr(mesh, "vertices") else (mesh[0] if isinstance(mesh, (tuple, list))
+                                                                          else None)
+        device = gaussian_device or (mesh_vertices.device if isinstance(mesh_vertices, torch.Tensor)
+                                     else torch.device("cpu"))
     device = torch.device(device)
     if visibility_views is None:
         visibility_views = 100 if device.type == "cuda" else 24
