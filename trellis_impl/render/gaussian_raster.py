@@ -25,6 +25,7 @@ The rasteriser is the "torch" backend of the ``gaussian_raster`` family
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
@@ -257,7 +258,20 @@ def _render_gsplat(g: Dict[str, torch.Tensor], camera: Camera, background: torch
 
 
 def _gsplat_available(device: torch.device, dtype: torch.dtype) -> bool:
-    return device.type == "cuda" and importable("gsplat")
+    """gsplat imports and its CUDA extension loads (it JIT-builds on first use and needs nvcc)."""
+    if device.type != "cuda" or not importable("gsplat"):
+        return False
+    try:
+        from gsplat.cuda._backend import _C
+    except Exception as err:  # a failed build raises here on some versions
+        _C, reason = None, err
+    else:
+        reason = "its CUDA extension did not build"
+    if _C is None:
+        logging.getLogger(__name__).warning("gsplat is installed but %s; using the PyTorch Gaussian rasteriser",
+                                            reason)
+        return False
+    return True
 
 
 GAUSSIAN_RASTER.register("torch", _render_torch, lambda device, dtype: True)
