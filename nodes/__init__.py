@@ -1,4 +1,36 @@
-"""ComfyUI node adapters over trellis_impl (one module per stage). The stage nodes are being
-built under the node-pack issue; until then the pack registers no nodes."""
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+"""ComfyUI node adapters over trellis_impl (V1 API). ``host`` is the only module touching ComfyUI.
+
+Node ids are prefixed ``Trellis`` (never ``Trellis2*``, never a core id); widget order is part
+of the contract (saved workflows bind widget values by position): append, never reorder.
+Edit nodes will be added by another issue.
+"""
+from .export import TrellisExportGLB, TrellisExportSplat, TrellisTurntable
+from .stages import (TrellisDecode, TrellisImageCondition, TrellisLatentSampler, TrellisMeshToStructure,
+                     TrellisModelLoader, TrellisStructureSampler, TrellisTextCondition)
+
+NODE_CLASS_MAPPINGS = {
+    "TrellisModelLoader": TrellisModelLoader,
+    "TrellisImageCondition": TrellisImageCondition,
+    "TrellisTextCondition": TrellisTextCondition,
+    "TrellisStructureSampler": TrellisStructureSampler,
+    "TrellisLatentSampler": TrellisLatentSampler,
+    "TrellisDecode": TrellisDecode,
+    "TrellisMeshToStructure": TrellisMeshToStructure,
+    "TrellisExportGLB": TrellisExportGLB,
+    "TrellisExportSplat": TrellisExportSplat,
+    "TrellisTurntable": TrellisTurntable,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "TrellisModelLoader": "TRELLIS Model Loader",
+    "TrellisImageCondition": "TRELLIS Image Condition",
+    "TrellisTextCondition": "TRELLIS Text Condition",
+    "TrellisStructureSampler": "TRELLIS Structure Sampler",
+    "TrellisLatentSampler": "TRELLIS Latent Sampler",
+    "TrellisDecode": "TRELLIS Decode",
+    "TrellisMeshToStructure": "TRELLIS Mesh to Structure",
+    "TrellisExportGLB": "TRELLIS Export GLB",
+    "TrellisExportSplat": "TRELLIS Export Splat",
+    "TrellisTurntable": "TRELLIS Turntable",
+}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

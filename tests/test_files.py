@@ -42,3 +42,18 @@ def test_failure_while_writing_removes_the_temporary_file(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         write_new_file(tmp_path / "x.bin", b"data")
     assert os.listdir(tmp_path) == []
+
+
+def test_library_imports_itself_only_relatively():
+    """Inside ComfyUI the pack is imported under a mangled name with its folder off sys.path, so an
+    absolute ``trellis_impl`` import in the library would fail there."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    offenders = [f"{p.relative_to(root)}:{i + 1}" for p in sorted((root / "trellis_impl").rglob("*.py"))
+                 for i, line in enumerate(p.read_text().splitlines())
+                 if re.match(r"\s*(from|import)\s+trellis_impl\b", line)]
+    offenders += [f"{p.relative_to(root)}:{i + 1}" for p in sorted((root / "nodes").rglob("*.py"))
+                  for i, line in enumerate(p.read_text().splitlines())
+                  if re.match(r"\s*(from|import)\s+(trellis_impl|nodes)\b", line)]
+    assert offenders == []

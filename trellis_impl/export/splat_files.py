@@ -52,8 +52,8 @@ from typing import Dict, Union
 
 import numpy as np
 
-from trellis_impl.files import write_new_file
-from trellis_impl.representations.gaussians import DEFAULT_PLY_TRANSFORM
+from ..files import write_new_file
+from ..representations.gaussians import DEFAULT_PLY_TRANSFORM
 
 __all__ = ["save_spz", "load_spz", "save_splat", "load_splat",
            "SPZ_MAGIC", "SPZ_FRACTIONAL_BITS", "SPZ_COLOR_SCALE", "SH_C0"]

@@ -8,7 +8,6 @@ background, as TRELLIS's ``MeshRenderer`` normal maps.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any, Optional, Sequence
 
@@ -16,22 +15,12 @@ import torch
 
 from .cameras import orbit_cameras
 from .gaussian_raster import render_gaussians
+from .mesh_raster import render_mesh as _render_mesh
 
 __all__ = ["turntable", "TURNTABLE_MODES", "MAX_SIZE"]
 
 TURNTABLE_MODES = ("gaussian", "mesh_normals", "side_by_side")
 MAX_SIZE = 4096
-
-
-def _render_mesh_fn():
-    try:
-        module = importlib.import_module("trellis_impl.render.mesh_raster")
-    except ImportError as exc:  # pragma: no cover - depends on the checkout
-        raise NotImplementedError("mesh turntables need trellis_impl.render.mesh_raster.render_mesh") from exc
-    fn = getattr(module, "render_mesh", None)
-    if fn is None:  # pragma: no cover
-        raise NotImplementedError("trellis_impl.render.mesh_raster has no render_mesh")
-    return fn
 
 
 def _mesh_normal_image(render_mesh, mesh, camera, bg: torch.Tensor) -> torch.Tensor:
@@ -82,7 +71,7 @@ def turntable(gaussians: Optional[Any] = None, mesh: Optional[Any] = None, frame
         raise ValueError(f"mode {mode!r} needs gaussians")
     if need_mesh and mesh is None:
         raise ValueError(f"mode {mode!r} needs a mesh")
-    render_mesh = _render_mesh_fn() if need_mesh else None
+    render_mesh = _render_mesh if need_mesh else None
 
     cams = orbit_cameras(frames, pitch=pitch, radius=radius, fov_degrees=fov_degrees,
                          width=size, height=size)

@@ -1,0 +1,332 @@
+"""The one module of the pack that touches ComfyUI's own modules.
+
+Everything is imported lazily, inside the functions, and resolved by feature (never by version),
+so the pack imports on a 2025 host (0.3.64: ``MESH`` in ``comfy_extras.nodes_hunyuan3d``, no
+SPLAT / File3D / VOXEL in ``comfy_api``) and on a 2026 host (``comfy_api.latest.Types``), and
+even outside ComfyUI (the helpers then fall back to no-ops where that is safe).
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import os
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+
+TRELLIS_FOLDER = "trellis"
+
+
+def _module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+# ----------------------------------------------------------------------------- progress, interrupts
+
+class _NullProgress:
+    def update(self, value):
+        pass
+
+    def update_absolute(self, value, total=None, preview=None):
+        pass
+
+
+def progress_bar(total: int):
+    """A ``comfy.utils.ProgressBar`` (created inside the node function, as the host requires)."""
+    utils = _module("comfy.utils")
+    if utils is None or not hasattr(utils, "ProgressBar"):
+        return _NullProgress()
+    return utils.ProgressBar(max(1, int(total)))
+
+
+def check_interrupt() -> None:
+    """Raise the host's InterruptProcessingException when the user pressed Cancel."""
+    mm = _module("comfy.model_management")
+    if mm is not None and hasattr(mm, "throw_exception_if_processing_interrupted"):
+        mm.throw_exception_if_processing_interrupted()
+
+
+def step_callback(total: int) -> Callable[[str, int, int], None]:
+    """A pipeline progress callback ``(stage, step, steps)``: one progress bar update per sampler
+    step, and an interrupt check each step (so a Cancel stops within one step)."""
+    pbar = progress_bar(total)
+
+    def callback(stage: str, step: int, steps: int) -> None:
+        check_interrupt()
+        pbar.update_absolute(step, steps)
+    return callback
+
+
+# ----------------------------------------------------------------------------- output files
+
+def output_directory() -> str:
+    fp = _module("folder_paths")
+    if fp is None:
+        raise RuntimeError("folder_paths is not importable: the TRELLIS nodes run inside ComfyUI")
+    return fp.get_output_directory()
+
+
+def check_filename_prefix(filename_prefix: str) -> str:
+    """Refuse prefixes that could leave the output folder."""
+    prefix = str(filename_prefix or "").strip()
+    if not prefix:
+        raise ValueError("filename_prefix is empty; give e.g. 'trellis/asset'")
+    normalised = prefix.replace("\\", "/")
+    if os.path.isabs(prefix) or normalised.startswith("/") or (len(prefix) > 1 and prefix[1] == ":"):
+        raise ValueError(f"filename_prefix {filename_prefix!r} is an absolute path; give a path relative to "
+                         "ComfyUI's output folder, e.g. 'trellis/asset'")
+    if ".." in normalised.split("/"):
+        raise ValueError(f"filename_prefix {filename_prefix!r} contains '..'; files are written only inside "
+                         "ComfyUI's output folder")
+    return prefix
+
+
+def save_new_output(filename_prefix: str, extension: str, save: Callable[[str], object]) -> dict:
+    """Call ``save(path)`` on a new file ``<prefix>_NNNNN_.<extension>`` under the output folder
+    (``folder_paths.get_save_image_path`` counters; ``save`` must raise FileExistsError rather
+    than overwrite). Returns {'path', 'filename', 'subfolder', 'type': 'output', 'relative'}."""
+    prefix = check_filename_prefix(filename_prefix)
+    fp = _module("folder_paths")
+    out_dir = output_directory()
+    folder, filename, counter, subfolder, _ = fp.get_save_image_path(prefix, out_dir)
+    real_out = os.path.realpath(out_dir)
+    if os.path.commonpath([real_out, os.path.realpath(folder)]) != real_out:
+        raise ValueError(f"filename_prefix {filename_prefix!r} leads outside the output folder")
+    os.makedirs(folder, exist_ok=True)
+    for _ in range(100000):
+        name = f"{filename}_{counter:05}_.{extension}"
+        path = os.path.join(folder, name)
+        try:
+            save(path)
+            break
+        except FileExistsError:
+            counter += 1
+    else:  # pragma: no cover
+        raise RuntimeError(f"no free file name for {prefix!r}")
+    relative = os.path.relpath(path, out_dir).replace(os.sep, "/")
+    return {"path": path, "filename": name, "subfolder": subfolder, "type": "output", "relative": relative}
+
+
+# ----------------------------------------------------------------------------- model folders
+
+def register_model_folder() -> List[str]:
+    """Make sure ``models/trellis`` is a registered ``trellis`` folder (keeping entries that
+    extra_model_paths.yaml made); returns the registered directories."""
+    fp = _module("folder_paths")
+    if fp is None:
+        return []
+    default = os.path.join(fp.models_dir, TRELLIS_FOLDER)
+    known = getattr(fp, "folder_names_and_paths", {})
+    paths = list(known[TRELLIS_FOLDER][0]) if TRELLIS_FOLDER in known else []
+    if os.path.normcase(os.path.abspath(default)) not in [os.path.normcase(os.path.abspath(p)) for p in paths]:
+        fp.add_model_folder_path(TRELLIS_FOLDER, default)
+    try:
+        return list(fp.get_folder_paths(TRELLIS_FOLDER))
+    except Exception:
+        return paths + [default]
+
+
+def model_folders() -> List[str]:
+    """Sub-folders (up to two levels) of the registered ``trellis`` folders holding a pipeline.json,
+    as paths relative to their root (first root wins for duplicates)."""
+    found: List[str] = []
+    for root in register_model_folder():
+        if not os.path.isdir(root):
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            depth = os.path.relpath(dirpath, root).count(os.sep)
+            if "pipeline.json" in filenames and dirpath != root:
+                rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+                if rel not in found:
+                    found.append(rel)
+                dirnames[:] = []
+            elif depth >= 1:
+                dirnames[:] = []
+            dirnames.sort()
+    return sorted(found)
+
+
+def resolve_model_folder(name: str) -> Optional[str]:
+    """Absolute path of a listed model folder name, or None."""
+    for root in register_model_folder():
+        path = os.path.join(root, name)
+        if os.path.isfile(os.path.join(path, "pipeline.json")):
+            return path
+    return None
+
+
+def default_models_root() -> str:
+    roots = register_model_folder()
+    if roots:
+        return roots[0]
+    return os.path.join(os.getcwd(), "models", TRELLIS_FOLDER)
+
+
+# ----------------------------------------------------------------------------- model management
+
+def torch_device() -> torch.device:
+    mm = _module("comfy.model_management")
+    return torch.device(mm.get_torch_device()) if mm is not None else torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    mm = _module("comfy.model_management")
+    return torch.device(mm.unet_offload_device()) if mm is not None else torch.device("cpu")
+
+
+def make_patcher(module: torch.nn.Module):
+    """A ``ModelPatcher`` so that ComfyUI offloads the module when other models need the GPU."""
+    mp = _module("comfy.model_patcher")
+    if mp is None:
+        return None
+    return mp.ModelPatcher(module, load_device=torch_device(), offload_device=offload_device())
+
+
+def load_to_device(patchers) -> None:
+    """``load_models_gpu(patchers, force_full_load=True)``: the sparse / custom layers cannot be
+    partially loaded, and a 2D model of the same graph gets offloaded first."""
+    patchers = [p for p in patchers if p is not None]
+    mm = _module("comfy.model_management")
+    if mm is None or not patchers:
+        return
+    mm.load_models_gpu(patchers, force_full_load=True)
+
+
+# ----------------------------------------------------------------------------- core types
+
+def core_types():
+    """``comfy_api.latest.Types`` or None."""
+    latest = _module("comfy_api.latest")
+    return getattr(latest, "Types", None) if latest is not None else None
+
+
+def core_class(name: str):
+    types = core_types()
+    cls = getattr(types, name, None) if types is not None else None
+    if cls is None and name in ("MESH", "VOXEL"):
+        legacy = _module("comfy_extras.nodes_hunyuan3d")
+        cls = getattr(legacy, name, None) if legacy is not None else None
+    return cls
+
+
+def _pad_stack(items: List[torch.Tensor], dtype) -> torch.Tensor:
+    n = max(t.shape[0] for t in items)
+    out = torch.zeros((len(items), n) + tuple(items[0].shape[1:]), dtype=dtype)
+    for i, t in enumerate(items):
+        out[i, :t.shape[0]] = t.to(dtype)
+    return out
+
+
+def make_mesh(meshes: List[dict]):
+    """Core MESH from textured meshes (glTF frame, Y up): dicts with 'vertices' [V,3], 'faces'
+    [F,3], optional 'uv' [V,2], 'texture' [S,S,3] uint8 (sRGB), 'vertex_colors' [V,3] (0..1).
+    Variable sizes are zero-padded with vertex_counts / face_counts. None when the host lacks MESH."""
+    cls = core_class("MESH")
+    if cls is None or not meshes:
+        return None
+    verts = [torch.as_tensor(np.asarray(m["vertices"]), dtype=torch.float32) for m in meshes]
+    faces = [torch.as_tensor(np.asarray(m["faces"]), dtype=torch.int64) for m in meshes]
+    same = len({v.shape[0] for v in verts}) == 1 and len({f.shape[0] for f in faces}) == 1
+    fields = {"vertices": _pad_stack(verts, torch.float32), "faces": _pad_stack(faces, torch.int64)}
+    extras = {}
+    if not same:
+        extras["vertex_counts"] = torch.tensor([v.shape[0] for v in verts], dtype=torch.int64)
+        extras["face_counts"] = torch.tensor([f.shape[0] for f in faces], dtype=torch.int64)
+    if all(m.get("uv") is not None and m.get("texture") is not None for m in meshes):
+        extras["uvs"] = _pad_stack([torch.as_tensor(np.asarray(m["uv"]), dtype=torch.float32) for m in meshes],
+                                   torch.float32)
+        textures = [torch.as_tensor(np.asarray(m["texture"])).float() / 255.0 for m in meshes]
+        if len({t.shape for t in textures}) == 1:
+            extras["texture"] = torch.stack(textures)
+    elif all(m.get("vertex_colors") is not None for m in meshes):
+        extras["vertex_colors"] = _pad_stack(
+            [torch.as_tensor(np.asarray(m["vertex_colors"]), dtype=torch.float32) for m in meshes], torch.float32)
+    try:
+        mesh = cls(**fields, **extras)
+    except TypeError:  # 0.3.x: MESH(vertices, faces) only; keep the extras as attributes
+        mesh = cls(fields["vertices"], fields["faces"])
+        for key, value in extras.items():
+            setattr(mesh, key, value)
+    return mesh
+
+
+def mesh_items(mesh) -> List[tuple]:
+    """(vertices [V,3] float, faces [F,3] int64) per batch item of a core MESH (counts honoured)."""
+    vertices, faces = mesh.vertices, mesh.faces
+    if vertices.dim() == 2:
+        vertices, faces = vertices[None], faces[None]
+    vc, fc = getattr(mesh, "vertex_counts", None), getattr(mesh, "face_counts", None)
+    items = []
+    for i in range(vertices.shape[0]):
+        v, f = vertices[i], faces[i]
+        if vc is not None and fc is not None:
+            v, f = v[:int(vc[i])], f[:int(fc[i])]
+        items.append((v.detach().cpu().float(), f.detach().cpu().long()))
+    return items
+
+
+def splat_fields(gaussians) -> dict:
+    """Activated 3DGS-frame fields of a TRELLIS ``Gaussians`` (the official PLY transform
+    (x, y, z) -> (x, -z, y), rotations likewise): positions [N,3], rotations [N,4] wxyz,
+    scales [N,3], opacities [N,1], sh [N,K,3]."""
+    attrs = gaussians.ply_attributes()
+    n = len(attrs["x"])
+
+    def cols(names):
+        return torch.from_numpy(np.stack([attrs[k] for k in names], axis=1).astype(np.float32)).reshape(n, -1)
+    positions = cols(["x", "y", "z"])
+    rotations = torch.nn.functional.normalize(cols([f"rot_{i}" for i in range(4)]), dim=1)
+    scales = torch.exp(cols([f"scale_{i}" for i in range(3)]))
+    opacities = torch.sigmoid(cols(["opacity"]))
+    dc = cols(["f_dc_0", "f_dc_1", "f_dc_2"]).reshape(n, 1, 3)
+    rest_names = sorted([k for k in attrs if k.startswith("f_rest_")], key=lambda k: int(k.split("_")[-1]))
+    if rest_names:  # stored channel-major: all red, then green, then blue
+        rest = cols(rest_names).reshape(n, 3, -1).transpose(1, 2)
+        sh = torch.cat([dc, rest], dim=1)
+    else:
+        sh = dc
+    return {"positions": positions, "rotations": rotations, "scales": scales, "opacities": opacities, "sh": sh}
+
+
+def make_splat(gaussians_list) -> Optional[object]:
+    """Core SPLAT (3DGS frame, activated values) from TRELLIS Gaussians, one batch item each;
+    None when the host has no SPLAT."""
+    cls = core_class("SPLAT")
+    if cls is None or not gaussians_list:
+        return None
+    items = [splat_fields(g) for g in gaussians_list]
+    fields = {k: _pad_stack([it[k] for it in items], torch.float32) for k in items[0]}
+    counts = None
+    if len({it["positions"].shape[0] for it in items}) > 1:
+        counts = torch.tensor([it["positions"].shape[0] for it in items], dtype=torch.int64)
+    try:
+        return cls(**fields, counts=counts)
+    except TypeError:
+        return cls(**fields)
+
+
+def make_file3d(data: bytes, file_format: str):
+    """Core File3D holding ``data`` (None when the host has no File3D)."""
+    cls = core_class("File3D")
+    if cls is None:
+        return None
+    return cls(io.BytesIO(data), file_format=file_format)
+
+
+def make_voxel(coords: torch.Tensor, resolution: int, batch_size: int):
+    """Core VOXEL: dense occupancy (B, R, R, R), indexed so that core's VoxelToMesh
+    (data[i, j, k] -> x=k, y=j, z=i) gives the glTF frame (Y up): i = R-1-y, j = z, k = x of the
+    TRELLIS (Z up) coords. None when the host has no VOXEL."""
+    cls = core_class("VOXEL")
+    if cls is None:
+        return None
+    r = int(resolution)
+    data = torch.zeros(batch_size, r, r, r, dtype=torch.float32)
+    c = coords.detach().long().cpu()
+    if c.numel():
+        data[c[:, 0], r - 1 - c[:, 2], c[:, 3], c[:, 1]] = 1.0
+    return cls(data)

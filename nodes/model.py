@@ -1,0 +1,137 @@
+"""TRELLIS_V1_MODEL: a model folder, its condition encoder and the ComfyUI patchers of its stages."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import torch
+
+from ..trellis_impl.pipelines import ImageTo3DPipeline, TextTo3DPipeline
+from ..trellis_impl.pipelines.model_folder import KNOWN_REPOSITORIES, ModelFolder, ModelFolderError
+from . import host
+
+DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+STAGE_KEYS = {
+    "structure": ("sparse_structure_flow_model", "sparse_structure_decoder"),
+    "latent": ("slat_flow_model",),
+    "gaussian": ("slat_decoder_gs",),
+    "radiance_field": ("slat_decoder_rf",),
+    "mesh": ("slat_decoder_mesh",),
+}
+
+
+def _managed(cls):
+    """The pipeline with its run device set by the node (models live on the offload device and
+    are moved by ComfyUI's model management)."""
+    class Managed(cls):
+        run_device = torch.device("cpu")
+
+        @property
+        def device(self) -> torch.device:
+            return self.run_device
+    Managed.__name__ = f"Managed{cls.__name__}"
+    return Managed
+
+
+_ManagedImage = _managed(ImageTo3DPipeline)
+_ManagedText = _managed(TextTo3DPipeline)
+
+
+class TrellisModel:
+    """What flows on TRELLIS_V1_MODEL links. Stage models load lazily (first use), each wrapped in a
+    ``ModelPatcher`` and loaded with ``load_models_gpu(force_full_load=True)`` before it runs."""
+
+    def __init__(self, name: str, folder: ModelFolder, download: bool = False):
+        self.name = name
+        self.folder = folder
+        self.kind = folder.kind
+        self.download = download
+        self.patchers: Dict[str, object] = {}
+        self._encoder = None
+        self._pipeline = None
+
+    def __repr__(self) -> str:
+        return f"TrellisModel({self.name!r}, kind={self.kind})"
+
+    def require(self, kind: str, node: str) -> None:
+        if self.kind != kind:
+            raise ValueError(f"model folder {self.name} is a {self.kind} model; {node} needs an {kind} model"
+                             if kind == "image" else
+                             f"model folder {self.name} is an {self.kind} model; {node} needs a {kind} model")
+
+    def _patcher(self, key: str, module: torch.nn.Module):
+        if key not in self.patchers:
+            patcher = host.make_patcher(module)
+            self.patchers[key] = patcher  # set only once fully created
+        return self.patchers[key]
+
+    def _load_encoder(self):
+        if self._encoder is None:
+            from ..trellis_impl.pipelines.encoders import image_encoder_path, text_encoder_path
+            device = host.offload_device()
+            if self.kind == "image":
+                from ..trellis_impl.conditioning import load_dinov2
+                encoder = load_dinov2(str(image_encoder_path(self.folder, self.download)), device=device)
+            else:
+                from ..trellis_impl.conditioning.clip_text import ClipTextEncoder
+                encoder = ClipTextEncoder.from_folder(text_encoder_path(self.folder, self.download), device=device)
+            self._encoder = encoder
+        return self._encoder
+
+    @property
+    def pipeline(self):
+        if self._pipeline is None:
+            cls = _ManagedImage if self.kind == "image" else _ManagedText
+            self._pipeline = cls(self.folder, self._load_encoder(),
+                                 batch_cfg=host.torch_device().type == "cuda")
+        return self._pipeline
+
+    def prepare(self, stages: Sequence[str] = (), encoder: bool = False):
+        """Load the models of ``stages`` (keys of STAGE_KEYS) and/or the encoder onto the compute
+        device through ComfyUI's model management; returns the pipeline."""
+        pipeline = self.pipeline
+        pipeline.run_device = host.torch_device()
+        patchers = []
+        if encoder:
+            enc = self._load_encoder()
+            module = enc if isinstance(enc, torch.nn.Module) else enc.model
+            patchers.append(self._patcher("encoder", module))
+        for stage in stages:
+            for key in STAGE_KEYS[stage]:
+                patchers.append(self._patcher(key, self.folder.model(key)))
+        host.load_to_device(patchers)
+        return pipeline
+
+
+def model_choices():
+    local = host.model_folders()
+    return local + [r for r in KNOWN_REPOSITORIES if r.split("/")[1] not in local]
+
+
+def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -> TrellisModel:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    torch_dtype = DTYPES[dtype]
+    if torch_dtype is None:  # the released choice: half precision on a GPU, float32 on CPU
+        torch_dtype = torch.float32 if host.torch_device().type == "cpu" else torch.float16
+    offload = host.offload_device()
+    path: Optional[str] = host.resolve_model_folder(name)
+    if path is None and name in KNOWN_REPOSITORIES:
+        root = Path(host.default_models_root())
+        local = root / name.split("/")[1]
+        if not (local / "pipeline.json").is_file() or ModelFolder(local).missing_files():
+            if not download:
+                raise ModelFolderError(f"{name} is not in {local} (or is incomplete): enable 'download' "
+                                       f"or put pipeline.json and ckpts/ of {name} there")
+            from ..trellis_impl.pipelines.model_folder import download_model_folder
+            download_model_folder(name, root)
+        path = str(local)
+    if path is None:
+        if (Path(name) / "pipeline.json").is_file():
+            path = name
+        else:
+            raise ModelFolderError(f"model {name!r}: no such folder (with pipeline.json) under the 'trellis' model "
+                                   f"folders {host.register_model_folder()} and not a known repository "
+                                   f"({', '.join(KNOWN_REPOSITORIES)})")
+    folder = ModelFolder(path, dtype=torch_dtype, device=offload)
+    return TrellisModel(name, folder, download)

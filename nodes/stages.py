@@ -1,0 +1,394 @@
+"""Loader, condition, sampler and decode nodes (V1 API)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..trellis_impl.backends.attention import ATTENTION
+from ..trellis_impl.backends.registry import set_backend
+from ..trellis_impl.backends.sparse_conv import SPARSE_CONV
+from ..trellis_impl.conditioning import preprocess_image
+from ..trellis_impl.pipelines import MULTI_IMAGE_MODES
+from ..trellis_impl.pipelines.trellis_pipeline import views_options
+from . import host
+from .model import DTYPES, TrellisModel, load_trellis_model, model_choices
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+BACKGROUND_MODES = ("auto", "keep", "remove")
+
+
+@dataclass
+class TrellisCond:
+    """TRELLIS_V1_COND: encoder outputs (CPU) of one object: {'cond': [V, T, C], 'neg_cond': [1, T, C]}."""
+    kind: str
+    tensors: Dict[str, torch.Tensor]
+    views: int = 1
+
+    def on(self, device) -> dict:
+        return {k: v.to(device) for k, v in self.tensors.items()}
+
+
+@dataclass
+class TrellisStructure:
+    """TRELLIS_V1_STRUCTURE: occupied voxels, coords int32 [M, 4] (batch, x, y, z), TRELLIS frame (Z up).
+    ``noise_shape``: the structure noise drawn from the seed before the latent noise (None for a
+    structure that was not sampled, e.g. from a mesh), so that the latent sampler with the same
+    seed reproduces the official single-call result."""
+    coords: torch.Tensor
+    batch_size: int
+    resolution: int
+    noise_shape: Optional[Tuple[int, ...]] = None
+
+
+@dataclass
+class TrellisSlat:
+    """TRELLIS_V1_SLAT: the de-normalised structured latent (a SparseTensor, batch = samples)."""
+    slat: object
+    batch_size: int
+
+
+@dataclass
+class TrellisAsset:
+    """TRELLIS_V1_ASSET: decoded representations, each a list with one item per sample."""
+    decoded: Dict[str, list] = field(default_factory=dict)
+    batch_size: int = 1
+
+
+def _model_input():
+    return ("TRELLIS_V1_MODEL", {"tooltip": "A TRELLIS model from 'TRELLIS Model Loader'."})
+
+
+def _sampler_inputs(steps: int, cfg: float) -> dict:
+    return {
+        "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                         "tooltip": "Random seed. Give the structure and latent samplers the same seed to get "
+                                    "the asset the official pipeline gives for that seed."}),
+        "steps": ("INT", {"default": steps, "min": 1, "max": 500,
+                          "tooltip": "Flow sampler steps (the released pipeline.json: 25; the official README example uses 12)."}),
+        "cfg": ("FLOAT", {"default": cfg, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                          "tooltip": "Classifier-free guidance strength (released pipeline.json: 5.0)."}),
+        "cfg_interval_start": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                         "tooltip": "Guidance is applied only for t in [start, end] (t=1 is noise)."}),
+        "cfg_interval_end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                       "tooltip": "End of the guidance interval (t=1 is noise)."}),
+        "rescale_t": ("FLOAT", {"default": 3.0, "min": 0.1, "max": 20.0, "step": 0.1,
+                                "tooltip": "Time-step warp of the flow schedule (released: 3.0)."}),
+        "multi_image_mode": (list(MULTI_IMAGE_MODES), {
+            "default": "stochastic",
+            "tooltip": "How several views of one object (a batch of images) are combined: 'stochastic' "
+                       "cycles the views across steps, 'multidiffusion' averages them every step."}),
+    }
+
+
+def _params(steps, cfg, start, end, rescale_t) -> dict:
+    if start > end:
+        raise ValueError(f"cfg_interval_start ({start}) must not exceed cfg_interval_end ({end})")
+    return {"steps": int(steps), "cfg_strength": float(cfg), "cfg_interval": [float(start), float(end)],
+            "rescale_t": float(rescale_t)}
+
+
+def _check_cond(model: TrellisModel, cond: TrellisCond, node: str) -> None:
+    if not isinstance(cond, TrellisCond):
+        raise ValueError(f"{node}: cond must come from a TRELLIS condition node")
+    if cond.kind != model.kind:
+        raise ValueError(f"{node}: the condition is from a {cond.kind} model but model folder {model.name} is a "
+                         f"{model.kind} model; use the same kind of model for conditioning and sampling")
+
+
+# ----------------------------------------------------------------------------- loader
+
+class TrellisModelLoader:
+    CATEGORY = "TRELLIS/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = ("TRELLIS_V1_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model folder (loaded lazily, stage by stage, under ComfyUI's model management).",)
+    DESCRIPTION = "Loads a TRELLIS model folder (pipeline.json + ckpts/) from models/trellis."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (model_choices(), {
+                "tooltip": "A folder with pipeline.json under models/trellis (or an extra_model_paths 'trellis' "
+                           "entry), or a Hugging Face repository id (downloaded into models/trellis when "
+                           "'download' is on)."}),
+            "dtype": (list(DTYPES), {"default": "auto",
+                                     "tooltip": "Compute dtype of the transformers (auto: float16 on GPU, "
+                                                "float32 on CPU)."}),
+            "attention_backend": (["auto"] + ATTENTION.names(), {
+                "default": "auto", "tooltip": "Attention kernel (process-wide setting); auto picks the fastest "
+                                              "available."}),
+            "sparse_conv_backend": (["auto"] + SPARSE_CONV.names(), {
+                "default": "auto", "tooltip": "Sparse convolution kernel (process-wide setting)."}),
+            "download": ("BOOLEAN", {"default": False, "tooltip": "Download a missing repository from "
+                                                                  "Hugging Face (needs internet)."}),
+        }}
+
+    def load(self, model, dtype="auto", attention_backend="auto", sparse_conv_backend="auto", download=False):
+        set_backend("attention", attention_backend)
+        set_backend("sparse_conv", sparse_conv_backend)
+        return (load_trellis_model(model, dtype, bool(download)),)
+
+
+# ----------------------------------------------------------------------------- conditions
+
+def _image_arrays(image: torch.Tensor, mask: Optional[torch.Tensor], background: str):
+    """IMAGE [B,H,W,C] (+ MASK) -> list of (uint8 array, alpha mask or None) per view."""
+    if not isinstance(image, torch.Tensor) or image.dim() != 4:
+        raise ValueError(f"image must be an IMAGE tensor [B, H, W, C], got "
+                         f"{getattr(image, 'shape', type(image).__name__)}")
+    if image.shape[0] == 0:
+        raise ValueError("image: the batch is empty; give at least one image")
+    b, h, w, c = image.shape
+    if c not in (3, 4):
+        raise ValueError(f"image must have 3 (RGB) or 4 (RGBA) channels, got {c}")
+    alphas = None
+    if mask is not None and background == "auto":
+        m = mask if mask.dim() == 3 else mask[None]
+        if tuple(m.shape[-2:]) != (h, w):
+            if tuple(m.shape[-2:]) == (64, 64):
+                m = None  # LoadImage's placeholder for an image without alpha
+            else:
+                raise ValueError(f"mask: size {m.shape[-1]}x{m.shape[-2]} (W x H) does not match the image size "
+                                 f"{w}x{h}")
+        if m is not None:
+            if m.shape[0] not in (1, b):
+                raise ValueError(f"mask: batch of {m.shape[0]} masks for {b} images; give one mask or one per image")
+            alphas = [(1.0 - m[min(i, m.shape[0] - 1)]).clamp(0, 1).cpu().numpy().astype(np.float32)
+                      for i in range(b)]
+    pixels = (image.detach().cpu().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    views = []
+    for i in range(b):
+        px = pixels[i]
+        if background == "keep":
+            views.append((px[..., :3], np.ones((h, w), np.float32)))
+        elif background == "remove":
+            views.append((px[..., :3], None))
+        else:
+            views.append((px, None if alphas is None else alphas[i]))
+    return views
+
+
+class TrellisImageCondition:
+    CATEGORY = "TRELLIS/conditioning"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("TRELLIS_V1_COND", "IMAGE")
+    RETURN_NAMES = ("cond", "preprocessed")
+    OUTPUT_TOOLTIPS = ("DINOv2 condition of the object (all images of the batch are views of one object).",
+                       "The cropped 518x518 images the encoder saw.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+            "image": ("IMAGE", {"tooltip": "The object; a batch of several images = several views of one object."}),
+            "background": (list(BACKGROUND_MODES), {
+                "default": "auto",
+                "tooltip": "auto: use the mask / the image's alpha, else remove the background (rembg); keep: the "
+                           "whole image is the object; remove: always run background removal (rembg)."}),
+        }, "optional": {
+            "mask": ("MASK", {"tooltip": "Optional object mask as LoadImage gives it (alpha = 1 - mask). A 64x64 "
+                                         "mask (LoadImage without alpha) counts as no mask."}),
+        }}
+
+    def encode(self, model: TrellisModel, image, background="auto", mask=None):
+        model.require("image", "TrellisImageCondition")
+        if background not in BACKGROUND_MODES:
+            raise ValueError(f"background must be one of {BACKGROUND_MODES}, got {background!r}")
+        views = _image_arrays(image, mask, background)
+        host.check_interrupt()
+        pipeline = model.pipeline
+        prepared = [preprocess_image(px, alpha, pipeline.background_remover) for px, alpha in views]
+        host.check_interrupt()
+        pipeline = model.prepare(encoder=True)
+        cond = pipeline.get_cond(prepared)
+        tensors = {k: v.detach().float().cpu() for k, v in cond.items()}
+        out = torch.stack([torch.from_numpy(np.asarray(p).astype(np.float32) / 255.0) for p in prepared])
+        return (TrellisCond("image", tensors, views=len(prepared)), out)
+
+
+class TrellisTextCondition:
+    CATEGORY = "TRELLIS/conditioning"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("TRELLIS_V1_COND",)
+    RETURN_NAMES = ("cond",)
+    OUTPUT_TOOLTIPS = ("CLIP-L text condition.",)
+    # ComfyUI's own CLIP nodes do not reproduce the official tokens exactly (fp16 weights by
+    # default, (word:1.2) weighting syntax, >75-token chunking instead of truncation), so the pack
+    # runs its own CLIP-L (transformers, float32, truncation at 77 tokens) from the model folder.
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+            "prompt": ("STRING", {"multiline": True, "default": "",
+                                  "tooltip": "Description of the object. Encoded by the pack's own CLIP-L as the "
+                                             "official pipeline does (truncated at 77 tokens, no weighting syntax)."}),
+        }}
+
+    def encode(self, model: TrellisModel, prompt):
+        model.require("text", "TrellisTextCondition")
+        host.check_interrupt()
+        pipeline = model.prepare(encoder=True)
+        cond = pipeline.get_cond([str(prompt)])
+        return (TrellisCond("text", {k: v.detach().float().cpu() for k, v in cond.items()}, views=1),)
+
+
+# ----------------------------------------------------------------------------- samplers
+
+class TrellisStructureSampler:
+    CATEGORY = "TRELLIS/sampling"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("TRELLIS_V1_STRUCTURE", "VOXEL")
+    RETURN_NAMES = ("structure", "voxel")
+    OUTPUT_TOOLTIPS = ("Occupied voxels (stage 1).",
+                       "The same as a core VOXEL (Y up; None on hosts without VOXEL).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = {"model": _model_input(),
+                  "cond": ("TRELLIS_V1_COND", {"tooltip": "Condition from a TRELLIS condition node."}),
+                  **_sampler_inputs(25, 5.0),
+                  "num_samples": ("INT", {"default": 1, "min": 1, "max": 16,
+                                          "tooltip": "Number of assets generated from the condition."})}
+        return {"required": inputs}
+
+    def sample(self, model: TrellisModel, cond: TrellisCond, seed, steps, cfg, cfg_interval_start, cfg_interval_end,
+               rescale_t, multi_image_mode="stochastic", num_samples=1):
+        _check_cond(model, cond, "TrellisStructureSampler")
+        params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
+        host.check_interrupt()
+        pipeline = model.prepare(["structure"])
+        flow = model.folder.model("sparse_structure_flow_model")
+        shape = (int(num_samples), flow.in_channels) + (flow.resolution,) * 3
+        generator = torch.Generator().manual_seed(int(seed))
+        noise = torch.randn(shape, generator=generator)
+        views = views_options(multi_image_mode) if cond.views > 1 else None
+        coords = pipeline.sample_sparse_structure(cond.on(pipeline.device), generator, int(num_samples), params,
+                                                  host.step_callback(steps), views, noise=noise)
+        coords = coords.cpu()
+        resolution = _latent_resolution(model)
+        structure = TrellisStructure(coords, int(num_samples), resolution, noise_shape=shape)
+        return (structure, host.make_voxel(coords, resolution, int(num_samples)))
+
+
+def _latent_resolution(model: TrellisModel) -> int:
+    """Grid of the SLat flow (64 for the released models), read from its config, no weights loaded."""
+    import json
+    config = json.loads(open(f"{model.folder.checkpoint_path('slat_flow_model')}.json", encoding="utf-8").read())
+    return int(config["args"]["resolution"])
+
+
+class TrellisLatentSampler:
+    CATEGORY = "TRELLIS/sampling"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("TRELLIS_V1_SLAT",)
+    RETURN_NAMES = ("slat",)
+    OUTPUT_TOOLTIPS = ("Structured latent (stage 2).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+            "cond": ("TRELLIS_V1_COND", {"tooltip": "Condition from a TRELLIS condition node."}),
+            "structure": ("TRELLIS_V1_STRUCTURE", {"tooltip": "From TrellisStructureSampler or TrellisMeshToStructure."}),
+            **_sampler_inputs(25, 5.0),
+        }}
+
+    def sample(self, model: TrellisModel, cond: TrellisCond, structure: TrellisStructure, seed, steps, cfg,
+               cfg_interval_start, cfg_interval_end, rescale_t, multi_image_mode="stochastic"):
+        _check_cond(model, cond, "TrellisLatentSampler")
+        if not isinstance(structure, TrellisStructure):
+            raise ValueError("TrellisLatentSampler: structure must come from a TRELLIS structure node")
+        params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
+        host.check_interrupt()
+        pipeline = model.prepare(["latent"])
+        resolution = _latent_resolution(model)
+        if structure.coords.numel() and int(structure.coords[:, 1:].max()) >= resolution:
+            raise ValueError(f"structure coords exceed the latent grid of model folder {model.name} ({resolution}^3)")
+        generator = torch.Generator().manual_seed(int(seed))
+        if structure.noise_shape is not None:  # the structure draw comes first in the official order
+            torch.randn(structure.noise_shape, generator=generator)
+        views = views_options(multi_image_mode) if cond.views > 1 else None
+        slat = pipeline.sample_slat(cond.on(pipeline.device), structure.coords.to(pipeline.device), generator, params,
+                                    host.step_callback(steps), views, num_samples=structure.batch_size)
+        return (TrellisSlat(slat, structure.batch_size),)
+
+
+class TrellisDecode:
+    CATEGORY = "TRELLIS/sampling"
+    FUNCTION = "decode"
+    RETURN_TYPES = ("TRELLIS_V1_ASSET",)
+    RETURN_NAMES = ("asset",)
+    OUTPUT_TOOLTIPS = ("The decoded representations (Gaussians, mesh, radiance field).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+            "slat": ("TRELLIS_V1_SLAT", {"tooltip": "From TrellisLatentSampler."}),
+            "gaussian": ("BOOLEAN", {"default": True, "tooltip": "Decode 3D Gaussians (splats; GLB texture bake)."}),
+            "mesh": ("BOOLEAN", {"default": True, "tooltip": "Decode the mesh (needed for GLB export)."}),
+            "radiance_field": ("BOOLEAN", {"default": False, "tooltip": "Decode the radiance field (Strivec)."}),
+        }}
+
+    def decode(self, model: TrellisModel, slat: TrellisSlat, gaussian=True, mesh=True, radiance_field=False):
+        formats = [f for f, on in (("gaussian", gaussian), ("radiance_field", radiance_field), ("mesh", mesh)) if on]
+        if not formats:
+            raise ValueError("TrellisDecode: choose at least one of gaussian, mesh, radiance_field")
+        pbar = host.progress_bar(len(formats))
+        decoded = {}
+        for i, f in enumerate(formats):
+            host.check_interrupt()
+            pipeline = model.prepare([f])
+            decoded.update(pipeline.decode(slat.slat, [f]))
+            pbar.update_absolute(i + 1, len(formats))
+        return (TrellisAsset(decoded, slat.batch_size),)
+
+
+class TrellisMeshToStructure:
+    CATEGORY = "TRELLIS/sampling"
+    FUNCTION = "convert"
+    RETURN_TYPES = ("TRELLIS_V1_STRUCTURE", "VOXEL")
+    RETURN_NAMES = ("structure", "voxel")
+    OUTPUT_TOOLTIPS = ("Surface voxels of the mesh; connect to TrellisLatentSampler for a variant.",
+                       "The same as a core VOXEL (None on hosts without VOXEL).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+        }, "optional": {
+            "mesh": ("MESH", {"tooltip": "A core MESH (glTF frame, Y up); its first batch item is used."}),
+            "mesh_path": ("STRING", {"default": "", "tooltip": "Or a mesh file (.glb/.gltf read as Y up; .obj/.ply/"
+                                                               ".stl as Z up, like the command line). Used when "
+                                                               "no mesh is linked."}),
+        }}
+
+    def convert(self, model: TrellisModel, mesh=None, mesh_path=""):
+        from ..trellis_impl.export.mesh_files import from_gltf_frame
+        from ..trellis_impl.pipelines.conditioned import structure_from_mesh
+        if mesh is not None:
+            items = host.mesh_items(mesh)
+            if not items:
+                raise ValueError("mesh: the MESH batch is empty")
+            vertices, faces = items[0]
+            vertices = torch.as_tensor(from_gltf_frame(vertices.double()))
+        elif mesh_path and str(mesh_path).strip():
+            from ..trellis_impl.pipelines.voxelize import load_mesh
+            path = str(mesh_path).strip()
+            vertices, faces = load_mesh(path)
+            if path.lower().endswith((".glb", ".gltf")):
+                vertices = torch.as_tensor(from_gltf_frame(vertices))
+        else:
+            raise ValueError("TrellisMeshToStructure: link a mesh or give mesh_path")
+        model.prepare(["latent"])
+        coords = structure_from_mesh(model.pipeline, vertices, faces)
+        if coords.shape[0] == 0:
+            raise ValueError("mesh: no voxel is occupied (empty or degenerate mesh)")
+        full = torch.cat([torch.zeros(coords.shape[0], 1, dtype=torch.int32), coords.int().cpu()], dim=1)
+        resolution = _latent_resolution(model)
+        return (TrellisStructure(full, 1, resolution, None), host.make_voxel(full, resolution, 1))
