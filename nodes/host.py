@@ -70,6 +70,16 @@ def output_directory() -> str:
     return fp.get_output_directory()
 
 
+def input_path(path: str) -> str:
+    """A path relative to ComfyUI's input folder (e.g. '3d/chair.obj') made absolute; absolute
+    paths are kept (they are read, never written)."""
+    if os.path.isabs(path):
+        return path
+    fp = _module("folder_paths")
+    base = fp.get_input_directory() if fp is not None and hasattr(fp, "get_input_directory") else os.getcwd()
+    return os.path.join(base, path)
+
+
 def check_filename_prefix(filename_prefix: str) -> str:
     """Refuse prefixes that could leave the output folder."""
     prefix = str(filename_prefix or "").strip()

@@ -104,8 +104,10 @@ class TrellisModel:
 
 
 def model_choices():
-    local = host.model_folders()
-    return local + [r for r in KNOWN_REPOSITORIES if r.split("/")[1] not in local]
+    """The known repository ids first (stable values for shared workflows: each resolves to its
+    folder when present under a 'trellis' model folder, else downloads), then other local folders."""
+    known = {r.split("/")[1] for r in KNOWN_REPOSITORIES}
+    return list(KNOWN_REPOSITORIES) + [m for m in host.model_folders() if m not in known]
 
 
 def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -> TrellisModel:
@@ -116,6 +118,10 @@ def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -
         torch_dtype = torch.float32 if host.torch_device().type == "cpu" else torch.float16
     offload = host.offload_device()
     path: Optional[str] = host.resolve_model_folder(name)
+    if path is None and name in KNOWN_REPOSITORIES:
+        path = host.resolve_model_folder(name.split("/")[1])
+        if path is not None and ModelFolder(path).missing_files():
+            path = None
     if path is None and name in KNOWN_REPOSITORIES:
         root = Path(host.default_models_root())
         local = root / name.split("/")[1]

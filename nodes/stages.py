@@ -1,6 +1,7 @@
 """Loader, condition, sampler and decode nodes (V1 API)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -363,9 +364,9 @@ class TrellisMeshToStructure:
             "model": _model_input(),
         }, "optional": {
             "mesh": ("MESH", {"tooltip": "A core MESH (glTF frame, Y up); its first batch item is used."}),
-            "mesh_path": ("STRING", {"default": "", "tooltip": "Or a mesh file (.glb/.gltf read as Y up; .obj/.ply/"
-                                                               ".stl as Z up, like the command line). Used when "
-                                                               "no mesh is linked."}),
+            "mesh_path": ("STRING", {"default": "", "tooltip": "Or a mesh file, relative to ComfyUI's input folder "
+                                                               "(.glb/.gltf read as Y up; .obj/.ply/.stl as Z up, "
+                                                               "like the command line). Used when no mesh is linked."}),
         }}
 
     def convert(self, model: TrellisModel, mesh=None, mesh_path=""):
@@ -379,7 +380,10 @@ class TrellisMeshToStructure:
             vertices = torch.as_tensor(from_gltf_frame(vertices.double()))
         elif mesh_path and str(mesh_path).strip():
             from ..trellis_impl.pipelines.voxelize import load_mesh
-            path = str(mesh_path).strip()
+            path = host.input_path(str(mesh_path).strip())
+            if not os.path.isfile(path):
+                raise ValueError(f"mesh_path: no file {path!r} (relative paths are read from ComfyUI's input "
+                                 "folder, e.g. '3d/chair.obj')")
             vertices, faces = load_mesh(path)
             if path.lower().endswith((".glb", ".gltf")):
                 vertices = torch.as_tensor(from_gltf_frame(vertices))

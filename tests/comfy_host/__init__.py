@@ -34,8 +34,10 @@ class Host:
         self.root, self.variant = Path(root), variant
         self.models_dir = self.root / "models"
         self.output_dir = self.root / "output"
+        self.input_dir = self.root / "input"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.input_dir.mkdir(parents=True, exist_ok=True)
         self.load_calls: List[dict] = []
         self.progress: List[tuple] = []
         self.interrupted = False
@@ -49,6 +51,7 @@ class Host:
         fp = types.ModuleType("folder_paths")
         fp.models_dir = str(self.models_dir)
         fp.output_directory = str(self.output_dir)
+        fp.input_directory = str(self.input_dir)
         fp.folder_names_and_paths = {}
 
         def add_model_folder_path(name, path, is_default=False):
@@ -64,6 +67,9 @@ class Host:
 
         def get_output_directory():
             return fp.output_directory
+
+        def get_input_directory():
+            return fp.input_directory
 
         def get_save_image_path(filename_prefix, output_dir, image_width=0, image_height=0):
             subfolder = os.path.dirname(os.path.normpath(filename_prefix))
@@ -81,6 +87,7 @@ class Host:
         fp.add_model_folder_path = add_model_folder_path
         fp.get_folder_paths = get_folder_paths
         fp.get_output_directory = get_output_directory
+        fp.get_input_directory = get_input_directory
         fp.get_save_image_path = get_save_image_path
         return fp
 

@@ -1,0 +1,217 @@
+"""Write the example workflows (UI format) into ``workflows/`` from compact descriptions, with the
+sockets and widget layout of the node definitions (the pack's and the core stand-ins'):
+
+    python tests/workflows/build.py
+
+Each description lists nodes (type, widget values by name, defaults for the rest) and links
+(source node, output name) -> (target node, input name). The JSON is what the front end saves.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(HERE)]
+
+import comfy_host  # noqa: E402
+from core_nodes import CORE_NODES  # noqa: E402
+from ui_graph import _inputs_in_order, is_widget, widget_slots  # noqa: E402
+
+IMAGE_MODEL, TEXT_MODEL = "microsoft/TRELLIS-image-large", "microsoft/TRELLIS-text-large"
+SAMPLER = {"seed": 1, "steps": 25, "cfg": 5.0}
+NOTE = ("Put the model folders under ComfyUI/models/trellis (or tick 'download' in the loader). "
+        "Input files go to ComfyUI/input.")
+
+
+def image_to_3d():
+    return {"nodes": {
+        1: ("LoadImage", {"image": "example.png"}),
+        2: ("TrellisModelLoader", {"model": IMAGE_MODEL}),
+        3: ("TrellisImageCondition", {}),
+        4: ("TrellisStructureSampler", SAMPLER),
+        5: ("TrellisLatentSampler", SAMPLER),
+        6: ("TrellisDecode", {}),
+        7: ("TrellisExportGLB", {"filename_prefix": "trellis/image_to_3d"}),
+        8: ("TrellisExportSplat", {"filename_prefix": "trellis/image_to_3d", "format": "spz"}),
+        9: ("TrellisTurntable", {}),
+        10: ("SaveImage", {"filename_prefix": "trellis/image_to_3d_turntable"}),
+        11: ("Preview3D", {"model_file": ""}),
+    }, "links": [((2, "model"), (3, "model")), ((1, "IMAGE"), (3, "image")), ((1, "MASK"), (3, "mask")),
+                 ((2, "model"), (4, "model")), ((3, "cond"), (4, "cond")),
+                 ((2, "model"), (5, "model")), ((3, "cond"), (5, "cond")), ((4, "structure"), (5, "structure")),
+                 ((2, "model"), (6, "model")), ((5, "slat"), (6, "slat")),
+                 ((6, "asset"), (7, "asset")), ((6, "asset"), (8, "asset")), ((6, "asset"), (9, "asset")),
+                 ((9, "images"), (10, "images")), ((7, "model_file"), (11, "model_file"))]}
+
+
+def text_to_3d():
+    return {"nodes": {
+        1: ("TrellisModelLoader", {"model": TEXT_MODEL}),
+        2: ("TrellisTextCondition", {"prompt": "a small wooden cabin with a red roof"}),
+        3: ("TrellisStructureSampler", SAMPLER),
+        4: ("TrellisLatentSampler", SAMPLER),
+        5: ("TrellisDecode", {}),
+        6: ("TrellisExportGLB", {"filename_prefix": "trellis/text_to_3d"}),
+        7: ("TrellisExportSplat", {"filename_prefix": "trellis/text_to_3d", "format": "ply"}),
+        8: ("Preview3D", {"model_file": ""}),
+    }, "links": [((1, "model"), (2, "model")), ((1, "model"), (3, "model")), ((2, "cond"), (3, "cond")),
+                 ((1, "model"), (4, "model")), ((2, "cond"), (4, "cond")), ((3, "structure"), (4, "structure")),
+                 ((1, "model"), (5, "model")), ((4, "slat"), (5, "slat")),
+                 ((5, "asset"), (6, "asset")), ((5, "asset"), (7, "asset")), ((6, "model_file"), (8, "model_file"))]}
+
+
+def multi_image():
+    return {"nodes": {
+        1: ("LoadImage", {"image": "example.png"}),
+        2: ("LoadImage", {"image": "example_side.png"}),
+        3: ("JoinImageWithAlpha", {}),
+        4: ("JoinImageWithAlpha", {}),
+        5: ("ImageBatch", {}),
+        6: ("TrellisModelLoader", {"model": IMAGE_MODEL}),
+        7: ("TrellisImageCondition", {}),
+        8: ("TrellisStructureSampler", {**SAMPLER, "multi_image_mode": "multidiffusion"}),
+        9: ("TrellisLatentSampler", {**SAMPLER, "multi_image_mode": "multidiffusion"}),
+        10: ("TrellisDecode", {}),
+        11: ("TrellisExportGLB", {"filename_prefix": "trellis/multi_image"}),
+        12: ("Preview3D", {"model_file": ""}),
+    }, "links": [((1, "IMAGE"), (3, "image")), ((1, "MASK"), (3, "alpha")), ((2, "IMAGE"), (4, "image")),
+                 ((2, "MASK"), (4, "alpha")), ((3, "IMAGE"), (5, "image1")), ((4, "IMAGE"), (5, "image2")),
+                 ((6, "model"), (7, "model")), ((5, "IMAGE"), (7, "image")),
+                 ((6, "model"), (8, "model")), ((7, "cond"), (8, "cond")),
+                 ((6, "model"), (9, "model")), ((7, "cond"), (9, "cond")), ((8, "structure"), (9, "structure")),
+                 ((6, "model"), (10, "model")), ((9, "slat"), (10, "slat")), ((10, "asset"), (11, "asset")),
+                 ((11, "model_file"), (12, "model_file"))]}
+
+
+def variant_from_mesh():
+    return {"nodes": {
+        1: ("TrellisModelLoader", {"model": IMAGE_MODEL}),
+        2: ("TrellisMeshToStructure", {"mesh_path": "3d/example_mesh.obj"}),
+        3: ("LoadImage", {"image": "example.png"}),
+        4: ("TrellisImageCondition", {}),
+        5: ("TrellisLatentSampler", SAMPLER),
+        6: ("TrellisDecode", {}),
+        7: ("TrellisExportGLB", {"filename_prefix": "trellis/variant"}),
+        8: ("Preview3D", {"model_file": ""}),
+    }, "links": [((1, "model"), (2, "model")), ((1, "model"), (4, "model")), ((3, "IMAGE"), (4, "image")),
+                 ((3, "MASK"), (4, "mask")), ((1, "model"), (5, "model")), ((4, "cond"), (5, "cond")),
+                 ((2, "structure"), (5, "structure")), ((1, "model"), (6, "model")), ((5, "slat"), (6, "slat")),
+                 ((6, "asset"), (7, "asset")), ((7, "model_file"), (8, "model_file"))]}
+
+
+def sdxl_to_3d():
+    """A core 2D generator chain into TRELLIS; with no alpha the condition node removes the background
+    (background auto: needs rembg)."""
+    return {"nodes": {
+        1: ("CheckpointLoaderSimple", {"ckpt_name": "sd_xl_base_1.0.safetensors"}),
+        2: ("CLIPTextEncode", {"text": "a red toy robot, full body, centered, plain white background, studio light"}),
+        3: ("CLIPTextEncode", {"text": "blurry, cropped, text, watermark"}),
+        4: ("EmptyLatentImage", {"width": 1024, "height": 1024}),
+        5: ("KSampler", {"seed": 7, "steps": 25, "cfg": 7.0, "sampler_name": "dpmpp_2m", "scheduler": "karras"}),
+        6: ("VAEDecode", {}),
+        7: ("TrellisModelLoader", {"model": IMAGE_MODEL}),
+        8: ("TrellisImageCondition", {}),
+        9: ("TrellisStructureSampler", SAMPLER),
+        10: ("TrellisLatentSampler", SAMPLER),
+        11: ("TrellisDecode", {}),
+        12: ("TrellisExportGLB", {"filename_prefix": "trellis/sdxl_to_3d"}),
+        13: ("Preview3D", {"model_file": ""}),
+    }, "links": [((1, "MODEL"), (5, "model")), ((1, "CLIP"), (2, "clip")), ((1, "CLIP"), (3, "clip")),
+                 ((2, "CONDITIONING"), (5, "positive")), ((3, "CONDITIONING"), (5, "negative")),
+                 ((4, "LATENT"), (5, "latent_image")), ((5, "LATENT"), (6, "samples")), ((1, "VAE"), (6, "vae")),
+                 ((7, "model"), (8, "model")), ((6, "IMAGE"), (8, "image")),
+                 ((7, "model"), (9, "model")), ((8, "cond"), (9, "cond")),
+                 ((7, "model"), (10, "model")), ((8, "cond"), (10, "cond")), ((9, "structure"), (10, "structure")),
+                 ((7, "model"), (11, "model")), ((10, "slat"), (11, "slat")), ((11, "asset"), (12, "asset")),
+                 ((12, "model_file"), (13, "model_file"))]}
+
+
+WORKFLOWS = {"trellis_image_to_3d": image_to_3d, "trellis_text_to_3d": text_to_3d,
+             "trellis_multi_image": multi_image, "trellis_variant_from_mesh": variant_from_mesh,
+             "trellis_sdxl_to_3d": sdxl_to_3d}
+
+
+def _outputs(cls):
+    names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+    return list(zip(names, cls.RETURN_TYPES))
+
+
+def build(description: dict, classes: dict) -> dict:
+    nodes, links = description["nodes"], description["links"]
+    ui_nodes, ui_links = [], []
+    inputs = {}
+    outputs = {}
+    for index, (node_id, (node_type, values)) in enumerate(nodes.items()):
+        cls = classes[node_type]
+        ins, widget_values = [], []
+        defaults = {name: opts.get("default") for name, kind, opts in _inputs_in_order(cls)}
+        kinds = {name: (kind, opts) for name, kind, opts in _inputs_in_order(cls)}
+        for slot, real in widget_slots(cls):
+            if real:
+                if slot in values:
+                    value = values[slot]
+                elif defaults.get(slot) is not None:
+                    value = defaults[slot]
+                elif isinstance(kinds[slot][0], (list, tuple)) and kinds[slot][0]:
+                    value = kinds[slot][0][0]
+                else:
+                    value = ""
+                widget_values.append(value)
+            elif slot.endswith(":control"):
+                widget_values.append("fixed")
+            elif slot.endswith(":filter"):
+                widget_values.append("")
+            elif slot == "upload":
+                widget_values.append("image")
+            elif slot == "image":
+                widget_values.append(None)
+        for name, kind, opts in _inputs_in_order(cls):
+            if not is_widget(kind, opts):
+                ins.append({"name": name, "type": kind, "link": None})
+        node = {"id": node_id, "type": node_type, "pos": [40 + 340 * (index % 5), 60 + 420 * (index // 5)],
+                "size": [315, 130], "flags": {}, "order": index, "mode": 0, "inputs": ins,
+                "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(_outputs(cls))],
+                "properties": {"Node name for S&R": node_type}, "widgets_values": widget_values}
+        ui_nodes.append(node)
+        inputs[node_id] = node["inputs"]
+        outputs[node_id] = node["outputs"]
+    for link_id, ((src, out_name), (dst, in_name)) in enumerate(links, start=1):
+        out_slot = next(i for i, o in enumerate(outputs[src]) if o["name"] == out_name)
+        out_type = outputs[src][out_slot]["type"]
+        targets = inputs[dst]
+        slot = next((i for i, s in enumerate(targets) if s["name"] == in_name), None)
+        if slot is None:  # a widget input driven by a link: the front end adds a socket with "widget"
+            targets.append({"name": in_name, "type": out_type, "link": None, "widget": {"name": in_name}})
+            slot = len(targets) - 1
+        targets[slot]["link"] = link_id
+        outputs[src][out_slot]["links"].append(link_id)
+        ui_links.append([link_id, src, out_slot, dst, slot, out_type])
+    return {"last_node_id": max(nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": ui_links,
+            "groups": [], "config": {}, "extra": {"trellis_note": NOTE}, "version": 0.4}
+
+
+def node_classes() -> dict:
+    """The pack's node classes (imported as ComfyUI does, on the in-repo host stand-in) + core."""
+    with tempfile.TemporaryDirectory() as tmp:
+        comfy_host.install(Path(tmp), "2026")
+        try:
+            pack = comfy_host.import_pack(REPO)
+        finally:
+            comfy_host.uninstall()
+    return {**CORE_NODES, **pack.NODE_CLASS_MAPPINGS}
+
+
+def main() -> None:
+    classes = node_classes()
+    out = REPO / "workflows"
+    for name, describe in WORKFLOWS.items():
+        (out / f"{name}.json").write_text(json.dumps(build(describe(), classes), indent=1) + "\n")
+        print(out / f"{name}.json")
+
+
+if __name__ == "__main__":
+    main()
