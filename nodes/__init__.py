@@ -5,6 +5,7 @@ of the contract (saved workflows bind widget values by position): append, never 
 Edit nodes will be added by another issue.
 """
 from .export import TrellisExportGLB, TrellisExportSplat, TrellisTurntable
+from .preview import TrellisPreview
 from .stages import (TrellisDecode, TrellisImageCondition, TrellisLatentSampler, TrellisMeshToStructure,
                      TrellisModelLoader, TrellisStructureSampler, TrellisTextCondition)
 
@@ -19,6 +20,7 @@ NODE_CLASS_MAPPINGS = {
     "TrellisExportGLB": TrellisExportGLB,
     "TrellisExportSplat": TrellisExportSplat,
     "TrellisTurntable": TrellisTurntable,
+    "TrellisPreview": TrellisPreview,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "TrellisModelLoader": "TRELLIS Model Loader",
@@ -31,6 +33,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "TrellisExportGLB": "TRELLIS Export GLB",
     "TrellisExportSplat": "TRELLIS Export Splat",
     "TrellisTurntable": "TRELLIS Turntable",
+    "TrellisPreview": "TRELLIS Preview (mesh + splat)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

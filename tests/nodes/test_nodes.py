@@ -141,6 +141,13 @@ def test_image_chain(nodes, host):
     assert frames.shape == (2, 32, 64, 3) and frames.device.type == "cpu"
     assert float(frames.min()) >= 0 and float(frames.max()) <= 1
 
+    # the preview node writes both a mesh and a splat for the widget (side by side / toggle)
+    preview = nodes["TrellisPreview"].preview(asset, "trellis/preview")
+    (item,) = preview["ui"]["trellis_preview"]
+    assert item["mesh"]["filename"].endswith(".glb") and item["splat"]["filename"].endswith(".spz")
+    for key in ("mesh", "splat"):
+        assert (host.output_dir / item[key]["subfolder"] / item[key]["filename"]).is_file()
+
 
 def test_text_chain_and_variant(nodes, host2026):
     host = host2026

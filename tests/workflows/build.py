@@ -40,12 +40,14 @@ def image_to_3d():
         9: ("TrellisTurntable", {}),
         10: ("SaveImage", {"filename_prefix": "trellis/image_to_3d_turntable"}),
         11: ("Preview3D", {"model_file": ""}),
+        12: ("TrellisPreview", {"filename_prefix": "trellis/image_to_3d_preview"}),
     }, "links": [((2, "model"), (3, "model")), ((1, "IMAGE"), (3, "image")), ((1, "MASK"), (3, "mask")),
                  ((2, "model"), (4, "model")), ((3, "cond"), (4, "cond")),
                  ((2, "model"), (5, "model")), ((3, "cond"), (5, "cond")), ((4, "structure"), (5, "structure")),
                  ((2, "model"), (6, "model")), ((5, "slat"), (6, "slat")),
                  ((6, "asset"), (7, "asset")), ((6, "asset"), (8, "asset")), ((6, "asset"), (9, "asset")),
-                 ((9, "images"), (10, "images")), ((7, "model_file"), (11, "model_file"))]}
+                 ((9, "images"), (10, "images")), ((7, "model_file"), (11, "model_file")),
+                 ((6, "asset"), (12, "asset"))]}
 
 
 def text_to_3d():
@@ -58,10 +60,12 @@ def text_to_3d():
         6: ("TrellisExportGLB", {"filename_prefix": "trellis/text_to_3d"}),
         7: ("TrellisExportSplat", {"filename_prefix": "trellis/text_to_3d", "format": "ply"}),
         8: ("Preview3D", {"model_file": ""}),
+        9: ("SaveGLB", {"filename_prefix": "trellis/text_to_3d_core"}),
     }, "links": [((1, "model"), (2, "model")), ((1, "model"), (3, "model")), ((2, "cond"), (3, "cond")),
                  ((1, "model"), (4, "model")), ((2, "cond"), (4, "cond")), ((3, "structure"), (4, "structure")),
                  ((1, "model"), (5, "model")), ((4, "slat"), (5, "slat")),
-                 ((5, "asset"), (6, "asset")), ((5, "asset"), (7, "asset")), ((6, "model_file"), (8, "model_file"))]}
+                 ((5, "asset"), (6, "asset")), ((5, "asset"), (7, "asset")), ((6, "model_file"), (8, "model_file")),
+                 ((6, "mesh"), (9, "mesh"))]}
 
 
 def multi_image():

@@ -131,8 +131,15 @@ def test_workflow_runs(host, path):
             assert splat.positions.dim() == 3 and splat.positions.shape[-1] == 3
         else:
             assert splat is None
+    for result in by_type.get("TrellisPreview", []):
+        (item,) = result["ui"]["trellis_preview"]
+        for key in ("mesh", "splat"):
+            assert (out / item[key]["subfolder"] / item[key]["filename"]).is_file()
     for result in by_type.get("Preview3D", []):
         assert (out / result["ui"]["result"][0]).is_file()
+    for result in by_type.get("SaveGLB", []):  # the core node took the pack's MESH
+        for written in result["ui"]["3d"]:
+            assert len(list(trimesh.load(written).geometry.values())[0].faces) > 0
     for result in by_type.get("SaveImage", []):
         frames = result["ui"]["images"]
         assert len(frames) == FAST["frames"] and all(Path(f).is_file() for f in frames)

@@ -1,0 +1,47 @@
+"""TrellisPreview: the asset's mesh (quick vertex-colour GLB) and splat (.spz) side by side in the
+pack's viewer widget (web/js/trellis_preview.js)."""
+from __future__ import annotations
+
+from ..trellis_impl.export.glb_export import to_glb
+from ..trellis_impl.export.splat_files import save_spz
+from . import host
+from .export import _check_asset, _prefix_input
+
+
+class TrellisPreview:
+    CATEGORY = "TRELLIS/export"
+    FUNCTION = "preview"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ()
+    RETURN_NAMES = ()
+    DESCRIPTION = ("Shows the decoded mesh and Gaussians in the node's viewer (toggle or side by side); writes "
+                   "a quick vertex-colour GLB and an .spz under the output folder.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "asset": ("TRELLIS_V1_ASSET", {"tooltip": "From TrellisDecode (mesh and/or gaussian)."}),
+            "filename_prefix": _prefix_input("trellis/preview"),
+        }}
+
+    def preview(self, asset, filename_prefix="trellis/preview"):
+        asset = _check_asset(asset, "TrellisPreview")
+        host.check_filename_prefix(filename_prefix)
+        meshes = [m for m in asset.decoded.get("mesh", []) if getattr(m, "success", True)]
+        gaussians = asset.decoded.get("gaussian") or []
+        if not meshes and not gaussians:
+            raise ValueError("TrellisPreview: the asset has neither a mesh nor Gaussians; enable one in TrellisDecode")
+        items = []
+        for i in range(max(len(meshes), len(gaussians))):
+            host.check_interrupt()
+            item = {"mesh": None, "splat": None, "splat_format": "spz"}
+            if i < len(meshes):
+                g = gaussians[i] if i < len(gaussians) else None
+                info = host.save_new_output(filename_prefix, "glb", lambda p, m=meshes[i], g=g: to_glb(
+                    p, m, g, bake="vertex_colors", simplify=0.9, fill_holes=False))
+                item["mesh"] = {k: info[k] for k in ("filename", "subfolder", "type")}
+            if i < len(gaussians):
+                info = host.save_new_output(filename_prefix, "spz", lambda p, g=gaussians[i]: save_spz(g, p))
+                item["splat"] = {k: info[k] for k in ("filename", "subfolder", "type")}
+            items.append(item)
+        return {"ui": {"trellis_preview": items}, "result": ()}
