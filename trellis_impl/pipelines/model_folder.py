@@ -18,7 +18,10 @@ import torch
 from ..models import load_model
 from ..models.base import TrellisModel
 
-__all__ = ["ModelFolder", "ModelFolderError", "KNOWN_REPOSITORIES", "download_model_folder", "PIPELINE_NAMES"]
+__all__ = ["ModelFolder", "ModelFolderError", "KNOWN_REPOSITORIES", "download_model_folder", "PIPELINE_NAMES",
+           "ENCODER_KEY"]
+# The sparse-structure encoder (released beside the decoder, not listed in pipeline.json's models).
+ENCODER_KEY = "sparse_structure_encoder"
 
 PIPELINE_NAMES = ("TrellisImageTo3DPipeline", "TrellisTextTo3DPipeline")
 KNOWN_REPOSITORIES = (
@@ -40,11 +43,16 @@ class ModelFolder:
         path: the folder (containing pipeline.json).
         dtype: torso compute dtype passed to ``load_model`` (None: float32 on CPU, float16 on GPU).
         device: where models are loaded.
+        encoder_path: the sparse-structure encoder's checkpoint (without extension), for
+            ``model('sparse_structure_encoder')``; default: the structure decoder's checkpoint
+            with ``ss_dec`` -> ``ss_enc`` in its name (the released ``ss_enc_conv3d_16l8_fp16``,
+            which pipeline.json does not list).
     """
 
     def __init__(self, path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None,
-                 device: Union[str, torch.device] = "cpu"):
+                 device: Union[str, torch.device] = "cpu", encoder_path: Union[str, os.PathLike, None] = None):
         self.path = Path(path)
+        self.encoder_path = None if encoder_path is None else Path(encoder_path)
         self.dtype, self.device = dtype, torch.device(device)
         config_path = self.path / "pipeline.json"
         if not config_path.is_file():
@@ -70,6 +78,8 @@ class ModelFolder:
 
     def checkpoint_path(self, key: str) -> Path:
         """Where model ``key``'s files live (without extension)."""
+        if key == ENCODER_KEY and key not in self.args["models"]:
+            return self._encoder_checkpoint()
         if key not in self.args["models"]:
             raise ModelFolderError(f"{self.path / 'pipeline.json'}: no model {key!r}; "
                                    f"has {', '.join(self.args['models'])}")
@@ -78,6 +88,18 @@ class ModelFolder:
         if not (self.path / rel).parent.is_dir() and len(parts) > 3 and parts[2] == "ckpts":
             return self.path.parent / parts[1] / "/".join(parts[2:])
         return self.path / rel
+
+    def _encoder_checkpoint(self) -> Path:
+        if self.encoder_path is not None:
+            return self.encoder_path
+        if "sparse_structure_decoder" not in self.args["models"]:
+            raise ModelFolderError(f"{self.path / 'pipeline.json'}: no sparse_structure_decoder, so no place to "
+                                   f"look for the structure encoder; pass encoder_path")
+        decoder = self.checkpoint_path("sparse_structure_decoder")
+        if "ss_dec" not in decoder.name:
+            raise ModelFolderError(f"cannot derive the structure encoder's name from {decoder.name!r} (no 'ss_dec' "
+                                   f"in it); pass encoder_path")
+        return decoder.with_name(decoder.name.replace("ss_dec", "ss_enc", 1))
 
     def missing_files(self, keys: Optional[List[str]] = None) -> List[Path]:
         """The checkpoint files of ``keys`` (default: all models) that are not on disk."""

@@ -132,4 +132,20 @@ def write_random_model_folder(path: Union[str, Path], kind: str = "image", seed:
         pipeline["args"]["text_cond_model"] = "openai/clip-vit-large-patch14"
         write_tiny_clip_folder(path / "clip", hidden_size=RANDOM_COND_CHANNELS[kind], seed=seed)
     (path / "pipeline.json").write_text(json.dumps(pipeline, indent=4))
+    _write_random_encoder(path, seed)
     return path
+
+
+# The conformance fixtures' ss_enc config: 16^3 occupancy -> 4^3 x 8 latent, mirroring ss_dec.
+SS_ENC_CONFIG = {"name": "SparseStructureEncoder", "args": {
+    "in_channels": 1, "latent_channels": 8, "num_res_blocks": 1, "num_res_blocks_middle": 1,
+    "channels": [8, 16, 32], "use_fp16": True}}
+
+
+def _write_random_encoder(path: Path, seed: int) -> None:
+    """``ckpts/ss_enc_random``: the structure encoder (found by ModelFolder beside ss_dec, not
+    listed in pipeline.json, as released). Its own generator, so the other files are unchanged."""
+    model = build_model(SS_ENC_CONFIG["name"], **SS_ENC_CONFIG["args"])
+    randomise_weights(model, torch.Generator().manual_seed(seed + 1_000_003))
+    (path / "ckpts" / "ss_enc_random.json").write_text(json.dumps(SS_ENC_CONFIG, indent=4))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "ckpts" / "ss_enc_random.safetensors"))

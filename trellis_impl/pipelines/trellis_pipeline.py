@@ -36,6 +36,9 @@ class GenerationResult:
     slat: SparseTensor
     decoded: Dict[str, list] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # The dense structure latent [B, C, r, r, r] the structure was decoded from (None when the
+    # structure did not come from stage 1): lets edits skip the structure encoder.
+    structure_latent: Optional[torch.Tensor] = None
 
 
 @contextmanager
@@ -90,8 +93,10 @@ class TrellisPipeline:
     @torch.no_grad()
     def sample_sparse_structure(self, cond: dict, generator: torch.Generator, num_samples: int = 1,
                                 sampler_params: Optional[dict] = None, progress: Optional[ProgressCallback] = None,
-                                views: Optional[dict] = None, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Stage 1. ``cond`` = {'cond': [1 or N, L, C], 'neg_cond': ...}. Returns coords int32 [M, 4].
+                                views: Optional[dict] = None, noise: Optional[torch.Tensor] = None,
+                                return_latent: bool = False):
+        """Stage 1. ``cond`` = {'cond': [1 or N, L, C], 'neg_cond': ...}. Returns coords int32 [M, 4]
+        (with ``return_latent``: (coords, the dense latent [num_samples, C, R, R, R])).
         ``noise`` [num_samples, C, R, R, R] replaces the seeded draw when given."""
         flow = self.folder.model("sparse_structure_flow_model")
         res = flow.resolution
@@ -100,7 +105,8 @@ class TrellisPipeline:
         noise = noise.to(self.device)
         latent = self._run_sampler("sparse_structure_sampler", flow, noise, cond, sampler_params, progress, views)
         logits = self.folder.model("sparse_structure_decoder")(latent)
-        return torch.argwhere(logits > 0)[:, [0, 2, 3, 4]].int()
+        coords = torch.argwhere(logits > 0)[:, [0, 2, 3, 4]].int()
+        return (coords, latent) if return_latent else coords
 
     @torch.no_grad()
     def sample_slat(self, cond: dict, coords: torch.Tensor, generator: torch.Generator,
@@ -136,14 +142,15 @@ class TrellisPipeline:
         generator = torch.Generator().manual_seed(seed)
         timings: Dict[str, float] = {}
         with stage_timer(timings, "structure", self.device):
-            coords = self.sample_sparse_structure(cond, generator, num_samples, structure_params, progress, views)
+            coords, latent = self.sample_sparse_structure(cond, generator, num_samples, structure_params, progress,
+                                                          views, return_latent=True)
         with stage_timer(timings, "latent", self.device):
             slat = self.sample_slat(cond, coords, generator, slat_params, progress, views, num_samples)
         decoded = {}
         for f in formats:
             with stage_timer(timings, f"decode_{f}", self.device):
                 decoded.update(self.decode(slat, [f]))
-        return GenerationResult(coords=coords, slat=slat, decoded=decoded, timings=timings)
+        return GenerationResult(coords=coords, slat=slat, decoded=decoded, timings=timings, structure_latent=latent)
 
 
 def views_options(mode: Optional[str], weights: Optional[List[float]] = None) -> Optional[dict]:

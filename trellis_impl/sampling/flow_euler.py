@@ -16,11 +16,14 @@ import torch
 from ..sparse import SparseTensor, sparse_cat
 
 __all__ = ["FlowEulerSampler", "FlowEulerCfgSampler", "FlowEulerGuidanceIntervalSampler", "SamplerOutput",
-           "time_schedule"]
+           "InversionOutput", "time_schedule", "noised"]
 
 Sample = Union[torch.Tensor, SparseTensor]
 # Called after every step with (step index, number of steps, x after the step); may raise to stop.
 StepCallback = Callable[[int, int, Sample], None]
+# Called after every step with (step index, t, t_prev, x after the step); returns the x to go on
+# with (e.g. RePaint: known values outside a mask) or None to keep x.
+StepHook = Callable[[int, float, float, Sample], Optional[Sample]]
 
 
 @dataclass
@@ -41,6 +44,24 @@ def time_schedule(steps: int, rescale_t: float = 1.0) -> List[Tuple[float, float
     s = np.linspace(1, 0, steps + 1)
     t = rescale_t * s / (1 + (rescale_t - 1) * s)
     return [(float(t[i]), float(t[i + 1])) for i in range(steps)]
+
+
+def noised(x0: Sample, eps: Sample, t: float, sigma_min: float) -> Sample:
+    """The flow's forward process: ``x_t = (1 - t) x_0 + (sigma_min + (1 - sigma_min) t) eps``."""
+    return x0 * (1 - t) + eps * (sigma_min + (1 - sigma_min) * t)
+
+
+@dataclass
+class InversionOutput:
+    """Euler inversion from t = 0 up: ``times`` ascending (0 first, the schedule's times) and the
+    state x at each (``states[0]`` is the given x_0)."""
+    times: List[float] = field(default_factory=list)
+    states: List[Sample] = field(default_factory=list)
+
+    def at(self, t: float) -> Sample:
+        """The state at schedule time t (exact float match, else the nearest time)."""
+        i = min(range(len(self.times)), key=lambda k: abs(self.times[k] - t))
+        return self.states[i]
 
 
 def _batch_size(x: Sample) -> int:
@@ -103,27 +124,62 @@ class FlowEulerSampler:
 
     @torch.no_grad()
     def sample(self, model, noise: Sample, cond: Any = None, steps: int = 50, rescale_t: float = 1.0,
-               verbose: bool = False, callback: Optional[StepCallback] = None, **kwargs) -> SamplerOutput:
+               verbose: bool = False, callback: Optional[StepCallback] = None, t_start: float = 1.0,
+               step_hook: Optional[StepHook] = None, **kwargs) -> SamplerOutput:
         """Integrate from ``noise`` (t = 1) to t = 0.
 
         Args:
             model: ``model(x, t [B] in 0..1000, cond) -> v`` (dense tensor or SparseTensor).
-            noise: x at t = 1: dense [B, ...] or SparseTensor.
+            noise: x at t = 1: dense [B, ...] or SparseTensor (x at ``t_start`` when given).
             cond: condition [B or 1, L, C] (batch 1 is repeated to B).
             steps, rescale_t: the schedule (``time_schedule``).
             verbose: print a progress bar (tqdm when installed).
             callback: called after every step (progress bars, interrupts).
+            t_start: start at this time (SDEdit): only the schedule below t_start is integrated,
+                the first step going from t_start to the next schedule time (1.0: the full run;
+                0: no step, ``noise`` is returned). Step indices stay those of the full schedule.
+            step_hook: ``hook(i, t, t_prev, x) -> x or None`` after every step; may replace x.
         """
         pairs = time_schedule(steps, rescale_t)
+        if not 0.0 <= t_start <= 1.0:
+            raise ValueError(f"t_start must be in [0, 1], got {t_start}")
+        indexed = list(enumerate(pairs))
+        if t_start < 1.0:
+            indexed = [(i, (min(t, t_start), t_prev)) for i, (t, t_prev) in indexed if t_prev < t_start]
         out = SamplerOutput()
         x = noise
-        for i, (t, t_prev) in enumerate(_progress(pairs, verbose)):
+        for k, (i, (t, t_prev)) in enumerate(_progress(indexed, verbose)):
             x, x0 = self.sample_once(model, x, t, t_prev, cond, step=i, **kwargs)
+            if step_hook is not None:
+                replaced = step_hook(i, t, t_prev, x)
+                x = x if replaced is None else replaced
             out.pred_x_t.append(x)
             out.pred_x_0.append(x0)
             if callback is not None:
-                callback(i, steps, x)
+                callback(k, len(indexed), x)
         out.samples = x
+        return out
+
+    @torch.no_grad()
+    def invert(self, model, x0: Sample, cond: Any = None, steps: int = 50, rescale_t: float = 1.0,
+               t_end: float = 1.0, callback: Optional[StepCallback] = None, **kwargs) -> InversionOutput:
+        """Euler inversion: integrate ``dx/dt = v(x, t)`` from ``x0`` (t = 0) up through the
+        schedule's times to ``t_end`` (the schedule reversed; the velocity is taken at the lower
+        end of each step, with the same guidance options as ``sample``). One model evaluation
+        (pair with CFG) per step, as many as a sampling run."""
+        times = [t for _, t in reversed(time_schedule(steps, rescale_t))] + [1.0]  # 0 ... 1 ascending
+        times = [t for t in times if t <= t_end]
+        out = InversionOutput(times=[times[0]], states=[x0])
+        n = len(times) - 1
+        x = x0
+        for k in range(n):
+            t, t_next = times[k], times[k + 1]
+            v = self._velocity(model, x, t, steps - 1 - k, cond, **kwargs)
+            x = x + (t_next - t) * v
+            out.times.append(t_next)
+            out.states.append(x)
+            if callback is not None:
+                callback(k, n, x)
         return out
 
 
