@@ -81,3 +81,42 @@ def bench_asset(res: int = 256, device="cuda"):
                  "rotation": torch.tensor([1.0, 0, 0, 0], device=device).expand(v.shape[0], 4).contiguous(),
                  "opacity": torch.ones(v.shape[0], 1, device=device), "colors": _bench_color(v)}
     return mesh, gaussians, voxels64
+
+
+def random_image_folder(device, generator, encoders: bool = False):
+    """The released TRELLIS-image-large architectures (its pipeline.json and ckpt configs, float16
+    torso) and DINOv2 ViT-L/14 reg4 with random weights, built on ``device`` (no checkpoint files).
+    ``encoders`` also builds the sparse-structure encoder (``ss_enc``, for edits).
+
+    Returns (ModelFolder with the models in place, DINOv2 encoder, parameter counts per model)."""
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from trellis_impl.conditioning import DINOV2_VITL14_REG4, DinoV2
+    from trellis_impl.models import build_model
+    from trellis_impl.pipelines import ModelFolder
+    from trellis_impl.pipelines.random_folder import randomise_weights
+
+    released = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "conformance" / "released" / \
+        "TRELLIS-image-large"
+    folder_path = Path(tempfile.mkdtemp()) / "TRELLIS-image-large"
+    folder_path.mkdir()
+    shutil.copy(released / "pipeline.json", folder_path / "pipeline.json")
+    folder = ModelFolder(folder_path, device=device)
+    configs = dict(folder.args["models"])
+    if encoders:
+        configs["sparse_structure_encoder"] = "ckpts/ss_enc_conv3d_16l8_fp16"
+    counts = {}
+    for key, rel in configs.items():
+        config = json.loads((released / f"{rel}.json").read_text())
+        with torch.device(device):
+            model = build_model(config["name"], **config["args"])
+        randomise_weights(model, generator)
+        folder._models[key] = model.eval().requires_grad_(False)
+        counts[key] = sum(p.numel() for p in model.parameters())
+    with torch.device(device):
+        encoder = DinoV2(DINOV2_VITL14_REG4)
+    randomise_weights(encoder, generator)
+    return folder, encoder.eval().requires_grad_(False), counts

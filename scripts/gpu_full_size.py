@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,14 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from device_bench import sphere_shell  # noqa: E402
+from device_bench import random_image_folder, sphere_shell  # noqa: E402
 from trellis_impl.backends.registry import set_backend  # noqa: E402
-from trellis_impl.conditioning import DINOV2_VITL14_REG4, DinoV2  # noqa: E402
-from trellis_impl.models import build_model  # noqa: E402
 from trellis_impl.pipelines import ImageTo3DPipeline, ModelFolder  # noqa: E402
-from trellis_impl.pipelines.random_folder import randomise_weights  # noqa: E402
-
-RELEASED = ROOT / "tests" / "fixtures" / "conformance" / "released" / "TRELLIS-image-large"
 
 
 class Stage:
@@ -96,23 +89,9 @@ def main() -> int:
     set_backend("sparse_conv", args.conv)
     device = torch.device("cuda")
     generator = torch.Generator(device=device).manual_seed(0)
-    folder_path = Path(tempfile.mkdtemp()) / "TRELLIS-image-large"
-    folder_path.mkdir()
-    shutil.copy(RELEASED / "pipeline.json", folder_path / "pipeline.json")
-    folder = ModelFolder(folder_path, device=device)
     report, counts = {}, {}
     with Stage(report, "build_random_models"):
-        for key, rel in folder.args["models"].items():
-            config = json.loads((RELEASED / f"{rel}.json").read_text())
-            with torch.device(device):
-                model = build_model(config["name"], **config["args"])
-            randomise_weights(model, generator)
-            folder._models[key] = model.eval().requires_grad_(False)
-            counts[key] = sum(p.numel() for p in model.parameters())
-        with torch.device(device):
-            encoder = DinoV2(DINOV2_VITL14_REG4)
-        randomise_weights(encoder, generator)
-        encoder.eval().requires_grad_(False)
+        folder, encoder, counts = random_image_folder(device, generator)
     pipeline = ImageTo3DPipeline(folder, encoder, batch_cfg=not args.no_batch_cfg)
     image = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(1))
     coords = sphere_shell(inner=28.7, outer=30.5, device=device)  # 19,688 voxels

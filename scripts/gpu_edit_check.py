@@ -1,0 +1,108 @@
+"""Edit timings against a full generation, full-size random weights on a CUDA device (docs/gpu.md,
+docs/editing.md).
+
+The released image-large architectures (+ ss_enc) with random weights; the original asset is a
+sphere shell of 19,688 voxels at 64^3 with latents sampled by the SLat flow (random weights decode
+arbitrary structures, so stage 1 of the original is timed but its structure not used). The region
+is the top 40 % of the unit cube in the GLB's axes (y >= 0.1). Each case runs twice (cold, warm);
+the warm times are compared: an edit must cost at most a generation at the same step count (25
+steps per stage, CFG 5 on [0.5, 1], rescale_t 3). The coordinates go to $OUT/edit_coords.npz for
+the figures of docs/editing.md (scripts/editing_figures.py).
+
+    python scripts/gpu_edit_check.py [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from device_bench import random_image_folder, sphere_shell  # noqa: E402
+from trellis_impl.editing import box_region, detail_variation, region_edit  # noqa: E402
+from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
+
+
+def timed(fn):
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn()
+    torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    folder, encoder, _ = random_image_folder(device, torch.Generator(device=device).manual_seed(0), encoders=True)
+    pipeline = ImageTo3DPipeline(folder, encoder, batch_cfg=True)
+    cond = pipeline.get_cond(torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(1)))
+    new_cond = pipeline.get_cond(torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(2)))
+    coords = sphere_shell(inner=28.7, outer=30.5, device=device)
+    region = box_region([[-0.5, 0.1, -0.5], [0.5, 0.5, 0.5]], resolution=64)
+
+    times, results = {}, {}
+    for run in ("cold", "warm"):
+        g = torch.Generator().manual_seed(42)
+
+        def generation():
+            pipeline.sample_sparse_structure(cond, g)
+            return pipeline.sample_slat(cond, coords, g)
+        slat, times[f"{run}/generation"] = timed(generation)
+        cases = {
+            "region_edit_repaint": lambda: region_edit(pipeline, new_cond, coords, slat, region, mode="replace",
+                                                       method="repaint", seed=7),
+            "region_edit_inversion": lambda: region_edit(pipeline, new_cond, coords, slat, region, mode="replace",
+                                                         method="inversion", seed=7, source_cond=cond),
+            "region_delete": lambda: region_edit(pipeline, new_cond, coords, slat, region, mode="delete", seed=7),
+            "detail_variation_region": lambda: detail_variation(pipeline, new_cond, coords, slat, region=region,
+                                                                seed=7),
+            "detail_variation_strength_0.5": lambda: detail_variation(pipeline, new_cond, coords, slat,
+                                                                      strength=0.5, seed=7),
+        }
+        for name, case in cases.items():
+            results[name], times[f"{run}/{name}"] = timed(case)
+
+    generation = times["warm/generation"]
+    report = {"device": torch.cuda.get_device_name(), "voxels": int(coords.shape[0]),
+              "region_voxels": int(region.sum()), "seconds": {k: round(v, 3) for k, v in times.items()}}
+    ok = True
+    for name, res in results.items():
+        xyz = res.coords[:, 1:].long().cpu()
+        inside = region[xyz[:, 0], xyz[:, 1], xyz[:, 2]]
+        orig = coords[:, 1:].long().cpu()
+        orig_inside = region[orig[:, 0], orig[:, 1], orig[:, 2]]
+        # outside the region the structure is the original's, exactly
+        same_outside = torch.equal(torch.unique(xyz[~inside], dim=0), torch.unique(orig[~orig_inside], dim=0))
+        ratio = times[f"warm/{name}"] / generation
+        limit = 2.0 if "inversion" in name else 1.0  # inversion: one extra pass per stage (documented)
+        ok &= same_outside and ratio <= limit
+        report[name] = {"voxels": int(xyz.shape[0]), "inside": int(inside.sum()),
+                        "regenerated": int(res.regenerated.sum()), "removed": int(res.removed.shape[0]),
+                        "outside_identical": same_outside, "seconds_warm": round(times[f"warm/{name}"], 3),
+                        "ratio_to_generation": round(ratio, 3)}
+        print(f"{name}: {times[f'warm/{name}']:.2f} s (generation {generation:.2f} s, ratio {ratio:.2f}); "
+              f"{xyz.shape[0]} voxels, {int(inside.sum())} inside, {int(res.regenerated.sum())} regenerated, "
+              f"{res.removed.shape[0]} removed; outside identical: {same_outside}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "edit_coords.npz", original=coords[:, 1:].cpu().numpy(), region=region.numpy(),
+                        **{f"{k}_coords": v.coords[:, 1:].cpu().numpy() for k, v in results.items()},
+                        **{f"{k}_regenerated": v.regenerated.cpu().numpy() for k, v in results.items()})
+    (out / "gpu_edit_check.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report["seconds"], indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
