@@ -106,6 +106,7 @@ class Host:
             host.load_calls.append({"models": list(models), "force_full_load": force_full_load})
             for m in models:
                 m.model.to(m.load_device)
+                m.model.device = m.load_device  # as ComfyUI's ModelPatcher.load does
 
         def throw_exception_if_processing_interrupted():
             host.checks += 1
