@@ -2,8 +2,8 @@
 
 Node ids are prefixed ``Trellis`` (never ``Trellis2*``, never a core id); widget order is part
 of the contract (saved workflows bind widget values by position): append, never reorder.
-Edit nodes will be added by another issue.
 """
+from .edit import TrellisDetailVariation, TrellisEditRegion, TrellisRegionEdit
 from .export import TrellisExportGLB, TrellisExportSplat, TrellisTurntable
 from .preview import TrellisPreview
 from .stages import (TrellisDecode, TrellisImageCondition, TrellisLatentSampler, TrellisMeshToStructure,
@@ -21,6 +21,9 @@ NODE_CLASS_MAPPINGS = {
     "TrellisExportSplat": TrellisExportSplat,
     "TrellisTurntable": TrellisTurntable,
     "TrellisPreview": TrellisPreview,
+    "TrellisEditRegion": TrellisEditRegion,
+    "TrellisRegionEdit": TrellisRegionEdit,
+    "TrellisDetailVariation": TrellisDetailVariation,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "TrellisModelLoader": "TRELLIS Model Loader",
@@ -34,6 +37,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "TrellisExportSplat": "TRELLIS Export Splat",
     "TrellisTurntable": "TRELLIS Turntable",
     "TrellisPreview": "TRELLIS Preview (mesh + splat)",
+    "TrellisEditRegion": "TRELLIS Edit Region",
+    "TrellisRegionEdit": "TRELLIS Region Edit (delete / add / replace)",
+    "TrellisDetailVariation": "TRELLIS Detail Variation",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -17,6 +17,7 @@ STAGE_KEYS = {
     "gaussian": ("slat_decoder_gs",),
     "radiance_field": ("slat_decoder_rf",),
     "mesh": ("slat_decoder_mesh",),
+    "structure_encoder": ("sparse_structure_encoder",),
 }
 
 

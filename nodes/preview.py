@@ -22,9 +22,11 @@ class TrellisPreview:
         return {"required": {
             "asset": ("TRELLIS_V1_ASSET", {"tooltip": "From TrellisDecode (mesh and/or gaussian)."}),
             "filename_prefix": _prefix_input("trellis/preview"),
+        }, "optional": {
+            "region": ("TRELLIS_V1_REGION", {"tooltip": "An edit region, shown as translucent boxes."}),
         }}
 
-    def preview(self, asset, filename_prefix="trellis/preview"):
+    def preview(self, asset, filename_prefix="trellis/preview", region=None):
         asset = _check_asset(asset, "TrellisPreview")
         host.check_filename_prefix(filename_prefix)
         meshes = [m for m in asset.decoded.get("mesh", []) if getattr(m, "success", True)]
@@ -34,7 +36,8 @@ class TrellisPreview:
         items = []
         for i in range(max(len(meshes), len(gaussians))):
             host.check_interrupt()
-            item = {"mesh": None, "splat": None, "splat_format": "spz"}
+            item = {"mesh": None, "splat": None, "splat_format": "spz",
+                    "edit_boxes": [] if region is None else list(region.boxes)}
             if i < len(meshes):
                 g = gaussians[i] if i < len(gaussians) else None
                 info = host.save_new_output(filename_prefix, "glb", lambda p, m=meshes[i], g=g: to_glb(

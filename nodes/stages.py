@@ -37,11 +37,13 @@ class TrellisStructure:
     """TRELLIS_V1_STRUCTURE: occupied voxels, coords int32 [M, 4] (batch, x, y, z), TRELLIS frame (Z up).
     ``noise_shape``: the structure noise drawn from the seed before the latent noise (None for a
     structure that was not sampled, e.g. from a mesh), so that the latent sampler with the same
-    seed reproduces the official single-call result."""
+    seed reproduces the official single-call result. ``latent``: the sampled dense structure
+    latent, so that edits need no structure encoder."""
     coords: torch.Tensor
     batch_size: int
     resolution: int
     noise_shape: Optional[Tuple[int, ...]] = None
+    latent: Optional[torch.Tensor] = None  # the dense structure latent [B, C, r, r, r] (edits reuse it)
 
 
 @dataclass
@@ -268,11 +270,13 @@ class TrellisStructureSampler:
         generator = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(shape, generator=generator)
         views = views_options(multi_image_mode) if cond.views > 1 else None
-        coords = pipeline.sample_sparse_structure(cond.on(pipeline.device), generator, int(num_samples), params,
-                                                  host.step_callback(steps), views, noise=noise)
+        coords, latent = pipeline.sample_sparse_structure(cond.on(pipeline.device), generator, int(num_samples),
+                                                          params, host.step_callback(steps), views, noise=noise,
+                                                          return_latent=True)
         coords = coords.cpu()
         resolution = _latent_resolution(model)
-        structure = TrellisStructure(coords, int(num_samples), resolution, noise_shape=shape)
+        structure = TrellisStructure(coords, int(num_samples), resolution, noise_shape=shape,
+                                     latent=latent.float().cpu())
         return (structure, host.make_voxel(coords, resolution, int(num_samples)))
 
 

@@ -1,0 +1,186 @@
+"""Edit nodes: an edit region, region edits (delete / add / replace) and detail variation
+(trellis_impl.editing). docs/editing.md describes the algorithms."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List
+
+import torch
+
+from ..trellis_impl.editing import (EDIT_METHODS, EDIT_MODES, box_region, detail_variation, mesh_region,
+                                    region_edit)
+from . import host
+from .model import TrellisModel
+from .stages import (TrellisCond, TrellisSlat, TrellisStructure, _check_cond, _latent_resolution, _model_input,
+                     _params, _sampler_inputs)
+
+
+@dataclass
+class TrellisRegion:
+    """TRELLIS_V1_REGION: bool [R, R, R] voxels (TRELLIS x, y, z) and the boxes it was made of
+    (glTF axes, for the preview widget)."""
+    voxels: torch.Tensor
+    boxes: List[dict]
+
+
+def parse_boxes(text: str) -> List[List[float]]:
+    """One box per line, six numbers ``xmin ymin zmin xmax ymax zmax`` (commas allowed), in the
+    exported GLB's axes (Y up, front +Z) of the unit cube [-0.5, 0.5]^3; '#' starts a comment."""
+    boxes = []
+    for number, line in enumerate(str(text).splitlines(), start=1):
+        line = line.split("#", 1)[0].replace(",", " ").strip()
+        if not line:
+            continue
+        try:
+            values = [float(v) for v in line.split()]
+        except ValueError:
+            raise ValueError(f"boxes line {number}: {line!r} is not six numbers") from None
+        if len(values) != 6:
+            raise ValueError(f"boxes line {number}: expected six numbers xmin ymin zmin xmax ymax zmax, "
+                             f"got {len(values)}")
+        boxes.append(values)
+    return boxes
+
+
+def _single(structure: TrellisStructure, slat) -> None:
+    if structure.batch_size != 1 or (slat is not None and slat.batch_size != 1):
+        raise ValueError("edits work on one asset: generate with num_samples = 1")
+
+
+class TrellisEditRegion:
+    CATEGORY = "TRELLIS/edit"
+    FUNCTION = "make"
+    RETURN_TYPES = ("TRELLIS_V1_REGION",)
+    RETURN_NAMES = ("region",)
+    OUTPUT_TOOLTIPS = ("Voxels of the 64^3 grid to edit.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+            "boxes": ("STRING", {"multiline": True, "default": "-0.5 0.1 -0.5 0.5 0.5 0.5",
+                                 "tooltip": "One box per line: xmin ymin zmin xmax ymax zmax in the exported GLB's "
+                                            "axes (Y up, front +Z) of the asset's unit cube [-0.5, 0.5]^3."}),
+            "border": ("INT", {"default": 0, "min": 0, "max": 16,
+                               "tooltip": "Soft border: grow the region by this many voxels."}),
+        }, "optional": {
+            "mesh": ("MESH", {"tooltip": "Instead of boxes: the inside of this closed mesh (glTF frame, unit cube "
+                                         "coordinates) is the region (first batch item)."}),
+        }}
+
+    def make(self, model: TrellisModel, boxes="", border=0, mesh=None):
+        resolution = _latent_resolution(model)
+        if mesh is not None:
+            items = host.mesh_items(mesh)
+            if not items:
+                raise ValueError("mesh: the MESH batch is empty")
+            vertices, faces = items[0]
+            voxels = mesh_region(vertices, faces, resolution=resolution, frame="gltf", dilate=int(border))
+            lo, hi = vertices.min(0).values.tolist(), vertices.max(0).values.tolist()
+            return (TrellisRegion(voxels, [{"min": lo, "max": hi}]),)
+        parsed = parse_boxes(boxes)
+        if not parsed:
+            raise ValueError("boxes: give at least one box (xmin ymin zmin xmax ymax zmax), or link a mesh")
+        voxels = box_region(parsed, resolution=resolution, frame="gltf", dilate=int(border))
+        return (TrellisRegion(voxels, [{"min": b[:3], "max": b[3:]} for b in parsed]),)
+
+
+def _edit_sampler_inputs():
+    inputs = _sampler_inputs(25, 5.0)
+    inputs.pop("multi_image_mode")
+    return inputs
+
+
+class TrellisRegionEdit:
+    CATEGORY = "TRELLIS/edit"
+    FUNCTION = "edit"
+    RETURN_TYPES = ("TRELLIS_V1_STRUCTURE", "TRELLIS_V1_SLAT")
+    RETURN_NAMES = ("structure", "slat")
+    OUTPUT_TOOLTIPS = ("The edited structure: the original's voxels outside the region, new ones inside.",
+                       "The edited latents: the original's outside the region (exactly), new ones inside.")
+    DESCRIPTION = ("Regenerates the part of an asset inside a region from a new condition (replace), grows new "
+                   "structure in it (add) or empties it (delete); everything outside stays the original's.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+            "cond": ("TRELLIS_V1_COND", {"tooltip": "What the region should become."}),
+            "structure": ("TRELLIS_V1_STRUCTURE", {"tooltip": "The original asset's structure."}),
+            "region": ("TRELLIS_V1_REGION", {"tooltip": "From TrellisEditRegion."}),
+            "mode": (list(EDIT_MODES), {"default": "replace",
+                                        "tooltip": "replace: new structure and latents inside; delete: the region "
+                                                   "becomes empty; add: new structure grows inside, the original's "
+                                                   "voxels all stay."}),
+            "method": (list(EDIT_METHODS), {"default": "repaint",
+                                            "tooltip": "repaint: the outside is the original noised to each step's "
+                                                       "time; inversion: the original's Euler-inverted trajectory "
+                                                       "(preserves the outside better, one extra pass per stage)."}),
+            **_edit_sampler_inputs(),
+        }, "optional": {
+            "slat": ("TRELLIS_V1_SLAT", {"tooltip": "The original's latents (kept outside the region). Without them "
+                                                    "(a structure from a mesh) the whole asset gets new latents."}),
+            "source_cond": ("TRELLIS_V1_COND", {"tooltip": "The original's condition (for method inversion; "
+                                                           "default: cond)."}),
+        }}
+
+    def edit(self, model: TrellisModel, cond: TrellisCond, structure: TrellisStructure, region: TrellisRegion,
+             mode="replace", method="repaint", seed=0, steps=25, cfg=5.0, cfg_interval_start=0.5,
+             cfg_interval_end=1.0, rescale_t=3.0, slat=None, source_cond=None):
+        _check_cond(model, cond, "TrellisRegionEdit")
+        if source_cond is not None:
+            _check_cond(model, source_cond, "TrellisRegionEdit")
+        _single(structure, slat)
+        params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
+        host.check_interrupt()
+        pipeline = model.prepare(["structure", "latent", "structure_encoder"] if structure.latent is None
+                                 else ["structure", "latent"])
+        device = pipeline.device
+        result = region_edit(
+            pipeline, cond.on(device), structure.coords.to(device), None if slat is None else slat.slat,
+            region.voxels, mode=mode, method=method, seed=int(seed), structure_params=params, slat_params=params,
+            structure_latent=structure.latent, source_cond=None if source_cond is None else source_cond.on(device),
+            progress=host.step_callback(2 * int(steps)))
+        coords = result.coords.cpu()
+        edited = TrellisStructure(coords, 1, structure.resolution, None,
+                                  latent=None if result.structure_latent is None else result.structure_latent.cpu())
+        return (edited, TrellisSlat(result.slat, 1))
+
+
+class TrellisDetailVariation:
+    CATEGORY = "TRELLIS/edit"
+    FUNCTION = "vary"
+    RETURN_TYPES = ("TRELLIS_V1_SLAT",)
+    RETURN_NAMES = ("slat",)
+    OUTPUT_TOOLTIPS = ("New latents on the same structure.",)
+    DESCRIPTION = ("Keeps an asset's structure and regenerates its latents (its look) from a new condition, for "
+                   "the whole asset or inside a region; strength < 1 starts from the original's latents.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+            "cond": ("TRELLIS_V1_COND", {"tooltip": "The new look."}),
+            "structure": ("TRELLIS_V1_STRUCTURE", {"tooltip": "The asset's structure (kept exactly)."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                   "tooltip": "1: latents from noise; below 1: the original's latents noised to "
+                                              "this flow time (needs slat); 0 returns the original."}),
+            **_edit_sampler_inputs(),
+        }, "optional": {
+            "slat": ("TRELLIS_V1_SLAT", {"tooltip": "The original's latents (for strength < 1 or a region)."}),
+            "region": ("TRELLIS_V1_REGION", {"tooltip": "Only voxels inside get new latents (needs slat)."}),
+        }}
+
+    def vary(self, model: TrellisModel, cond: TrellisCond, structure: TrellisStructure, strength=1.0, seed=0,
+             steps=25, cfg=5.0, cfg_interval_start=0.5, cfg_interval_end=1.0, rescale_t=3.0, slat=None, region=None):
+        _check_cond(model, cond, "TrellisDetailVariation")
+        _single(structure, slat)
+        params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
+        host.check_interrupt()
+        pipeline = model.prepare(["latent"])
+        device = pipeline.device
+        result = detail_variation(pipeline, cond.on(device), structure.coords.to(device),
+                                  None if slat is None else slat.slat, strength=float(strength),
+                                  region=None if region is None else region.voxels, seed=int(seed), params=params,
+                                  progress=host.step_callback(int(steps)))
+        return (TrellisSlat(result.slat, 1),)
