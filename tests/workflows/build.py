@@ -134,9 +134,63 @@ def sdxl_to_3d():
                  ((12, "model_file"), (13, "model_file"))]}
 
 
+def _generation(image: str, start: int = 1):
+    """Nodes start..start+5 of an image-to-3D generation (loader, image, condition, structure, latent)."""
+    a = start
+    nodes = {a: ("TrellisModelLoader", {"model": IMAGE_MODEL}), a + 1: ("LoadImage", {"image": image}),
+             a + 2: ("TrellisImageCondition", {}), a + 3: ("TrellisStructureSampler", SAMPLER),
+             a + 4: ("TrellisLatentSampler", SAMPLER)}
+    links = [((a, "model"), (a + 2, "model")), ((a + 1, "IMAGE"), (a + 2, "image")), ((a + 1, "MASK"), (a + 2, "mask")),
+             ((a, "model"), (a + 3, "model")), ((a + 2, "cond"), (a + 3, "cond")),
+             ((a, "model"), (a + 4, "model")), ((a + 2, "cond"), (a + 4, "cond")),
+             ((a + 3, "structure"), (a + 4, "structure"))]
+    return nodes, links
+
+
+def edit_replace_part():
+    """Generate an asset, then regenerate its top part from another image (region edit, replace)."""
+    nodes, links = _generation("example.png")
+    nodes.update({
+        6: ("LoadImage", {"image": "example_side.png"}),
+        7: ("TrellisImageCondition", {}),
+        8: ("TrellisEditRegion", {"boxes": "-0.5 0.1 -0.5 0.5 0.5 0.5", "border": 1}),
+        9: ("TrellisRegionEdit", {**SAMPLER, "seed": 2, "mode": "replace", "method": "repaint"}),
+        10: ("TrellisDecode", {}),
+        11: ("TrellisExportGLB", {"filename_prefix": "trellis/edit_replace"}),
+        12: ("TrellisPreview", {"filename_prefix": "trellis/edit_replace_preview"}),
+    })
+    links += [((1, "model"), (7, "model")), ((6, "IMAGE"), (7, "image")), ((6, "MASK"), (7, "mask")),
+              ((1, "model"), (8, "model")), ((1, "model"), (9, "model")), ((7, "cond"), (9, "cond")),
+              ((4, "structure"), (9, "structure")), ((8, "region"), (9, "region")), ((5, "slat"), (9, "slat")),
+              ((3, "cond"), (9, "source_cond")), ((1, "model"), (10, "model")), ((9, "slat"), (10, "slat")),
+              ((10, "asset"), (11, "asset")), ((10, "asset"), (12, "asset")), ((8, "region"), (12, "region"))]
+    return {"nodes": nodes, "links": links}
+
+
+def edit_delete_and_fill():
+    """Generate an asset, empty a region of it (delete), then grow new structure there (add)."""
+    nodes, links = _generation("example.png")
+    nodes.update({
+        6: ("TrellisEditRegion", {"boxes": "-0.5 -0.5 0.0 0.5 0.5 0.5", "border": 0}),
+        7: ("TrellisRegionEdit", {**SAMPLER, "seed": 3, "mode": "delete", "method": "repaint"}),
+        8: ("TrellisRegionEdit", {**SAMPLER, "seed": 4, "mode": "add", "method": "repaint"}),
+        9: ("TrellisDecode", {}),
+        10: ("TrellisExportGLB", {"filename_prefix": "trellis/edit_fill"}),
+        11: ("TrellisPreview", {"filename_prefix": "trellis/edit_fill_preview"}),
+    })
+    links += [((1, "model"), (6, "model")), ((1, "model"), (7, "model")), ((3, "cond"), (7, "cond")),
+              ((4, "structure"), (7, "structure")), ((6, "region"), (7, "region")), ((5, "slat"), (7, "slat")),
+              ((1, "model"), (8, "model")), ((3, "cond"), (8, "cond")), ((7, "structure"), (8, "structure")),
+              ((6, "region"), (8, "region")), ((7, "slat"), (8, "slat")),
+              ((1, "model"), (9, "model")), ((8, "slat"), (9, "slat")), ((9, "asset"), (10, "asset")),
+              ((9, "asset"), (11, "asset")), ((6, "region"), (11, "region"))]
+    return {"nodes": nodes, "links": links}
+
+
 WORKFLOWS = {"trellis_image_to_3d": image_to_3d, "trellis_text_to_3d": text_to_3d,
              "trellis_multi_image": multi_image, "trellis_variant_from_mesh": variant_from_mesh,
-             "trellis_sdxl_to_3d": sdxl_to_3d}
+             "trellis_sdxl_to_3d": sdxl_to_3d, "trellis_edit_replace_part": edit_replace_part,
+             "trellis_edit_delete_and_fill": edit_delete_and_fill}
 
 
 def _outputs(cls):

@@ -62,7 +62,7 @@ def _classes():
 def test_there_are_the_five_example_workflows():
     names = {p.stem for p in WORKFLOWS}
     assert names == {"trellis_image_to_3d", "trellis_text_to_3d", "trellis_multi_image", "trellis_variant_from_mesh",
-                     "trellis_sdxl_to_3d"}
+                     "trellis_sdxl_to_3d", "trellis_edit_replace_part", "trellis_edit_delete_and_fill"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

@@ -1,0 +1,69 @@
+"""Edit nodes on the fake host: region from boxes (GLB axes) or a mesh, region edits keep the
+outside exactly, detail variation keeps the structure, bad regions are clear errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from node_fixtures import host2026_fixture, model_root_fixture, nodes_fixture, pack_fixture  # noqa: F401
+from test_nodes import STEPS, _image_asset
+
+
+def _keys(coords):
+    return {tuple(c) for c in coords[:, 1:].tolist()}
+
+
+def test_region_edit_replace_keeps_outside(nodes, host2026):
+    model, structure, _, _ = _image_asset(nodes, host2026)
+    (slat,) = nodes["TrellisLatentSampler"].sample(model, _cond(nodes, model)[0], structure, seed=1,
+                                                   multi_image_mode="stochastic", **STEPS)
+    assert structure.latent is not None  # the sampled dense latent rides along: no encoder needed
+    (region,) = nodes["TrellisEditRegion"].make(model, "-0.5 0.0 -0.5 0.5 0.5 0.5", 0)
+    cond, _ = _cond(nodes, model, colour=(0.1, 0.2, 0.9))
+    edited, new_slat = nodes["TrellisRegionEdit"].edit(model, cond, structure, region, "replace", "repaint",
+                                                       seed=3, slat=slat, **STEPS)
+    inside = region.voxels
+    def outside(coords):
+        return {k for k in _keys(coords) if not bool(inside[k])}
+    assert outside(edited.coords) == outside(structure.coords)
+    # latents outside the region are the original's exactly
+    old = {tuple(c): f for c, f in zip(slat.slat.coords[:, 1:].tolist(), slat.slat.feats)}
+    for c, f in zip(new_slat.slat.coords[:, 1:].tolist(), new_slat.slat.feats):
+        if not bool(inside[tuple(c)]):
+            assert torch.equal(f, old[tuple(c)])
+    # the edited asset decodes and previews with the region's box
+    (asset,) = nodes["TrellisDecode"].decode(model, new_slat, True, False, False)
+    item = nodes["TrellisPreview"].preview(asset, "trellis/edit", region)["ui"]["trellis_preview"][0]
+    assert item["edit_boxes"] == [{"min": [-0.5, 0.0, -0.5], "max": [0.5, 0.5, 0.5]}]
+
+
+def _cond(nodes, model, colour=(0.8, 0.3, 0.2)):
+    img = torch.zeros(1, 64, 64, 3)
+    img[:, 16:48, 16:48] = torch.tensor(colour)
+    mask = torch.ones(1, 64, 64)
+    mask[:, 16:48, 16:48] = 0
+    return nodes["TrellisImageCondition"].encode(model, img, "auto", mask)
+
+
+def test_delete_empties_the_box_and_variation_keeps_structure(nodes, host2026):
+    model, structure, _, _ = _image_asset(nodes, host2026)
+    cond, _ = _cond(nodes, model)
+    (slat,) = nodes["TrellisLatentSampler"].sample(model, cond, structure, seed=1, multi_image_mode="stochastic",
+                                                   **STEPS)
+    (region,) = nodes["TrellisEditRegion"].make(model, "-0.5 -0.5 -0.5 0.5 0.5 0.0", 1)
+    edited, _ = nodes["TrellisRegionEdit"].edit(model, cond, structure, region, "delete", "repaint", seed=0,
+                                                slat=slat, **STEPS)
+    assert not any(bool(region.voxels[k]) for k in _keys(edited.coords))
+    (varied,) = nodes["TrellisDetailVariation"].vary(model, cond, structure, 1.0, seed=9, slat=slat, **STEPS)
+    assert torch.equal(varied.slat.coords, slat.slat.coords)
+    assert not torch.allclose(varied.slat.feats, slat.slat.feats)
+
+
+def test_bad_regions_are_clear_errors(nodes, host2026):
+    (model,) = nodes["TrellisModelLoader"].load("random-image")
+    with pytest.raises(ValueError, match="six numbers"):
+        nodes["TrellisEditRegion"].make(model, "0 0 0 1", 0)
+    with pytest.raises(ValueError, match="at least one box"):
+        nodes["TrellisEditRegion"].make(model, "# nothing", 0)
+    with pytest.raises(ValueError, match="outside"):
+        nodes["TrellisEditRegion"].make(model, "2 2 2 3 3 3", 0)
