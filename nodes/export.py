@@ -57,9 +57,10 @@ class TrellisExportGLB:
                                    "tooltip": "Optimisation steps of bake 'opt'."}),
             "unwrap": (list(UNWRAP_METHODS), {"default": "fast",
                                               "tooltip": "UV atlas: fast (built in) or xatlas (official, slower)."}),
-            "origin": (["center", "base"], {"default": "center",
+            "origin": (["center", "base", "none"], {"default": "center",
                                             "tooltip": "center: bounding-box centre at 0; base: lowest point at "
-                                                       "y = 0."}),
+                                                       "y = 0; none: TRELLIS's unit-cube position (lines up with "
+                                                       "splats and edit-region boxes)."}),
             "fill_holes": ("BOOLEAN", {"default": True,
                                        "tooltip": "Remove interior faces and fill small holes (visibility "
                                                   "clean-up)."}),

@@ -41,7 +41,8 @@ class TrellisPreview:
             if i < len(meshes):
                 g = gaussians[i] if i < len(gaussians) else None
                 info = host.save_new_output(filename_prefix, "glb", lambda p, m=meshes[i], g=g: to_glb(
-                    p, m, g, bake="vertex_colors", simplify=0.9, fill_holes=False))
+                    p, m, g, bake="vertex_colors", simplify=0.9, fill_holes=False,
+                    origin="none"))
                 item["mesh"] = {k: info[k] for k in ("filename", "subfolder", "type")}
             if i < len(gaussians):
                 info = host.save_new_output(filename_prefix, "spz", lambda p, g=gaussians[i]: save_spz(g, p))

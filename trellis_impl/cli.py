@@ -50,8 +50,8 @@ def _add_common(parser: argparse.ArgumentParser, structure: bool = True) -> None
                         help="GLB colour: fast (project renders), opt (official optimisation), vertex_colors, none")
     parser.add_argument("--bake-steps", type=int, default=2500, help="steps of --bake opt")
     parser.add_argument("--unwrap", default="fast", choices=UNWRAP_METHODS, help="UV atlas method")
-    parser.add_argument("--origin", default="center", choices=["center", "base"],
-                        help="GLB origin: bounding-box centre, or base (lowest point at y = 0)")
+    parser.add_argument("--origin", default="center", choices=["center", "base", "none"],
+                        help="GLB origin: bounding-box centre, base (lowest point at y = 0), or none (TRELLIS unit-cube position)")
     parser.add_argument("--no-fill-holes", action="store_true",
                         help="GLB: skip the visibility clean-up (interior faces, small holes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

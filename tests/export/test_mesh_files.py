@@ -49,6 +49,7 @@ def test_place_center_and_base():
     assert np.isclose(b[:, 1].min(), 0, atol=1e-6)
     assert np.allclose((b.min(0) + b.max(0))[[0, 2]] / 2, 0, atol=1e-6)
     assert np.allclose(b.max(0) - b.min(0), v.max(0) - v.min(0), atol=1e-6)
+    assert np.allclose(place(v, "none"), v)
     with pytest.raises(ValueError):
         place(v, "top")
 

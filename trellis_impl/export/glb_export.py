@@ -104,8 +104,8 @@ def _check_options(simplify, texture_size, bake, bake_steps, unwrap_method, orig
         raise ValueError(f"bake must be one of {', '.join(map(repr, BAKE_MODES))}, got {bake!r}")
     if unwrap_method not in UNWRAP_METHODS:
         raise ValueError(f"unwrap_method must be one of {', '.join(map(repr, UNWRAP_METHODS))}, got {unwrap_method!r}")
-    if origin not in ("center", "base"):
-        raise ValueError(f"origin must be 'center' or 'base', got {origin!r}")
+    if origin not in ("center", "base", "none"):
+        raise ValueError(f"origin must be 'center', 'base' or 'none', got {origin!r}")
     if bake in ("fast", "opt"):
         if isinstance(texture_size, bool) or int(texture_size) != texture_size or \
                 not MIN_TEXTURE_SIZE <= int(texture_size) <= MAX_TEXTURE_SIZE:
@@ -147,7 +147,8 @@ def prepare_glb(mesh, gaussians=None, *, simplify: Optional[float] = 0.95, fill_
         bake: one of :data:`BAKE_MODES`.
         bake_steps: optimisation steps of ``bake='opt'`` (official: 2500).
         unwrap_method: 'fast' or 'xatlas'.
-        origin: 'center' (bounding-box centre at 0) or 'base' (lowest point at y = 0).
+        origin: 'center' (bounding-box centre at 0), 'base' (lowest point at y = 0) or 'none'
+            (TRELLIS's unit-cube position, in glTF axes).
         bake_views, bake_resolution: orbit renders used for baking.
         visibility_views, visibility_resolution: views of the visibility clean-up (default 100
             views at 512 px on a GPU; 24 at 256 px on CPU, where rasterising is ~1000x slower;

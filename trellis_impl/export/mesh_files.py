@@ -74,7 +74,8 @@ def from_gltf_frame(vertices):
 
 def place(vertices, origin: str = "center"):
     """Translate glTF-frame vertices (metres): ``'center'`` puts the bounding-box centre at the
-    origin; ``'base'`` puts the lowest point at y = 0 with the box centred in x and z."""
+    origin; ``'base'`` puts the lowest point at y = 0 with the box centred in x and z; ``'none'``
+    keeps TRELLIS's unit-cube position (so edit-region boxes and splats line up with the mesh)."""
     v = _as_numpy(vertices).astype(np.float64)
     if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
         raise ValueError(f"vertices must be a non-empty [V, 3] array, got shape {v.shape}")
@@ -82,8 +83,10 @@ def place(vertices, origin: str = "center"):
     shift = (lo + hi) / 2
     if origin == "base":
         shift[1] = lo[1]
+    elif origin == "none":
+        shift[:] = 0.0
     elif origin != "center":
-        raise ValueError(f"origin must be 'center' or 'base', got {origin!r}")
+        raise ValueError(f"origin must be 'center', 'base' or 'none', got {origin!r}")
     out = v - shift
     if hasattr(vertices, "detach"):
         import torch
