@@ -47,6 +47,7 @@ def timed(fn, repeat: int = 1):
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--only", nargs="*", default=None, help="run only these cases (names as printed)")
     args = parser.parse_args()
     device = torch.device("cuda")
     folder, encoder, _ = random_image_folder(device, torch.Generator(device=device).manual_seed(0), encoders=True)
@@ -81,6 +82,8 @@ def main() -> int:
             "detail_variation_strength_0.5": lambda: detail_variation(pipeline, new_cond, coords, slat,
                                                                       strength=0.5, seed=7),
         }
+        if args.only:
+            cases = {k: v for k, v in cases.items() if k in args.only}
         for name, case in cases.items():
             results[name], times[f"{run}/{name}"] = timed(case, 1 if run == "cold" else 3)
 

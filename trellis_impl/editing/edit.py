@@ -12,7 +12,7 @@
 
 Cost: at most one generation at the same step counts (stage-1 and stage-2 flows once per step,
 plus the structure encoder when the asset has no dense structure latent); method 'inversion' adds
-one inversion pass per stage (the same number of flow evaluations again). 'delete' samples nothing.
+one inversion pass per stage (as many steps again, one unguided forward each). 'delete' samples nothing.
 Everything is deterministic per seed: one CPU generator, structure noise first, SLat noise second.
 Only single assets (batch index 0) are supported.
 """
@@ -139,7 +139,10 @@ class _Stage:
                                    callback=callback).samples
 
     def invert(self, x0, cond: dict):
-        return self.sampler.invert(self.model, x0, **cond, **self.params)
+        """Euler inversion under the conditional velocity alone (no CFG: guided inversion drifts from
+        the original's path, and one forward per step instead of a pair halves its cost)."""
+        params = {k: v for k, v in self.params.items() if k not in ("cfg_strength", "cfg_interval")}
+        return self.sampler.invert(self.model, x0, cond=cond["cond"], neg_cond=None, **params)
 
 
 def _hook(known: torch.Tensor, known_at: Callable[[float], torch.Tensor]):
