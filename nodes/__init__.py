@@ -3,7 +3,7 @@
 Node ids are prefixed ``Trellis`` (never ``Trellis2*``, never a core id); widget order is part
 of the contract (saved workflows bind widget values by position): append, never reorder.
 """
-from .edit import TrellisDetailVariation, TrellisEditRegion, TrellisRegionEdit
+from .edit import TrellisDetailVariation, TrellisEditRegion, TrellisInvertAsset, TrellisRegionEdit
 from .export import TrellisExportGLB, TrellisExportSplat, TrellisTurntable
 from .preview import TrellisPreview
 from .stages import (TrellisDecode, TrellisImageCondition, TrellisLatentSampler, TrellisMeshToStructure,
@@ -24,6 +24,7 @@ NODE_CLASS_MAPPINGS = {
     "TrellisEditRegion": TrellisEditRegion,
     "TrellisRegionEdit": TrellisRegionEdit,
     "TrellisDetailVariation": TrellisDetailVariation,
+    "TrellisInvertAsset": TrellisInvertAsset,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "TrellisModelLoader": "TRELLIS Model Loader",
@@ -40,6 +41,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "TrellisEditRegion": "TRELLIS Edit Region",
     "TrellisRegionEdit": "TRELLIS Region Edit (delete / add / replace)",
     "TrellisDetailVariation": "TRELLIS Detail Variation",
+    "TrellisInvertAsset": "TRELLIS Invert Asset (for inversion edits)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

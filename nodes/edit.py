@@ -7,8 +7,8 @@ from typing import List
 
 import torch
 
-from ..trellis_impl.editing import (EDIT_METHODS, EDIT_MODES, box_region, detail_variation, mesh_region,
-                                    region_edit)
+from ..trellis_impl.editing import (EDIT_METHODS, EDIT_MODES, AssetInversion, box_region, detail_variation,
+                                    invert_asset, mesh_region, region_edit)
 from . import host
 from .model import TrellisModel
 from .stages import (TrellisCond, TrellisSlat, TrellisStructure, _check_cond, _latent_resolution, _model_input,
@@ -122,12 +122,17 @@ class TrellisRegionEdit:
                                                     "(a structure from a mesh) the whole asset gets new latents."}),
             "source_cond": ("TRELLIS_V1_COND", {"tooltip": "The original's condition (for method inversion; "
                                                            "default: cond)."}),
+            "inversion": ("TRELLIS_V1_INVERSION", {"tooltip": "For method inversion: the asset inverted once by "
+                                                              "TrellisInvertAsset (same steps and rescale_t), so "
+                                                              "repeated edits skip the inversion pass."}),
         }}
 
     def edit(self, model: TrellisModel, cond: TrellisCond, structure: TrellisStructure, region: TrellisRegion,
              mode="replace", method="repaint", seed=0, steps=25, cfg=5.0, cfg_interval_start=0.5,
-             cfg_interval_end=1.0, rescale_t=3.0, slat=None, source_cond=None):
+             cfg_interval_end=1.0, rescale_t=3.0, slat=None, source_cond=None, inversion=None):
         _check_cond(model, cond, "TrellisRegionEdit")
+        if inversion is not None and not isinstance(inversion, AssetInversion):
+            raise ValueError("TrellisRegionEdit: inversion must come from TrellisInvertAsset")
         if source_cond is not None:
             _check_cond(model, source_cond, "TrellisRegionEdit")
         _single(structure, slat)
@@ -140,11 +145,48 @@ class TrellisRegionEdit:
             pipeline, cond.on(device), structure.coords.to(device), None if slat is None else slat.slat,
             region.voxels, mode=mode, method=method, seed=int(seed), structure_params=params, slat_params=params,
             structure_latent=structure.latent, source_cond=None if source_cond is None else source_cond.on(device),
-            progress=host.step_callback(2 * int(steps)))
+            progress=host.step_callback(2 * int(steps)), inversion=inversion)
         coords = result.coords.cpu()
         edited = TrellisStructure(coords, 1, structure.resolution, None,
                                   latent=None if result.structure_latent is None else result.structure_latent.cpu())
         return (edited, TrellisSlat(result.slat, 1))
+
+
+class TrellisInvertAsset:
+    CATEGORY = "TRELLIS/edit"
+    FUNCTION = "invert"
+    RETURN_TYPES = ("TRELLIS_V1_INVERSION",)
+    RETURN_NAMES = ("inversion",)
+    OUTPUT_TOOLTIPS = ("The asset's Euler-inverted trajectories, for TrellisRegionEdit with method inversion.",)
+    DESCRIPTION = ("Inverts an asset along the flows once (structure latent and latents, under its own condition); "
+                   "region edits with method inversion then reuse it instead of inverting every time.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+            "source_cond": ("TRELLIS_V1_COND", {"tooltip": "The condition the asset was generated from."}),
+            "structure": ("TRELLIS_V1_STRUCTURE", {"tooltip": "The asset's structure."}),
+            "steps": ("INT", {"default": 25, "min": 1, "max": 500,
+                              "tooltip": "Must equal the steps of the edits that use this inversion."}),
+            "rescale_t": ("FLOAT", {"default": 3.0, "min": 0.1, "max": 20.0, "step": 0.1,
+                                    "tooltip": "Must equal the edits' rescale_t."}),
+        }, "optional": {
+            "slat": ("TRELLIS_V1_SLAT", {"tooltip": "The asset's latents (inverted too)."}),
+        }}
+
+    def invert(self, model: TrellisModel, source_cond: TrellisCond, structure: TrellisStructure, steps=25,
+               rescale_t=3.0, slat=None):
+        _check_cond(model, source_cond, "TrellisInvertAsset")
+        _single(structure, slat)
+        host.check_interrupt()
+        pipeline = model.prepare(["structure", "latent", "structure_encoder"] if structure.latent is None
+                                 else ["structure", "latent"])
+        device = pipeline.device
+        schedule = {"steps": int(steps), "rescale_t": float(rescale_t)}
+        return (invert_asset(pipeline, structure.coords.to(device), None if slat is None else slat.slat,
+                             source_cond.on(device), structure_latent=structure.latent,
+                             structure_params=schedule, slat_params=schedule),)
 
 
 class TrellisDetailVariation:

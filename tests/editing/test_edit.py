@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trellis_impl.editing import (box_region, coords_in_region, detail_variation, encode_structure, mesh_region,
-                                  region_edit)
+from trellis_impl.editing import (box_region, coords_in_region, detail_variation, encode_structure, invert_asset,
+                                  mesh_region, region_edit)
 from trellis_impl.pipelines.model_folder import ModelFolder
 from trellis_impl.pipelines.random_folder import RANDOM_COND_CHANNELS, write_random_model_folder
 from trellis_impl.pipelines.trellis_pipeline import TrellisPipeline
@@ -63,6 +63,22 @@ def test_region_replace_keeps_the_outside(pipe, original, method):
     again = region_edit(pipe, condition(1), original.coords, original.slat, region, mode="replace", method=method,
                         seed=5, structure_params=FAST, slat_params=FAST)
     assert torch.equal(again.coords, out.coords) and torch.equal(again.slat.feats, out.slat.feats)
+
+
+def test_precomputed_inversion_gives_the_same_edit(pipe, original):
+    """invert_asset once, then edits reuse it: the result equals the edit that inverts by itself;
+    a different schedule is refused."""
+    region = box_region(TOP, resolution=16)
+    inversion = invert_asset(pipe, original.coords, original.slat, condition(0), structure_params=FAST,
+                             slat_params=FAST)
+    common = dict(mode="replace", method="inversion", seed=5, structure_params=FAST, slat_params=FAST,
+                  source_cond=condition(0))
+    reused = region_edit(pipe, condition(1), original.coords, original.slat, region, inversion=inversion, **common)
+    direct = region_edit(pipe, condition(1), original.coords, original.slat, region, **common)
+    assert torch.equal(reused.coords, direct.coords) and torch.equal(reused.slat.feats, direct.slat.feats)
+    with pytest.raises(ValueError, match="schedule"):
+        region_edit(pipe, condition(1), original.coords, original.slat, region, inversion=inversion,
+                    **{**common, "structure_params": {"steps": 4}})
 
 
 def test_region_edit_with_the_carried_latent_and_add(pipe, original):

@@ -67,3 +67,21 @@ def test_bad_regions_are_clear_errors(nodes, host2026):
         nodes["TrellisEditRegion"].make(model, "# nothing", 0)
     with pytest.raises(ValueError, match="outside"):
         nodes["TrellisEditRegion"].make(model, "2 2 2 3 3 3", 0)
+
+
+def test_inversion_edit_reuses_a_precomputed_inversion(nodes, host2026):
+    model, structure, _, _ = _image_asset(nodes, host2026)
+    cond, _ = _cond(nodes, model)
+    (slat,) = nodes["TrellisLatentSampler"].sample(model, cond, structure, seed=1, multi_image_mode="stochastic",
+                                                   **STEPS)
+    (region,) = nodes["TrellisEditRegion"].make(model, "-0.5 0.0 -0.5 0.5 0.5 0.5", 0)
+    (inversion,) = nodes["TrellisInvertAsset"].invert(model, cond, structure, steps=2, rescale_t=3.0, slat=slat)
+    new_cond, _ = _cond(nodes, model, colour=(0.1, 0.9, 0.2))
+    args = (model, new_cond, structure, region, "replace", "inversion")
+    reused = nodes["TrellisRegionEdit"].edit(*args, seed=3, slat=slat, source_cond=cond, inversion=inversion,
+                                             **STEPS)
+    direct = nodes["TrellisRegionEdit"].edit(*args, seed=3, slat=slat, source_cond=cond, **STEPS)
+    assert torch.equal(reused[0].coords, direct[0].coords)
+    assert torch.equal(reused[1].slat.feats, direct[1].slat.feats)
+    with pytest.raises(ValueError, match="schedule"):
+        nodes["TrellisRegionEdit"].edit(*args, seed=3, slat=slat, inversion=inversion, **{**STEPS, "steps": 3})

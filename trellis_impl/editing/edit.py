@@ -24,11 +24,12 @@ from typing import Callable, Dict, Optional
 import torch
 
 from ..pipelines.trellis_pipeline import ProgressCallback, TrellisPipeline, stage_timer
-from ..sampling.flow_euler import noised
+from ..sampling.flow_euler import InversionOutput, noised
 from ..sparse import SparseTensor
 from .region import check_region, coords_in_region, latent_region
 
-__all__ = ["EditResult", "detail_variation", "region_edit", "encode_structure", "structure_resolution",
+__all__ = ["EditResult", "AssetInversion", "invert_asset", "detail_variation", "region_edit", "encode_structure",
+           "structure_resolution",
            "EDIT_MODES", "EDIT_METHODS"]
 
 EDIT_MODES = ("replace", "delete", "add")
@@ -49,6 +50,16 @@ class EditResult:
     removed: torch.Tensor
     structure_latent: Optional[torch.Tensor] = None
     timings: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AssetInversion:
+    """An asset's Euler-inverted trajectories (``invert_asset``): ``structure`` for its dense
+    structure latent, ``slat`` for its normalised SLat (None without one); ``params`` the schedule
+    they follow ({'steps', 'rescale_t'} per stage), which an edit using them must share."""
+    structure: InversionOutput
+    slat: Optional[InversionOutput]
+    params: Dict[str, dict]
 
 
 def structure_resolution(pipeline: TrellisPipeline) -> int:
@@ -226,7 +237,8 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
                 method: str = "repaint", seed: int = 42, structure_params: Optional[dict] = None,
                 slat_params: Optional[dict] = None, structure_latent: Optional[torch.Tensor] = None,
                 source_cond: Optional[dict] = None, with_slat: bool = True,
-                progress: Optional[ProgressCallback] = None) -> EditResult:
+                progress: Optional[ProgressCallback] = None,
+                inversion: Optional[AssetInversion] = None) -> EditResult:
     """Regenerate (or delete, or add to) the part of an asset inside ``region``.
 
     Args:
@@ -245,6 +257,9 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
             ``GenerationResult.structure_latent``); default: encode the structure.
         structure_params, slat_params: sampler overrides per stage.
         with_slat: False: stage 1 only (slat None, regenerated all False).
+        inversion: for method 'inversion', the asset's trajectories from ``invert_asset`` (same
+            schedule); computed here when None. Precomputing them once per asset makes each edit
+            cost at most a generation (the inversion pass is then paid once, like an encoding).
     """
     _check_choice(mode, EDIT_MODES, "mode")
     _check_choice(method, EDIT_METHODS, "method")
@@ -277,7 +292,9 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
             if method == "repaint":
                 known_at = _repaint_known(z0, eps, stage.sigma_min)
             else:
-                trajectory = stage.invert(z0, source)
+                if inversion is not None:
+                    _check_schedule(inversion, "structure", stage)
+                trajectory = inversion.structure if inversion is not None else stage.invert(z0, source)
                 known_at = trajectory.at
             x = torch.where(known, known_at(1.0), eps)
             new_latent = stage.sample(x, cond, 1.0, _hook(known, known_at))
@@ -322,7 +339,11 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
                 base = _repaint_known(s0[rows], eps, stage.sigma_min)
                 known_at = base
             else:
-                trajectory = stage.invert(SparseTensor(s0, _full(xyz).to(device), batch_size=1), source)
+                if inversion is not None and inversion.slat is not None:
+                    _check_schedule(inversion, "slat", stage)
+                    trajectory = inversion.slat
+                else:
+                    trajectory = stage.invert(SparseTensor(s0, _full(xyz).to(device), batch_size=1), source)
 
                 def known_at(t, trajectory=trajectory, rows=rows):
                     return trajectory.at(t).feats[rows]
@@ -334,3 +355,38 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
             feats = torch.where(keep.to(device)[:, None], original[index.to(device)], feats)
     result.slat = out.replace(feats)
     return result
+
+
+def _schedule(stage: "_Stage") -> dict:
+    return {"steps": int(stage.params["steps"]), "rescale_t": float(stage.params["rescale_t"])}
+
+
+def _check_schedule(inversion: AssetInversion, key: str, stage: "_Stage") -> None:
+    if inversion.params.get(key) != _schedule(stage):
+        raise ValueError(f"inversion: computed for the {key} schedule {inversion.params.get(key)}, but this edit uses "
+                         f"{_schedule(stage)}; invert with the edit's steps and rescale_t")
+
+
+@torch.no_grad()
+def invert_asset(pipeline: TrellisPipeline, coords: torch.Tensor, slat: Optional[SparseTensor], source_cond: dict,
+                 structure_latent: Optional[torch.Tensor] = None, structure_params: Optional[dict] = None,
+                 slat_params: Optional[dict] = None) -> AssetInversion:
+    """Euler-invert an asset once (its dense structure latent, encoded when not given, and its
+    normalised SLat) under ``source_cond`` with the conditional velocity alone, for any number of
+    ``region_edit(method='inversion', inversion=...)`` calls with the same schedules."""
+    res = structure_resolution(pipeline)
+    xyz = _xyz(coords, res)
+    device = pipeline.device
+    source = _cond_on(source_cond, device)
+    stage1 = _Stage(pipeline, "sparse_structure_sampler", "sparse_structure_flow_model", structure_params, None)
+    z0 = encode_structure(pipeline, _full(xyz)) if structure_latent is None else structure_latent
+    structure = stage1.invert(z0.float().to(device), source)
+    params = {"structure": _schedule(stage1)}
+    slat_traj = None
+    if slat is not None:
+        stage2 = _Stage(pipeline, "slat_sampler", "slat_flow_model", slat_params, None)
+        norm = pipeline.folder.slat_normalization()
+        s0 = (_slat_feats_on(slat, xyz, res).to(device) - norm["mean"][None].to(device)) / norm["std"][None].to(device)
+        slat_traj = stage2.invert(SparseTensor(s0, _full(xyz).to(device), batch_size=1), source)
+        params["slat"] = _schedule(stage2)
+    return AssetInversion(structure, slat_traj, params)
