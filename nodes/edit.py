@@ -186,7 +186,8 @@ class TrellisInvertAsset:
         schedule = {"steps": int(steps), "rescale_t": float(rescale_t)}
         return (invert_asset(pipeline, structure.coords.to(device), None if slat is None else slat.slat,
                              source_cond.on(device), structure_latent=structure.latent,
-                             structure_params=schedule, slat_params=schedule),)
+                             structure_params=schedule, slat_params=schedule,
+                             progress=host.step_callback(2 * int(steps))),)
 
 
 class TrellisDetailVariation:

@@ -79,6 +79,52 @@ def test_precomputed_inversion_gives_the_same_edit(pipe, original):
     with pytest.raises(ValueError, match="schedule"):
         region_edit(pipe, condition(1), original.coords, original.slat, region, inversion=inversion,
                     **{**common, "structure_params": {"steps": 4}})
+    # the voxel order may differ from the inverted one: the trajectories follow the voxels
+    order = torch.randperm(original.coords.shape[0], generator=torch.Generator().manual_seed(0))
+    shuffled = region_edit(pipe, condition(1), original.coords[order], original.slat, region, inversion=inversion,
+                           **common)
+    assert torch.equal(shuffled.coords, direct.coords) and torch.equal(shuffled.slat.feats, direct.slat.feats)
+    with pytest.raises(ValueError, match="another structure"):
+        region_edit(pipe, condition(1), original.coords[1:], original.slat, region, inversion=inversion, **common)
+
+
+
+def _flow_inputs(pipe, run):
+    """The shapes of every flow-transformer forward during ``run()``: the model work it does."""
+    shapes = []
+    def record(module, args, _out):
+        x = args[0]
+        shapes.append((type(module).__name__, tuple((x.feats if hasattr(x, "feats") else x).shape)))
+    hooks = [pipe.folder.model(key).register_forward_hook(record)
+             for key in ("sparse_structure_flow_model", "slat_flow_model")]
+    try:
+        out = run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return out, shapes
+
+
+@pytest.mark.parametrize("precomputed", [False, True])
+def test_an_edit_runs_the_forwards_of_a_generation_and_no_more(pipe, original, precomputed):
+    """The speed claim on CPU: a repaint edit (and an inversion edit given invert_asset's
+    trajectories) runs exactly the flow forwards of one generation of the edited structure, same
+    count, same shapes; the rest is bookkeeping (timed on the GPU in docs/gpu.md)."""
+    region = box_region(TOP, resolution=16)
+    extra = {}
+    if precomputed:
+        extra = dict(method="inversion", inversion=invert_asset(pipe, original.coords, original.slat, condition(0),
+                                                                structure_params=FAST, slat_params=FAST))
+    edit, edit_shapes = _flow_inputs(pipe, lambda: region_edit(
+        pipe, condition(1), original.coords, original.slat, region, seed=5, structure_params=FAST,
+        slat_params=FAST, structure_latent=original.structure_latent, **extra))
+
+    def generation():
+        g = torch.Generator().manual_seed(0)
+        pipe.sample_sparse_structure(condition(1), g, sampler_params=FAST)
+        return pipe.sample_slat(condition(1), edit.coords, g, sampler_params=FAST)
+    _, generation_shapes = _flow_inputs(pipe, generation)
+    assert edit_shapes == generation_shapes and len(edit_shapes) > 2 * FAST["steps"]
 
 
 def test_region_edit_with_the_carried_latent_and_add(pipe, original):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from node_fixtures import host2026_fixture, model_root_fixture, nodes_fixture, pack_fixture  # noqa: F401
+from comfy_host import InterruptProcessingException  # noqa: E402  (on sys.path via node_fixtures)
 from test_nodes import STEPS, _image_asset
 
 
@@ -85,3 +86,20 @@ def test_inversion_edit_reuses_a_precomputed_inversion(nodes, host2026):
     assert torch.equal(reused[1].slat.feats, direct[1].slat.feats)
     with pytest.raises(ValueError, match="schedule"):
         nodes["TrellisRegionEdit"].edit(*args, seed=3, slat=slat, inversion=inversion, **{**STEPS, "steps": 3})
+
+
+def test_invert_asset_reports_steps_and_stops_on_interrupt(nodes, host2026):
+    model, structure, _, _ = _image_asset(nodes, host2026)
+    cond, _ = _cond(nodes, model)
+    (slat,) = nodes["TrellisLatentSampler"].sample(model, cond, structure, seed=1, multi_image_mode="stochastic",
+                                                   **STEPS)
+    host2026.progress.clear()
+    nodes["TrellisInvertAsset"].invert(model, cond, structure, steps=3, rescale_t=3.0, slat=slat)
+    steps = [e[1] for e in host2026.progress if e[0] == "abs"]
+    assert steps == [1, 2, 3, 1, 2, 3]  # structure inversion, then the latents'
+    host2026.checks = 0
+    host2026.interrupt_after_checks = 3  # 1 check before, then one per step: stops after step 2
+    host2026.progress.clear()
+    with pytest.raises(InterruptProcessingException):
+        nodes["TrellisInvertAsset"].invert(model, cond, structure, steps=6, rescale_t=3.0, slat=slat)
+    assert len([e for e in host2026.progress if e[0] == "abs"]) == 1

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from trellis_impl.backends.attention import SeqLens, varlen_attention
 from trellis_impl.sparse import (SparseConv3d, SparseGroupNorm32, SparseTensor, downsample, sparse_cat,
-                                 sparse_self_attention, sparse_windowed_self_attention, subdivide, upsample,
-                                 window_partition)
+                                 sparse_cross_attention, sparse_self_attention, sparse_windowed_self_attention,
+                                 subdivide, upsample, window_partition)
 
 
 def random_sparse(sizes, res=16, channels=8, seed=0) -> SparseTensor:
@@ -133,6 +133,24 @@ def test_items_of_very_different_sizes_do_not_attend_to_each_other():
     both = sparse_self_attention(qkv)
     alone = sparse_self_attention(qkv[1])
     torch.testing.assert_close(both.feats[x.layout[1]], alone.feats)
+
+
+def test_cross_attention_attends_to_its_own_item_and_reuses_the_context_offsets():
+    x = random_sparse([40, 7], res=8, channels=2 * 4)
+    q = x.reshape(2, 4)
+    g = torch.Generator().manual_seed(1)
+    k, v = torch.randn(2, 5, 2, 4, generator=g), torch.randn(2, 5, 2, 4, generator=g)
+    out = sparse_cross_attention(q, k, v)
+    for b in range(2):
+        rows = q.feats[x.layout[b]]
+        expected = F.scaled_dot_product_attention(rows.transpose(0, 1)[None], k[b].transpose(0, 1)[None],
+                                                  v[b].transpose(0, 1)[None])[0].transpose(0, 1)
+        torch.testing.assert_close(out.feats[x.layout[b]], expected)
+    # the context offsets are built once per voxel set (each build is a host-to-device copy)
+    offsets = [v for key, v in q.cache.items() if key.startswith("context_seqlens")]
+    again = q.replace(q.feats * 2)
+    sparse_cross_attention(again, k, v)
+    assert len(offsets) == 1 and [v for key, v in again.cache.items() if key.startswith("context_seqlens")] == offsets
 
 
 def test_sparse_tensor_validation_and_batch_ops():

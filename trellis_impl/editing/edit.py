@@ -55,11 +55,14 @@ class EditResult:
 @dataclass
 class AssetInversion:
     """An asset's Euler-inverted trajectories (``invert_asset``): ``structure`` for its dense
-    structure latent, ``slat`` for its normalised SLat (None without one); ``params`` the schedule
-    they follow ({'steps', 'rescale_t'} per stage), which an edit using them must share."""
+    structure latent, ``slat`` for its normalised SLat (None without one), its rows in the order of
+    ``coords`` (int32 [N, 4], CPU: the inverted structure, which an edit using them must share);
+    ``params`` the schedule they follow ({'steps', 'rescale_t'} per stage), which the edit must
+    share too."""
     structure: InversionOutput
     slat: Optional[InversionOutput]
     params: Dict[str, dict]
+    coords: torch.Tensor
 
 
 def structure_resolution(pipeline: TrellisPipeline) -> int:
@@ -97,13 +100,13 @@ def _lookup(keys: torch.Tensor, table: torch.Tensor):
 
 
 def _grid(xyz: torch.Tensor, resolution: int) -> torch.Tensor:
-    grid = torch.zeros(resolution, resolution, resolution, dtype=torch.bool)
+    grid = torch.zeros(resolution, resolution, resolution, dtype=torch.bool, device=xyz.device)
     grid[xyz[:, 0], xyz[:, 1], xyz[:, 2]] = True
     return grid
 
 
 def _full(xyz: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.zeros(xyz.shape[0], 1, dtype=torch.long), xyz], 1).int()
+    return torch.cat([torch.zeros(xyz.shape[0], 1, dtype=torch.long, device=xyz.device), xyz], 1).int()
 
 
 def _cond_on(cond: dict, device) -> dict:
@@ -121,7 +124,7 @@ def encode_structure(pipeline: TrellisPipeline, coords: torch.Tensor) -> torch.T
 
 def _slat_feats_on(slat: SparseTensor, xyz: torch.Tensor, resolution: int) -> torch.Tensor:
     """The SLat's features in the order of ``xyz`` (ValueError where a voxel has none)."""
-    slat_xyz = _xyz(slat.coords, resolution, "original_slat.coords")
+    slat_xyz = _xyz(slat.coords, resolution, "original_slat.coords").to(xyz.device)
     found, index = _lookup(_keys(xyz, resolution), _keys(slat_xyz, resolution))
     if not bool(found.all()):
         raise ValueError(f"original_slat has no latent for {int((~found).sum())} voxel(s) of the structure; "
@@ -153,7 +156,9 @@ class _Stage:
         """Euler inversion under the conditional velocity alone (no CFG: guided inversion drifts from
         the original's path, and one forward per step instead of a pair halves its cost)."""
         params = {k: v for k, v in self.params.items() if k not in ("cfg_strength", "cfg_interval")}
-        return self.sampler.invert(self.model, x0, cond=cond["cond"], neg_cond=None, **params)
+        stage = f"{self.stage}:inversion"
+        callback = None if self.progress is None else (lambda i, n, _: self.progress(stage, i + 1, n))
+        return self.sampler.invert(self.model, x0, cond=cond["cond"], neg_cond=None, callback=callback, **params)
 
 
 def _hook(known: torch.Tensor, known_at: Callable[[float], torch.Tensor]):
@@ -264,15 +269,22 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
     _check_choice(mode, EDIT_MODES, "mode")
     _check_choice(method, EDIT_METHODS, "method")
     res = structure_resolution(pipeline)
-    xyz = _xyz(original_coords, res, "original_coords")
-    region = check_region(region, res).cpu()
     device = pipeline.device
+    # the grid merges and lookups run where the models do: on a GPU, host threads would cost
+    # more than the kernels (the edit's bookkeeping is timed in docs/gpu.md)
+    xyz = _xyz(original_coords, res, "original_coords").to(device)
+    region = check_region(region, res).to(device)
     cond = _cond_on(cond, device)
     source = cond if source_cond is None else _cond_on(source_cond, device)
     timings: Dict[str, float] = {}
     generator = torch.Generator().manual_seed(seed)
     original_grid = _grid(xyz, res)
     new_latent = None
+    if method == "inversion" and inversion is not None:
+        inverted = _xyz(inversion.coords, res, "inversion.coords").to(device)
+        if len(inverted) != len(xyz) or not torch.equal(_grid(inverted, res), original_grid):
+            raise ValueError("inversion: computed for another structure than original_coords; invert this asset "
+                             "(invert_asset on the same coords)")
 
     # Stage 1: the structure.
     if mode == "delete":
@@ -288,7 +300,7 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
             z0 = z0.float().to(device)
             if z0.shape != eps.shape:
                 raise ValueError(f"structure_latent must be {list(eps.shape)}, got {list(z0.shape)}")
-            known = (~latent_region(region, r)).to(device)[None, None].expand_as(z0)
+            known = (~latent_region(region, r))[None, None].expand_as(z0)
             if method == "repaint":
                 known_at = _repaint_known(z0, eps, stage.sigma_min)
             else:
@@ -298,7 +310,7 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
                 known_at = trajectory.at
             x = torch.where(known, known_at(1.0), eps)
             new_latent = stage.sample(x, cond, 1.0, _hook(known, known_at))
-            decoded = pipeline.folder.model("sparse_structure_decoder")(new_latent)[0, 0].cpu() > 0
+            decoded = pipeline.folder.model("sparse_structure_decoder")(new_latent)[0, 0] > 0
         grid = torch.where(region, decoded, original_grid) if mode == "replace" else original_grid | (region & decoded)
 
     new_xyz = torch.argwhere(grid)
@@ -308,9 +320,10 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
     inside = region[new_xyz[:, 0], new_xyz[:, 1], new_xyz[:, 2]]
     keep = found & ~inside if mode == "replace" else found.clone()
     removed = xyz[~grid[xyz[:, 0], xyz[:, 1], xyz[:, 2]]]
-    full = _full(new_xyz).to(device)
+    full = _full(new_xyz)
     result = EditResult(coords=full, slat=None, regenerated=torch.zeros(len(new_xyz), dtype=torch.bool),
-                        added=~found, removed=_full(removed), structure_latent=new_latent, timings=timings)
+                        added=(~found).cpu(), removed=_full(removed).cpu(), structure_latent=new_latent,
+                        timings=timings)
     if not with_slat:
         return result
 
@@ -320,20 +333,20 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
     if original_slat is None:
         keep = torch.zeros_like(keep)
     regenerated = ~keep
-    result.regenerated = regenerated
+    result.regenerated = regenerated.cpu()
     original = None
     if original_slat is not None:
         original = _slat_feats_on(original_slat, xyz, res).to(device)
     if not bool(regenerated.any()):
-        result.slat = SparseTensor(original[index.to(device)], full, batch_size=1)
+        result.slat = SparseTensor(original[index], full, batch_size=1)
         return result
     with stage_timer(timings, "latent", device):
         stage = _Stage(pipeline, "slat_sampler", "slat_flow_model", slat_params, progress)
         eps = torch.randn(len(new_xyz), stage.model.in_channels, generator=generator).to(device)
         hook, x = None, eps
         if original is not None:
-            known = keep.to(device)[:, None]
-            rows = index.to(device)
+            known = keep[:, None]
+            rows = index
             s0 = (original - mean) / std
             if method == "repaint":
                 base = _repaint_known(s0[rows], eps, stage.sigma_min)
@@ -342,8 +355,9 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
                 if inversion is not None and inversion.slat is not None:
                     _check_schedule(inversion, "slat", stage)
                     trajectory = inversion.slat
+                    rows = _lookup(_keys(new_xyz, res), _keys(inverted, res))[1]
                 else:
-                    trajectory = stage.invert(SparseTensor(s0, _full(xyz).to(device), batch_size=1), source)
+                    trajectory = stage.invert(SparseTensor(s0, _full(xyz), batch_size=1), source)
 
                 def known_at(t, trajectory=trajectory, rows=rows):
                     return trajectory.at(t).feats[rows]
@@ -352,7 +366,7 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
         out = stage.sample(SparseTensor(x, full, batch_size=1), cond, 1.0, hook)
         feats = out.feats * std + mean
         if original is not None:
-            feats = torch.where(keep.to(device)[:, None], original[index.to(device)], feats)
+            feats = torch.where(keep[:, None], original[index], feats)
     result.slat = out.replace(feats)
     return result
 
@@ -370,23 +384,24 @@ def _check_schedule(inversion: AssetInversion, key: str, stage: "_Stage") -> Non
 @torch.no_grad()
 def invert_asset(pipeline: TrellisPipeline, coords: torch.Tensor, slat: Optional[SparseTensor], source_cond: dict,
                  structure_latent: Optional[torch.Tensor] = None, structure_params: Optional[dict] = None,
-                 slat_params: Optional[dict] = None) -> AssetInversion:
+                 slat_params: Optional[dict] = None, progress: Optional[ProgressCallback] = None) -> AssetInversion:
     """Euler-invert an asset once (its dense structure latent, encoded when not given, and its
     normalised SLat) under ``source_cond`` with the conditional velocity alone, for any number of
-    ``region_edit(method='inversion', inversion=...)`` calls with the same schedules."""
+    ``region_edit(method='inversion', inversion=...)`` calls on the same structure with the same
+    schedules. ``progress(stage, step, steps)`` is called after every inversion step."""
     res = structure_resolution(pipeline)
     xyz = _xyz(coords, res)
     device = pipeline.device
     source = _cond_on(source_cond, device)
-    stage1 = _Stage(pipeline, "sparse_structure_sampler", "sparse_structure_flow_model", structure_params, None)
+    stage1 = _Stage(pipeline, "sparse_structure_sampler", "sparse_structure_flow_model", structure_params, progress)
     z0 = encode_structure(pipeline, _full(xyz)) if structure_latent is None else structure_latent
     structure = stage1.invert(z0.float().to(device), source)
     params = {"structure": _schedule(stage1)}
     slat_traj = None
     if slat is not None:
-        stage2 = _Stage(pipeline, "slat_sampler", "slat_flow_model", slat_params, None)
+        stage2 = _Stage(pipeline, "slat_sampler", "slat_flow_model", slat_params, progress)
         norm = pipeline.folder.slat_normalization()
         s0 = (_slat_feats_on(slat, xyz, res).to(device) - norm["mean"][None].to(device)) / norm["std"][None].to(device)
         slat_traj = stage2.invert(SparseTensor(s0, _full(xyz).to(device), batch_size=1), source)
         params["slat"] = _schedule(stage2)
-    return AssetInversion(structure, slat_traj, params)
+    return AssetInversion(structure, slat_traj, params, _full(xyz))

@@ -88,7 +88,12 @@ def sparse_cross_attention(q: SparseTensor, k: torch.Tensor, v: torch.Tensor) ->
     batch, length = k.shape[:2]
     if batch != q.batch_size:
         raise ValueError(f"cross-attention: context batch {batch} does not match the sparse batch {q.batch_size}")
-    kv_lens = SeqLens([length] * batch)
+    # cached with q's voxels: building the offsets copies them to the device, which waits for
+    # the queued work; once per coordinate set keeps the GPU queue full across blocks and steps
+    key = f"context_seqlens_{batch}x{length}"
+    if key not in q.cache:
+        q.cache[key] = SeqLens([length] * batch)
+    kv_lens = q.cache[key]
     out = varlen_attention(q.feats, k.reshape(batch * length, *k.shape[2:]), v.reshape(batch * length, *v.shape[2:]),
                            _item_lens(q), kv_lens)
     return q.replace(out)
