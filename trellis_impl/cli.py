@@ -1,4 +1,4 @@
-"""Command line: ``python -m trellis_impl {image,text,variant,random-folder} ...``.
+"""Command line: ``python -m trellis_impl {image,text,variant,edit,vary,random-folder} ...``.
 
 Examples::
 
@@ -6,6 +6,8 @@ Examples::
     python -m trellis_impl image front.png back.png --multi-image-mode multidiffusion --model FOLDER
     python -m trellis_impl text "a wooden chair" --model microsoft/TRELLIS-text-large --download
     python -m trellis_impl variant chair.obj --prompt "a golden chair" --model FOLDER
+    python -m trellis_impl edit out/chair_slat.safetensors --image legs.png --box -0.5 -0.5 -0.5 0.5 -0.1 0.5 --model FOLDER
+    python -m trellis_impl vary out/chair_slat.safetensors --prompt "a golden chair" --strength 0.6 --model FOLDER
     python -m trellis_impl random-folder models/TRELLIS-random --kind image
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from .export.asset_files import DEFAULT_FILE_KINDS, FILE_KINDS
 from .export.glb_export import BAKE_MODES, UNWRAP_METHODS
+from .editing import EDIT_METHODS, EDIT_MODES
 from .pipelines import FORMATS, MULTI_IMAGE_MODES, ImageTo3DPipeline, TextTo3DPipeline, write_random_model_folder
 
 _DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -84,11 +87,44 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--prompt")
     group.add_argument("--image")
     _add_common(variant, structure=False)
+    edit = sub.add_parser("edit", help="asset + region: regenerate (replace), grow (add) or empty (delete) the region; "
+                                       "everything outside stays the asset's")
+    _add_asset_inputs(edit, condition_required=False)
+    edit.add_argument("--mode", default="replace", choices=EDIT_MODES,
+                      help="replace: new structure and latents inside; add: new structure grows inside, the "
+                           "original voxels all stay; delete: the region becomes empty (no condition needed)")
+    edit.add_argument("--method", default="repaint", choices=EDIT_METHODS,
+                      help="outside during sampling: the original noised to each step (repaint) or its "
+                           "Euler-inverted trajectory (inversion, one extra pass per stage)")
+    source = edit.add_mutually_exclusive_group()
+    source.add_argument("--source-image", help="inversion: the image the asset was generated from (default: --image)")
+    source.add_argument("--source-prompt", help="inversion: the prompt the asset was generated from")
+    _add_common(edit)
+    vary = sub.add_parser("vary", help="asset + new condition: new latents on the same structure (detail variation)")
+    _add_asset_inputs(vary, condition_required=True)
+    vary.add_argument("--strength", type=float, default=1.0,
+                      help="flow time to start from: 1 new latents from noise, s < 1 the asset's latents noised to s "
+                           "(needs a slat file), 0 the asset back")
+    _add_common(vary, structure=False)
     random = sub.add_parser("random-folder", help="write a small random-weight model folder (for tests and demos)")
     random.add_argument("path")
     random.add_argument("--kind", default="image", choices=["image", "text"])
     random.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _add_asset_inputs(parser: argparse.ArgumentParser, condition_required: bool) -> None:
+    parser.add_argument("asset", help="STEM_slat.safetensors written by this tool (structure and latents), or a "
+                                      "mesh file (.obj .ply .glb .gltf .stl: structure only, all latents new)")
+    group = parser.add_mutually_exclusive_group(required=condition_required)
+    group.add_argument("--prompt", help="the new condition, for a text model")
+    group.add_argument("--image", help="the new condition, for an image model")
+    parser.add_argument("--box", type=float, nargs=6, action="append", default=None,
+                        metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"),
+                        help="region box in the exported GLB's axes (Y up, front +Z) of the asset's unit cube "
+                             "[-0.5, 0.5]^3; repeat for several boxes")
+    parser.add_argument("--region-mesh", help="region: the inside of this closed mesh (GLB axes, unit cube)")
+    parser.add_argument("--border", type=int, default=0, help="grow the region by this many voxels")
 
 
 def _load(cls, args):
@@ -101,6 +137,95 @@ def _print_timings(timings: dict, export_seconds: float) -> None:
         print(f"  {stage:<24s} {seconds:8.2f} s")
 
 
+def _condition(pipeline, image: Optional[str], prompt: Optional[str]) -> Optional[dict]:
+    if prompt is not None:
+        return pipeline.get_cond([prompt])
+    if image is None:
+        return None
+    from PIL import Image
+
+    from .conditioning import preprocess_image
+    return pipeline.get_cond([preprocess_image(Image.open(image), remover=pipeline.background_remover)])
+
+
+def _read_asset(pipeline, path: str):
+    """(coords int32 [N, 4], SLat or None, structure latent or None) of a slat file or a mesh."""
+    from .pipelines.conditioned import structure_from_mesh
+    from .pipelines.voxelize import load_mesh
+    from .sparse import SparseTensor
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"asset: {path} does not exist")
+    if path.endswith(".safetensors"):
+        from .export import load_slat_file
+        asset = load_slat_file(path)
+        channels = pipeline.folder.model("slat_flow_model").in_channels
+        if asset.feats.shape[1] != channels:
+            raise ValueError(f"asset: {path} has {asset.feats.shape[1]} latent channels, this model {channels}")
+        coords = torch.cat([torch.zeros_like(asset.coords[:, :1]), asset.coords], 1).to(pipeline.device)
+        return coords, SparseTensor(asset.feats.to(pipeline.device), coords, batch_size=1), asset.structure_latent
+    coords = structure_from_mesh(pipeline, *load_mesh(path))
+    return torch.cat([torch.zeros_like(coords[:, :1]), coords], 1).int().to(pipeline.device), None, None
+
+
+def _region(args, resolution: int):
+    """The union of --box and --region-mesh, or None when neither is given."""
+    from .editing import box_region, mesh_region
+    from .pipelines.voxelize import load_mesh
+    parts = []
+    if args.box:
+        parts.append(box_region(args.box, resolution=resolution, frame="gltf", dilate=args.border))
+    if args.region_mesh:
+        parts.append(mesh_region(*load_mesh(args.region_mesh), resolution=resolution, frame="gltf",
+                                 dilate=args.border))
+    return None if not parts else parts[0] if len(parts) == 1 else parts[0] | parts[1]
+
+
+def _edit(args):
+    """``edit`` / ``vary``: (GenerationResult of the edited asset, file stem, a summary line)."""
+    from .editing import detail_variation, region_edit, structure_resolution
+    from .pipelines import GenerationResult, TrellisPipeline
+    from .pipelines.conditioned import open_model_folder
+    from .pipelines.trellis_pipeline import stage_timer
+    if args.num_samples != 1:
+        raise ValueError("--num-samples: edits make one asset; give 1 (and other --seed values for alternatives)")
+    source_prompt, source_image = getattr(args, "source_prompt", None), getattr(args, "source_image", None)
+    if args.prompt is not None or source_prompt is not None:
+        pipeline = _load(TextTo3DPipeline, args)
+    elif args.image is not None or source_image is not None:
+        pipeline = _load(ImageTo3DPipeline, args)
+    else:  # delete: no condition, no condition encoder
+        pipeline = TrellisPipeline(open_model_folder(args.model, args.models_dir, args.device, _DTYPES[args.dtype],
+                                                     args.download))
+    cond = _condition(pipeline, args.image, args.prompt)
+    coords, slat, latent = _read_asset(pipeline, args.asset)
+    region = _region(args, structure_resolution(pipeline))
+    base = Path(args.asset).stem.removesuffix("_slat")
+    if args.command == "vary":
+        out = detail_variation(pipeline, cond, coords, slat, strength=args.strength, region=region, seed=args.seed,
+                               params=_sampler_overrides(args, "latent"))
+        stem = args.name or f"{base}_variation"
+    else:
+        if region is None:
+            raise ValueError("edit needs a region: --box XMIN YMIN ZMIN XMAX YMAX ZMAX (GLB axes) or --region-mesh")
+        if cond is None and args.mode != "delete":
+            raise ValueError(f"mode {args.mode} needs the new condition: --image or --prompt")
+        source = _condition(pipeline, source_image, source_prompt)
+        out = region_edit(pipeline, cond or {}, coords, slat, region, mode=args.mode, method=args.method,
+                          seed=args.seed, structure_params=_sampler_overrides(args, "structure"),
+                          slat_params=_sampler_overrides(args, "latent"), structure_latent=latent,
+                          source_cond=source)
+        latent = out.structure_latent
+        stem = args.name or f"{base}_edit"
+    timings = dict(out.timings)
+    with stage_timer(timings, "decode", pipeline.device):
+        decoded = pipeline.decode(out.slat, args.formats)
+    regenerated = int(out.regenerated.sum())
+    summary = (f"{len(out.coords) - regenerated} voxels kept with their latents, {regenerated} with new latents "
+               f"({int(out.added.sum())} new voxels), {len(out.removed)} original voxels removed")
+    return (GenerationResult(coords=out.coords, slat=out.slat, decoded=decoded, timings=timings,
+                             structure_latent=latent), stem, summary)
+
+
 def run(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -111,7 +236,10 @@ def run(argv: Optional[List[str]] = None) -> int:
 
     from .export import save_generation
     common = dict(seed=args.seed, num_samples=args.num_samples, formats=args.formats)
-    if args.command == "image":
+    summary = None
+    if args.command in ("edit", "vary"):
+        result, stem, summary = _edit(args)
+    elif args.command == "image":
         pipeline = _load(ImageTo3DPipeline, args)
         images = [Image.open(p) for p in args.images]
         masks = None if args.mask is None else [Image.open(p).convert("L") for p in args.mask]
@@ -141,6 +269,8 @@ def run(argv: Optional[List[str]] = None) -> int:
     written = save_generation(result, args.out, stem, files=args.files, glb_options=glb_options,
                               timings=export_timings)
     print(f"{result.coords.shape[0]} voxels; stage timings:")
+    if summary is not None:
+        print(f"  {summary}")
     _print_timings({**result.timings, **export_timings}, time.perf_counter() - start)
     for path in written:
         print(path)

@@ -9,7 +9,9 @@ File kinds (``FILE_KINDS``), per sample ``STEM[_i]``:
 * ``ply``: ``STEM_gaussians.ply``, the official 3DGS PLY layout (3DGS frame);
 * ``spz`` / ``splat``: ``STEM.spz`` / ``STEM.splat`` compressed splats (same Gaussians);
 * ``radiance_field``: ``STEM_radiance_field.safetensors`` (Strivec fields, TRELLIS frame);
-* ``slat``: ``STEM_slat.safetensors`` (coords int32 [N, 3] and feats [N, 8]).
+* ``slat``: ``STEM_slat.safetensors``: coords int32 [N, 3], feats [N, 8] (denormalised) and, when
+  the structure came from stage 1, structure_latent [C, r, r, r] (the dense latent it was decoded
+  from, which edits start from); ``load_slat_file`` reads it back.
 
 A kind whose decoder output is missing (e.g. ``glb`` without ``mesh``) is skipped.
 """
@@ -18,13 +20,16 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from ..files import write_new_file
 
-__all__ = ["save_generation", "save_unique", "FILE_KINDS", "DEFAULT_FILE_KINDS"]
+__all__ = ["save_generation", "save_unique", "load_slat_file", "SlatFile", "FILE_KINDS", "DEFAULT_FILE_KINDS"]
 
 FILE_KINDS = ("glb", "obj", "mesh_ply", "ply", "spz", "splat", "radiance_field", "slat")
 DEFAULT_FILE_KINDS = ("glb", "ply", "spz", "slat")
@@ -40,6 +45,30 @@ def save_unique(directory: Union[str, os.PathLike], stem: str, suffix: str, save
             return path
         except FileExistsError:
             continue
+
+
+class SlatFile(NamedTuple):
+    """An asset read from ``STEM_slat.safetensors``: coords int32 [N, 3], feats float32 [N, C],
+    structure_latent float32 [1, C', r, r, r] or None (files of variants, edits on meshes, or
+    written before it was stored)."""
+    coords: torch.Tensor
+    feats: torch.Tensor
+    structure_latent: Optional[torch.Tensor]
+
+
+def load_slat_file(path: Union[str, os.PathLike]) -> SlatFile:
+    """Read a ``slat`` file back (ValueError naming the file when it is not one)."""
+    try:
+        tensors = load_file(os.fspath(path))
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    coords, feats = tensors.get("coords"), tensors.get("feats")
+    if coords is None or feats is None or coords.dim() != 2 or coords.shape[1] != 3 or feats.dim() != 2 \
+            or feats.shape[0] != coords.shape[0] or coords.shape[0] == 0:
+        raise ValueError(f"{path}: not a TRELLIS slat file (needs coords [N, 3] and feats [N, C] with N > 0; "
+                         f"has {', '.join(f'{k} {list(v.shape)}' for k, v in tensors.items()) or 'nothing'})")
+    latent = tensors.get("structure_latent")
+    return SlatFile(coords.int(), feats.float(), None if latent is None else latent.float()[None])
 
 
 def save_generation(result, out_dir: Union[str, os.PathLike], stem: str,
@@ -69,6 +98,8 @@ def save_generation(result, out_dir: Union[str, os.PathLike], stem: str,
         if "slat" in files:
             slat = {"coords": result.slat.coords[rows, 1:].contiguous().cpu(),
                     "feats": result.slat.feats[rows].float().contiguous().cpu()}
+            if getattr(result, "structure_latent", None) is not None:
+                slat["structure_latent"] = result.structure_latent[i].float().contiguous().cpu()
             written.append(save_unique(out_dir, f"{name}_slat", ".safetensors",
                                        lambda p: write_new_file(p, safetensors_bytes(slat))))
         if gaussians is not None:
