@@ -5,7 +5,7 @@ The released image-large architectures (+ ss_enc) with random weights; the origi
 sphere shell of 19,688 voxels at 64^3 with latents sampled by the SLat flow (random weights decode
 arbitrary structures, so stage 1 of the original is timed but its structure not used). The region
 is the top 40 % of the unit cube in the GLB's axes (y >= 0.1). Each case runs once cold, then three
-times warm, each warm run followed by its reference; the warm medians are compared: an edit must cost at most a generation at the same step count (25
+times warm (``--repeat``), each warm run followed by its reference; the warm medians are compared: an edit must cost at most a generation at the same step count (25
 steps per stage, CFG 5 on [0.5, 1], rescale_t 3) of an asset of the edited size (stage-2 cost
 grows with the voxel count, and random weights decode an arbitrary amount inside the region). The coordinates go to $OUT/edit_coords.npz for
 the figures of docs/editing.md (scripts/editing_figures.py).
@@ -33,9 +33,6 @@ from trellis_impl.editing import (box_region, detail_variation, encode_structure
 from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
 
 
-REPEAT = 3
-
-
 def timed(fn, repeat: int = 1):
     """(result, median seconds over ``repeat`` CUDA-synchronised calls)."""
     seconds = []
@@ -52,6 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--only", nargs="*", default=None, help="run only these cases (names as printed)")
+    parser.add_argument("--repeat", type=int, default=3, help="warm runs of each edit and of its reference")
     parser.add_argument("--breakdown", action="store_true",
                         help="only split the repaint edit and its reference into time inside and outside the "
                              "sampler loops")
@@ -104,23 +102,28 @@ def main() -> int:
         return pipeline.sample_slat(cond, edited, g)
 
     # cold: each case once (kernels, allocator), its reference once; warm: edit and reference
-    # alternate REPEAT times (clock or thermal drift hits both alike), medians compared
-    results, times, reference, reference_runs = {}, {}, {}, {}
+    # alternate args.repeat times, taking turns to go first (clock or thermal drift hits both
+    # alike), medians compared
+    results, times, reference, reference_runs, edit_runs = {}, {}, {}, {}, {}
     for name, case in cases.items():
         results[name], times[f"cold/{name}"] = timed(case)
         if name != "invert_asset":
             timed(lambda: generation_on(results[name].coords.to(device)))
     for name, case in cases.items():
         edit_s, reference_s = [], []
-        for _ in range(REPEAT):
-            edit_s.append(timed(case)[1])
+        for k in range(args.repeat):
+            pair = [lambda: edit_s.append(timed(case)[1])]
             if name != "invert_asset":
-                reference_s.append(timed(lambda: generation_on(results[name].coords.to(device)))[1])
+                pair.append(lambda: reference_s.append(
+                    timed(lambda: generation_on(results[name].coords.to(device)))[1]))
+            for run in pair if k % 2 == 0 else pair[::-1]:  # each goes first half of the time
+                run()
         times[f"warm/{name}"] = float(np.median(edit_s))
+        edit_runs[name] = edit_s
         if reference_s:
             reference[name] = float(np.median(reference_s))
             reference_runs[name] = reference_s
-    times["warm/generation"] = timed(lambda: generation_on(coords), REPEAT)[1]
+    times["warm/generation"] = timed(lambda: generation_on(coords), args.repeat)[1]
     report_invert = None
     if results.pop("invert_asset", None) is not None:
         report_invert = round(times.pop("warm/invert_asset"), 3)
@@ -155,6 +158,7 @@ def main() -> int:
                         "regenerated": int(res.regenerated.sum()), "removed": int(res.removed.shape[0]),
                         "outside_identical": same_outside, "seconds_warm": round(times[f"warm/{name}"], 3),
                         "generation_same_size_s": round(reference[name], 3),
+                        "runs_s": [round(x, 3) for x in edit_runs[name]],
                         "generation_same_size_runs_s": [round(x, 3) for x in reference_runs[name]],
                         "within_limit": bool(ok_time),
                         "phases_s": {k: round(v, 3) for k, v in res.timings.items()},
