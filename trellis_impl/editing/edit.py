@@ -12,7 +12,9 @@
 
 Cost: at most one generation at the same step counts (stage-1 and stage-2 flows once per step,
 plus the structure encoder when the asset has no dense structure latent); method 'inversion' adds
-one inversion pass per stage (as many steps again, one unguided forward each). 'delete' samples nothing.
+one inversion pass per stage (as many steps again, one unguided forward each) unless the asset's
+``invert_asset`` result is given, which is computed once for any number of edits. 'delete'
+samples nothing.
 Everything is deterministic per seed: one CPU generator, structure noise first, SLat noise second.
 Only single assets (batch index 0) are supported.
 """
