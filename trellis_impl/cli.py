@@ -13,6 +13,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -155,16 +156,18 @@ def _read_asset(pipeline, path: str):
     from .sparse import SparseTensor
     if not Path(path).is_file():
         raise FileNotFoundError(f"asset: {path} does not exist")
+    feats = latent = None
     if path.endswith(".safetensors"):
         from .export import load_slat_file
-        asset = load_slat_file(path)
+        xyz, feats, latent = load_slat_file(path)
         channels = pipeline.folder.model("slat_flow_model").in_channels
-        if asset.feats.shape[1] != channels:
-            raise ValueError(f"asset: {path} has {asset.feats.shape[1]} latent channels, this model {channels}")
-        coords = torch.cat([torch.zeros_like(asset.coords[:, :1]), asset.coords], 1).to(pipeline.device)
-        return coords, SparseTensor(asset.feats.to(pipeline.device), coords, batch_size=1), asset.structure_latent
-    coords = structure_from_mesh(pipeline, *load_mesh(path))
-    return torch.cat([torch.zeros_like(coords[:, :1]), coords], 1).int().to(pipeline.device), None, None
+        if feats.shape[1] != channels:
+            raise ValueError(f"asset: {path} has {feats.shape[1]} latent channels, this model {channels}")
+    else:
+        xyz = structure_from_mesh(pipeline, *load_mesh(path))
+    coords = torch.cat([torch.zeros_like(xyz[:, :1]), xyz], 1).int().to(pipeline.device)  # batch 0
+    slat = None if feats is None else SparseTensor(feats.to(pipeline.device), coords, batch_size=1)
+    return coords, slat, latent
 
 
 def _region(args, resolution: int):
@@ -177,7 +180,7 @@ def _region(args, resolution: int):
     if args.region_mesh:
         parts.append(mesh_region(*load_mesh(args.region_mesh), resolution=resolution, frame="gltf",
                                  dilate=args.border))
-    return None if not parts else parts[0] if len(parts) == 1 else parts[0] | parts[1]
+    return functools.reduce(torch.logical_or, parts) if parts else None
 
 
 def _edit(args):

@@ -351,8 +351,7 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
             rows = index
             s0 = (original - mean) / std
             if method == "repaint":
-                base = _repaint_known(s0[rows], eps, stage.sigma_min)
-                known_at = base
+                known_at = _repaint_known(s0[rows], eps, stage.sigma_min)
             else:
                 if inversion is not None and inversion.slat is not None:
                     _check_schedule(inversion, "slat", stage)

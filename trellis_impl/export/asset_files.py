@@ -98,7 +98,7 @@ def save_generation(result, out_dir: Union[str, os.PathLike], stem: str,
         if "slat" in files:
             slat = {"coords": result.slat.coords[rows, 1:].contiguous().cpu(),
                     "feats": result.slat.feats[rows].float().contiguous().cpu()}
-            if getattr(result, "structure_latent", None) is not None:
+            if result.structure_latent is not None:
                 slat["structure_latent"] = result.structure_latent[i].float().contiguous().cpu()
             written.append(save_unique(out_dir, f"{name}_slat", ".safetensors",
                                        lambda p: write_new_file(p, safetensors_bytes(slat))))
