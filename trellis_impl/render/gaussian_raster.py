@@ -142,10 +142,10 @@ def _project(g: Dict[str, torch.Tensor], camera: Camera, dtype: torch.dtype) -> 
     b = cov[:, 0, 1]
     c = cov[:, 1, 1] + LOW_PASS
     det = a * c - b * b
-    valid &= det > 0
+    valid = valid & (det > 0)  # not in place: torch.where keeps the old mask for its backward
     det = torch.where(valid, det, torch.ones_like(det))
     opacity = g["opacity"].to(dtype)
-    valid &= opacity >= ALPHA_MIN
+    valid = valid & (opacity >= ALPHA_MIN)
     mid = 0.5 * (a + c)
     lam = mid + torch.sqrt((mid * mid - det).clamp_min(0.1))
     # extent where opacity * exp(-0.5 q) >= 1/255, q <= d^2 / lambda_max along any direction
@@ -157,7 +157,7 @@ def _project(g: Dict[str, torch.Tensor], camera: Camera, dtype: torch.dtype) -> 
             "opacity": opacity, "colors": g["colors"].to(dtype), "radius": radius, "valid": valid}
 
 
-def _render_torch(g: Dict[str, torch.Tensor], camera: Camera, background: torch.Tensor,
+def _render_torch(g: Dict[str, torch.Tensor], camera: Camera, background: torch.Tensor, clamp: bool = True,
                   tile: int = TILE, chunk: int = CHUNK) -> Dict[str, torch.Tensor]:
     dev = g["xyz"].device
     dtype = g["xyz"].dtype if g["xyz"].dtype == torch.float64 else torch.float32
@@ -236,11 +236,14 @@ def _render_torch(g: Dict[str, torch.Tensor], camera: Camera, background: torch.
                 trans[py0:py1, px0:px1] = t_pix.reshape(h, w_)
 
     bg = background.to(device=dev, dtype=dtype)
-    color = (color + trans[..., None] * bg).clamp(0.0, 1.0)
+    color = color + trans[..., None] * bg
+    if clamp:
+        color = color.clamp(0.0, 1.0)
     return {"color": color.permute(2, 0, 1).contiguous(), "alpha": (1.0 - trans)[None], "depth": depth[None]}
 
 
-def _render_gsplat(g: Dict[str, torch.Tensor], camera: Camera, background: torch.Tensor) -> Dict[str, torch.Tensor]:
+def _render_gsplat(g: Dict[str, torch.Tensor], camera: Camera, background: torch.Tensor,
+                   clamp: bool = True) -> Dict[str, torch.Tensor]:
     """The gsplat package's CUDA rasteriser with the same conventions (classic mode, 0.3 px
     low-pass, OpenCV camera, depth = sum w z), float32."""
     from gsplat import rasterization
@@ -253,7 +256,9 @@ def _render_gsplat(g: Dict[str, torch.Tensor], camera: Camera, background: torch
         near_plane=camera.near, far_plane=camera.far, eps2d=LOW_PASS, packed=False, render_mode="RGB+D",
         rasterize_mode="classic")
     alpha, depth = alpha[0, ..., 0], rgbd[0, ..., 3]
-    color = (rgbd[0, ..., :3] + (1.0 - alpha)[..., None] * background.to(**f32)).clamp(0.0, 1.0)
+    color = rgbd[0, ..., :3] + (1.0 - alpha)[..., None] * background.to(**f32)
+    if clamp:
+        color = color.clamp(0.0, 1.0)
     return {"color": color.permute(2, 0, 1).contiguous(), "alpha": alpha[None], "depth": depth[None]}
 
 
@@ -280,7 +285,7 @@ GAUSSIAN_RASTER.register("gsplat", _render_gsplat, _gsplat_available)
 
 def render_gaussians(gaussians_or_tensors: Union[Any, Mapping[str, torch.Tensor]], camera: Camera,
                      background: Union[Sequence[float], torch.Tensor] = (0.0, 0.0, 0.0),
-                     backend: Optional[str] = None) -> Dict[str, torch.Tensor]:
+                     backend: Optional[str] = None, clamp: bool = True) -> Dict[str, torch.Tensor]:
     """Render 3D Gaussians seen by ``camera``.
 
     Args:
@@ -292,9 +297,12 @@ def render_gaussians(gaussians_or_tensors: Union[Any, Mapping[str, torch.Tensor]
         backend: 'torch' (the reference), 'gsplat' (CUDA, when installed; the automatic
             choice there) or None/'auto' to use ``set_backend`` / ``TRELLIS_GS_BACKEND`` /
             automatic choice.
+        clamp: clamp ``color`` to 0..1 (default). Training passes False: the official
+            rasteriser does not clamp its output, so over-bright pixels keep their gradient.
+            Both backends are differentiable w.r.t. every Gaussian tensor.
 
     Returns:
-        dict with ``color`` [3, H, W] in 0..1 (background included), ``alpha`` [1, H, W]
+        dict with ``color`` [3, H, W] in 0..1 (background included; unclamped with ``clamp=False``), ``alpha`` [1, H, W]
         (1 - final transmittance) and ``depth`` [1, H, W] (alpha-weighted camera depth
         ``sum_i w_i z_i``, not divided by alpha; world units).
     """
@@ -304,4 +312,4 @@ def render_gaussians(gaussians_or_tensors: Union[Any, Mapping[str, torch.Tensor]
         raise ValueError(f"background must be 3 finite values, got {background!r}")
     dev = g["xyz"].device
     impl = GAUSSIAN_RASTER.resolve(dev, g["xyz"].dtype, backend)
-    return impl.fn(g, camera, bg)
+    return impl.fn(g, camera, bg, clamp)

@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from ..backends.registry import family, importable
 from .cameras import Camera
 
-__all__ = ["covered_pixels", "rasterize", "rasterize_views", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors"]
+__all__ = ["covered_pixels", "rasterize", "rasterize_views", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors",
+           "render_mesh_training", "face_camera_normals"]
 
 PAIR_CHUNK = 1 << 20  # (triangle, pixel) candidate pairs per chunk
 _NO_HIT = torch.iinfo(torch.int64).max
@@ -411,3 +412,160 @@ def render_mesh(mesh_or_vertices_faces: Union[Any, Sequence[torch.Tensor]], came
             raise ValueError(f"attributes must have shape [V={vertices.shape[0]}, C], got {tuple(attributes.shape)}")
         out["attrs"] = interpolate(attributes, raster).permute(2, 0, 1).contiguous()
     return out
+
+
+def render_mesh_training(vertices: torch.Tensor, faces: torch.Tensor, cameras: Sequence[Camera],
+                         vertex_attrs: Optional[torch.Tensor] = None,
+                         backend: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Differentiable render of one mesh from several views: the images of TRELLIS's
+    ``MeshRenderer`` that the mesh-decoder trainer's losses use.
+
+    Paths (chosen like :func:`rasterize`):
+
+    * nvdiffrast (CUDA, float32): the official sequence, ``dr.rasterize`` ->
+      ``dr.interpolate`` -> ``dr.antialias`` on every image; gradients w.r.t. ``vertices``
+      (including the silhouette, through the anti-aliasing) and ``vertex_attrs``.
+    * torch (any device/dtype): visible triangles from :func:`rasterize_views` (no gradient),
+      then their perspective-correct barycentrics recomputed from the projected ``vertices``
+      with autograd; gradients w.r.t. ``vertices`` (depth, normals, interpolated attributes
+      inside the silhouette) and ``vertex_attrs``. No anti-aliasing: ``mask`` is a hard 0/1
+      coverage with no gradient.
+
+    Args:
+        vertices: [V, 3] float world positions.
+        faces: [F, 3] integer vertex indices.
+        cameras: Cameras of one resolution (OpenCV; triangles culled/clipped at their near/far).
+        vertex_attrs: optional [V, C] per-vertex values (TRELLIS meshes: rgb then normal-map
+            channels, in [0, 1]).
+        backend: as :func:`rasterize`.
+
+    Returns:
+        dict of [B, C, H, W] images (B = number of cameras), in ``vertices``' dtype (float32 on
+        the nvdiffrast path):
+        ``mask`` [B, 1, H, W] coverage in [0, 1]; ``depth`` [B, 1, H, W] camera z (0 on
+        background); ``normal`` [B, 3, H, W] ``(n + 1) / 2`` of the flat unit face normal
+        ``normalize((v1 - v0) x (v2 - v0))`` (0.5 on background, as the official renderer);
+        ``attrs`` [B, C, H, W] interpolated ``vertex_attrs`` (0 on background) when given.
+    """
+    cameras = list(cameras)
+    checked_vertices, faces = mesh_tensors(vertices, faces)
+    if vertex_attrs is not None and (vertex_attrs.dim() != 2 or vertex_attrs.shape[0] != checked_vertices.shape[0]):
+        raise ValueError(f"vertex_attrs must have shape [V={checked_vertices.shape[0]}, C], "
+                         f"got {tuple(vertex_attrs.shape)}")
+    dtype = torch.float64 if checked_vertices.dtype == torch.float64 else torch.float32
+    if not cameras:
+        raise ValueError("cameras is empty: need at least one Camera")
+    if MESH_RASTER.resolve(checked_vertices.device, dtype, backend).name == "nvdiffrast" and faces.shape[0] > 0:
+        return _render_training_nvdiffrast(checked_vertices, faces, cameras, vertex_attrs)
+    raster = rasterize_views(checked_vertices.detach(), faces, cameras, backend=backend)
+    return _render_training_torch(checked_vertices.to(dtype), faces, cameras, raster["triangle_id"], vertex_attrs)
+
+
+def _face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    v0, v1, v2 = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
+    return F.normalize(torch.linalg.cross(v1 - v0, v2 - v0), dim=-1)
+
+
+def _render_training_torch(vertices: torch.Tensor, faces: torch.Tensor, cameras: Sequence[Camera],
+                           triangle_id: torch.Tensor, vertex_attrs: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    n_views, height, width = triangle_id.shape
+    dev, dtype = vertices.device, vertices.dtype
+    channels = 0 if vertex_attrs is None else vertex_attrs.shape[1]
+    mask = (triangle_id >= 0).to(dtype)
+    depth = vertices.new_zeros(n_views, height * width)
+    normal = vertices.new_full((n_views, height * width, 3), 0.5)
+    attrs = vertices.new_zeros(n_views, height * width, channels)
+    face_normals = _face_normals(vertices, faces) if faces.shape[0] else vertices.new_zeros(0, 3)
+    for view, camera in enumerate(cameras):
+        flat = triangle_id[view].reshape(-1)
+        pix = torch.nonzero(flat >= 0).squeeze(1)
+        if pix.numel() == 0:
+            continue
+        extr = camera.extrinsics.to(device=dev, dtype=dtype)
+        cam = vertices @ extr[:3, :3].T + extr[:3, 3]
+        z = cam[:, 2]
+        sx = camera.fx * cam[:, 0] / z + camera.cx
+        sy = camera.fy * cam[:, 1] / z + camera.cy
+        tri = flat[pix]
+        f = faces[tri]
+        # edge functions at the pixel centres, normalised by the signed area (both windings)
+        ex = sx[f] - ((pix % width).to(dtype) + 0.5)[:, None]
+        ey = sy[f] - ((pix // width).to(dtype) + 0.5)[:, None]
+        b = torch.stack([ex[:, 1] * ey[:, 2] - ex[:, 2] * ey[:, 1],
+                         ex[:, 2] * ey[:, 0] - ex[:, 0] * ey[:, 2],
+                         ex[:, 0] * ey[:, 1] - ex[:, 1] * ey[:, 0]], dim=1)
+        b = b / b.sum(1, keepdim=True)
+        bz = b / z[f]
+        bary = bz / bz.sum(1, keepdim=True)                     # perspective-correct
+        depth = depth.index_put((torch.full_like(pix, view), pix), (bary * z[f]).sum(1))
+        normal = normal.index_put((torch.full_like(pix, view), pix), (face_normals[tri] + 1) / 2)
+        if vertex_attrs is not None:
+            values = (vertex_attrs.to(dtype)[f] * bary[:, :, None]).sum(1)
+            attrs = attrs.index_put((torch.full_like(pix, view), pix), values)
+    out = {"mask": mask[:, None], "depth": depth.reshape(n_views, 1, height, width),
+           "normal": normal.reshape(n_views, height, width, 3).permute(0, 3, 1, 2)}
+    if vertex_attrs is not None:
+        out["attrs"] = attrs.reshape(n_views, height, width, channels).permute(0, 3, 1, 2)
+    return out
+
+
+def _render_training_nvdiffrast(vertices: torch.Tensor, faces: torch.Tensor, cameras: Sequence[Camera],
+                                vertex_attrs: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    import nvdiffrast.torch as dr
+    dev = vertices.device
+    width, height = cameras[0].width, cameras[0].height
+    vertices = vertices.float()
+    extr = torch.stack([c.extrinsics.to(device=dev, dtype=torch.float32) for c in cameras])      # [B, 4, 4]
+    cam = vertices[None] @ extr[:, :3, :3].transpose(1, 2) + extr[:, None, :3, 3]                # [B, V, 3]
+    k = torch.tensor([[2 * c.fx / width, 2 * c.cx / width - 1, 2 * c.fy / height, 2 * c.cy / height - 1,
+                       (c.far + c.near) / (c.far - c.near), -2 * c.far * c.near / (c.far - c.near)]
+                      for c in cameras], dtype=torch.float32, device=dev)[:, None, :]
+    x, y, z = cam.unbind(-1)
+    clip = torch.stack([k[..., 0] * x + k[..., 1] * z, k[..., 2] * y + k[..., 3] * z, k[..., 4] * z + k[..., 5], z],
+                       dim=-1).contiguous()
+    faces_int = faces.to(torch.int32).contiguous()
+    context = _nvdiffrast_context(dev)
+    rast, _ = dr.rasterize(context, clip, faces_int, resolution=[height, width])
+
+    def smooth(image: torch.Tensor) -> torch.Tensor:
+        return dr.antialias(image.contiguous(), rast, clip, faces_int).permute(0, 3, 1, 2)
+
+    corner_faces = torch.arange(faces.shape[0] * 3, device=dev, dtype=torch.int32).reshape(-1, 3)
+    face_normals = _face_normals(vertices, faces).repeat_interleave(3, dim=0)           # one copy per corner
+    out = {
+        "mask": smooth((rast[..., 3:] > 0).float()),
+        "depth": smooth(dr.interpolate(z[..., None].contiguous(), rast, faces_int)[0]),
+        "normal": (smooth(dr.interpolate(face_normals[None].contiguous(), rast, corner_faces)[0]) + 1) / 2,
+    }
+    if vertex_attrs is not None:
+        out["attrs"] = smooth(dr.interpolate(vertex_attrs.float().contiguous(), rast, faces_int)[0])
+    return out
+
+
+def face_camera_normals(normal: torch.Tensor, cameras: Sequence[Camera]) -> torch.Tensor:
+    """Flip rendered normals to face the camera, as the official trainer does to its targets.
+
+    Args:
+        normal: [B, 3, H, W] ``(n + 1) / 2`` images (:func:`render_mesh_training`'s ``normal``).
+        cameras: the B cameras they were rendered from.
+
+    Returns:
+        [B, 3, H, W]: ``n`` negated where it points along the pixel's viewing ray
+        (``n . d >= 0``, d the ray direction through the pixel centre), then mapped back by
+        ``(n + 1) / 2``. Background (0.5) stays 0.5.
+    """
+    cameras = list(cameras)
+    if normal.dim() != 4 or normal.shape[1] != 3 or normal.shape[0] != len(cameras):
+        raise ValueError(f"normal must be [B={len(cameras)}, 3, H, W], got {tuple(normal.shape)}")
+    height, width = normal.shape[-2:]
+    dev, dtype = normal.device, normal.dtype
+    rows, cols = torch.meshgrid(torch.arange(height, device=dev, dtype=dtype) + 0.5,
+                                torch.arange(width, device=dev, dtype=dtype) + 0.5, indexing="ij")
+    n = normal * 2 - 1
+    flipped = []
+    for view, camera in enumerate(cameras):
+        ray_cam = torch.stack([(cols - camera.cx) / camera.fx, (rows - camera.cy) / camera.fy, torch.ones_like(rows)])
+        ray_world = torch.einsum("ji,jhw->ihw", camera.extrinsics[:3, :3].to(dev, dtype), ray_cam)
+        faces_camera = (n[view] * ray_world).sum(0, keepdim=True) < 0
+        flipped.append(n[view] * (faces_camera.to(dtype) * 2 - 1))
+    return (torch.stack(flipped) + 1) / 2

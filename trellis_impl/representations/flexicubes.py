@@ -1,4 +1,4 @@
-"""FlexiCubes surface extraction (inference path), pure PyTorch.
+"""FlexiCubes surface extraction (inference and training paths), pure PyTorch.
 
 Dual marching cubes with the learned FlexiCubes weights of Shen et al. 2023, "Flexible
 Isosurface Extraction for Gradient-Based Mesh Optimization": per-cube edge weights ``beta``
@@ -6,7 +6,10 @@ blend the zero crossings into dual vertices, per-corner weights ``alpha`` bend e
 crossing along its edge, and per-cube ``gamma`` choose the diagonal that splits each quad.
 It reproduces ``FlexiCubes.__call__(..., training=False)`` of the fork TRELLIS pins
 (MaxtirError/FlexiCubes@815e075), including its per-vertex colour channels, which are
-interpolated exactly like the dual vertex positions.
+interpolated exactly like the dual vertex positions. ``flexicubes_extract_training`` reproduces
+``training=True``: the same dual vertices, each quad split into 4 triangles around a
+gamma-weighted centre vertex (so the mesh is differentiable w.r.t. gamma too), and the
+deviation regulariser L_dev (Eq. 8 of the paper).
 
 Conventions (as in the reference):
 
@@ -75,6 +78,47 @@ def flexicubes_extract(
         faces: [F, 3] int64, triangles indexing ``vertices``, wound to face positive SDF.
         colors: [D, K] float (sigmoid applied, then interpolated like ``vertices``) or None.
     """
+    vertices, faces, colors, _ = _extract(grid_vertices, sdf, cube_corners, cube_coords, res, beta, alpha, gamma,
+                                          vertex_colors, weight_scale, training=False)
+    return vertices, faces, colors
+
+
+def flexicubes_extract_training(
+    grid_vertices: Tensor,
+    sdf: Tensor,
+    cube_corners: Tensor,
+    cube_coords: Tensor,
+    res: int,
+    beta: Tensor,
+    alpha: Tensor,
+    gamma: Tensor,
+    vertex_colors: Optional[Tensor] = None,
+    weight_scale: float = 0.99,
+) -> Tuple[Tensor, Tensor, Optional[Tensor], Tensor]:
+    """``FlexiCubes(..., training=True)``: the mesh used by the mesh-decoder trainer, and L_dev.
+
+    Arguments as :func:`flexicubes_extract`. Differentiable w.r.t. ``grid_vertices``, ``sdf``,
+    ``beta``, ``alpha``, ``gamma`` and ``vertex_colors`` (the connectivity is not).
+
+    Returns:
+        vertices: [D + Q, 3] float, the D dual vertices (as :func:`flexicubes_extract`) followed
+            by one centre per quad, ``(g02 (v0 + v2) / 2 + g13 (v1 + v3) / 2) / (g02 + g13 + 1e-8)``
+            with ``g02 = gamma_0 gamma_2``, ``g13 = gamma_1 gamma_3`` (normalised gammas).
+        faces: [4 Q, 3] int64, quad (v0, v1, v2, v3) with centre c -> (v0, v1, c), (v1, v2, c),
+            (v2, v3, c), (v3, v0, c).
+        colors: [D + Q, K] float (interpolated like the vertices) or None.
+        l_dev: [M] float, one per (dual vertex, edge it blends): ``| |u_e - v| - mean_e' |u_e' - v| |``,
+            u_e the plain (un-weighted) zero crossing of edge e and v its dual vertex; the trainer
+            adds ``0.5 * l_dev.mean()``. Empty when there is no surface.
+    """
+    return _extract(grid_vertices, sdf, cube_corners, cube_coords, res, beta, alpha, gamma, vertex_colors,
+                    weight_scale, training=True)
+
+
+def _extract(grid_vertices: Tensor, sdf: Tensor, cube_corners: Tensor, cube_coords: Tensor, res: int, beta: Tensor,
+             alpha: Tensor, gamma: Tensor, vertex_colors: Optional[Tensor], weight_scale: float, training: bool
+             ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Both paths; L_dev (4th output) only with ``training``."""
     inside = sdf < 0
     corner_inside = inside[cube_corners]
     num_inside = corner_inside.sum(-1)
@@ -83,7 +127,7 @@ def flexicubes_extract(
         no_colors = None if vertex_colors is None else vertex_colors.new_zeros((0, vertex_colors.shape[-1]))
         return (grid_vertices.new_zeros((0, 3)),
                 torch.zeros((0, 3), dtype=torch.long, device=grid_vertices.device),
-                no_colors)
+                no_colors, grid_vertices.new_zeros((0,)) if training else None)
 
     cube_corners = cube_corners[is_surface]
     beta = torch.tanh(beta[is_surface]) * weight_scale + 1
@@ -94,10 +138,14 @@ def flexicubes_extract(
 
     case_ids = _resolve_case_ids(corner_inside[is_surface], cube_coords[is_surface], res)
     surface_edges, slot_edge, slot_share_count = _find_surface_edges(inside, cube_corners)
-    dual_vertices, dual_colors, dual_gamma, slot_dual_vertex = _place_dual_vertices(
+    dual_vertices, dual_colors, dual_gamma, slot_dual_vertex, entry_dual, entry_ends = _place_dual_vertices(
         grid_vertices, sdf, vertex_colors, case_ids, beta, alpha, gamma, surface_edges, slot_edge)
-    faces = _connect_quads(sdf, surface_edges, slot_edge, slot_share_count, slot_dual_vertex, dual_gamma)
-    return dual_vertices, faces, dual_colors
+    quads = _connect_quads(sdf, surface_edges, slot_edge, slot_share_count, slot_dual_vertex)
+    if not training:
+        return dual_vertices, _split_quads(quads, dual_gamma), dual_colors, None
+    l_dev = _deviation(grid_vertices, sdf, dual_vertices, entry_dual, entry_ends)
+    vertices, faces, colors = _fan_quads(quads, dual_vertices, dual_colors, dual_gamma)
+    return vertices, faces, colors, l_dev
 
 
 def _resolve_case_ids(corner_inside: Tensor, cube_coords: Tensor, res: int) -> Tensor:
@@ -211,6 +259,8 @@ def _place_dual_vertices(
         dual_gamma: [D] float, gamma of each dual vertex's cube.
         slot_dual_vertex: [S * 12] int64, dual vertex owning each (cube, edge) slot (0 where
             the edge belongs to none).
+        entry_dual: [M] int64, dual vertex of each (dual vertex, blended edge) entry.
+        entry_ends: [M, 2] int64, grid vertices of each entry's edge.
     """
     device = case_ids.device
     no_group = [-1] * MAX_EDGES_PER_DUAL_VERTEX
@@ -251,7 +301,18 @@ def _place_dual_vertices(
                                   device=device).index_add_(0, entry_dual, color_crossings * entry_beta) / beta_sum
 
     slot_dual_vertex = torch.zeros_like(slot_edge).scatter(0, entry_slot, entry_dual)
-    return dual_vertices, dual_colors, gamma[dual_cube], slot_dual_vertex
+    return dual_vertices, dual_colors, gamma[dual_cube], slot_dual_vertex, entry_dual, entry_ends
+
+
+def _deviation(grid_vertices: Tensor, sdf: Tensor, dual_vertices: Tensor, entry_dual: Tensor,
+               entry_ends: Tensor) -> Tensor:
+    """L_dev per entry: |distance from the dual vertex to the edge's plain zero crossing - the
+    mean of those distances over the dual vertex's edges| ([M] float)."""
+    crossings = _interpolate_crossing(sdf[entry_ends].unsqueeze(-1), grid_vertices[entry_ends])
+    dist = torch.norm(crossings - dual_vertices[entry_dual], dim=-1)
+    num_edges = torch.bincount(entry_dual, minlength=dual_vertices.shape[0])
+    mean_dist = dist.new_zeros(dual_vertices.shape[0]).index_add_(0, entry_dual, dist) / num_edges.to(dist.dtype)
+    return (dist - mean_dist[entry_dual]).abs()
 
 
 def _connect_quads(
@@ -260,21 +321,19 @@ def _connect_quads(
     slot_edge: Tensor,
     slot_share_count: Tensor,
     slot_dual_vertex: Tensor,
-    dual_gamma: Tensor,
 ) -> Tensor:
-    """Join the 4 dual vertices around each interior surface edge into a quad, split into 2 triangles.
+    """Join the 4 dual vertices around each interior surface edge into a quad.
 
-    Quads whose edge starts outside come first, then the others (the reference's order); each quad
-    is split along the diagonal with the larger gamma product.
+    Quads whose edge starts outside come first, then the others (the reference's order), their
+    corners ordered to face positive SDF.
 
     Args:
         sdf: [V] float.
         surface_edges: [E, 2] int64.
         slot_edge, slot_share_count, slot_dual_vertex: [S * 12] int64 per (cube, edge) slot.
-        dual_gamma: [D] float.
 
     Returns:
-        [2 * Q, 3] int64 faces.
+        [Q, 4] int64 dual vertex indices.
     """
     # Edges on the grid border touch fewer than 4 cubes and emit no quad.
     quad_slots = (slot_share_count == 4) & (slot_edge >= 0)
@@ -283,12 +342,37 @@ def _connect_quads(
     quad_edge = slot_edges_sorted.reshape(-1, 4)[:, 0]
 
     starts_outside = sdf[surface_edges[quad_edge, 0]] > 0
-    quads = torch.cat([quads[starts_outside][:, [0, 1, 3, 2]], quads[~starts_outside][:, [2, 3, 1, 0]]])
+    return torch.cat([quads[starts_outside][:, [0, 1, 3, 2]], quads[~starts_outside][:, [2, 3, 1, 0]]])
 
+
+def _split_quads(quads: Tensor, dual_gamma: Tensor) -> Tensor:
+    """Inference: each quad [Q, 4] -> 2 triangles along the diagonal with the larger gamma
+    product ([2 Q, 3] int64)."""
     quad_gamma = dual_gamma[quads]
     split_02 = quad_gamma[:, 0] * quad_gamma[:, 2] > quad_gamma[:, 1] * quad_gamma[:, 3]
     faces = torch.where(split_02.unsqueeze(-1), quads[:, list(_SPLIT_ALONG_02)], quads[:, list(_SPLIT_ALONG_13)])
     return faces.reshape(-1, 3)
+
+
+def _fan_quads(quads: Tensor, dual_vertices: Tensor, dual_colors: Optional[Tensor],
+               dual_gamma: Tensor) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Training: each quad -> 4 triangles around its gamma-weighted centre, appended as a vertex."""
+    quad_gamma = dual_gamma[quads]
+    gamma_02 = (quad_gamma[:, 0] * quad_gamma[:, 2]).unsqueeze(-1)
+    gamma_13 = (quad_gamma[:, 1] * quad_gamma[:, 3]).unsqueeze(-1)
+    weight_sum = gamma_02 + gamma_13 + 1e-8
+
+    def centre(values: Tensor) -> Tensor:
+        corners = values[quads]
+        return ((corners[:, 0] + corners[:, 2]) / 2 * gamma_02 + (corners[:, 1] + corners[:, 3]) / 2 * gamma_13) \
+            / weight_sum
+
+    vertices = torch.cat([dual_vertices, centre(dual_vertices)])
+    colors = None if dual_colors is None else torch.cat([dual_colors, centre(dual_colors)])
+    centre_index = torch.arange(quads.shape[0], device=quads.device) + dual_vertices.shape[0]
+    rim = quads[:, [0, 1, 1, 2, 2, 3, 3, 0]].reshape(-1, 4, 2)
+    faces = torch.cat([rim, centre_index.reshape(-1, 1, 1).expand(-1, 4, 1)], dim=-1).reshape(-1, 3)
+    return vertices, faces, colors
 
 
 def dense_index(grid_coords: Tensor, size: int) -> Tensor:

@@ -10,6 +10,11 @@ The official code fills dense ``(res + 1)^3`` grids (untouched vertices: SDF 1, 
 colour 0; untouched cubes: weights 0). Here only the cubes that have an inside (SDF < 0) corner are
 built, which are the only ones that can be surface cubes, with the same defaults and the same
 dense-index ordering, so vertices and faces come out identical, in the same order.
+
+``features_to_mesh(..., training=True)`` reproduces ``training=True``: FlexiCubes' training
+triangulation (4 triangles per quad around a centre vertex), differentiable w.r.t. every decoder
+channel (SDF, deformation, weights, colours), plus the regularisers the mesh-decoder trainer adds
+(``Mesh.reg_loss``) and the vertex samples of its TSDF loss (``Mesh.tsdf_v``, ``Mesh.tsdf_s``).
 """
 
 from typing import Dict, Optional
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..files import write_new_file
-from .flexicubes import CUBE_CORNER_OFFSETS, dense_index, flexicubes_extract, sorted_lookup
+from .flexicubes import CUBE_CORNER_OFFSETS, dense_index, flexicubes_extract, flexicubes_extract_training, sorted_lookup
 
 # Channel groups of the decoder output, in order: name -> per-voxel shape.
 _LAYOUT_SHAPES = (
@@ -30,6 +35,9 @@ _LAYOUT_SHAPES = (
     ('color', (8, 6)),      # per corner rgb + normal, pre-sigmoid (only with use_color)
 )
 _OUTSIDE_SDF = 1.0  # SDF of grid vertices no voxel touches
+# Weights of the official SparseFeatures2Mesh regularisers (training=True).
+DEVIATION_WEIGHT = 0.5      # on L_dev.mean()
+FLEXI_WEIGHT_WEIGHT = 0.2   # on |beta, alpha| (raw weights[:, :20]).abs().mean()
 
 
 class Mesh:
@@ -42,6 +50,13 @@ class Mesh:
         res: mesh grid resolution (cubes per axis).
         face_normal: [F, 3, 3] float, unit normal of each face, repeated for its 3 corners.
         success: False when the mesh has no vertices or no faces.
+        reg_loss: 0-dim tensor (training meshes only, else None): the official mesh regularisers,
+            ``consistency + 0.5 * L_dev.mean() (if success) + 0.2 * |weights[:, :20]|.mean()``,
+            where consistency is the mean squared difference between each voxel's 8 corner
+            predictions (sdf, deform, colour channels) and their per-vertex averages.
+        tsdf_v: [T, 3] float (training only): deformed positions of every grid vertex a voxel
+            touches, in increasing dense index order.
+        tsdf_s: [T] float (training only): their averaged SDF (bias -1/res included).
     """
 
     def __init__(self, vertices: Tensor, faces: Tensor, vertex_attrs: Optional[Tensor] = None, res: int = 64):
@@ -51,6 +66,9 @@ class Mesh:
         self.res = res
         self.face_normal = _face_normals(vertices, self.faces)
         self.success = vertices.shape[0] != 0 and faces.shape[0] != 0
+        self.reg_loss: Optional[Tensor] = None
+        self.tsdf_v: Optional[Tensor] = None
+        self.tsdf_s: Optional[Tensor] = None
 
     def save_ply(self, path, overwrite: bool = False) -> str:
         """Write the raw mesh as a binary PLY: positions in TRELLIS's own frame (Z up, unit cube
@@ -113,16 +131,22 @@ def mesh_feature_channels(use_color: bool) -> int:
     return sum(group['size'] for group in mesh_feature_layout(use_color).values())
 
 
-def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = True) -> Mesh:
+def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = True,
+                     training: bool = False) -> Mesh:
     """Extract the mesh of one batch item from the mesh decoder's sparse output.
 
-    Computes in float32 on ``feats.device``; ``feats`` is not modified.
+    Computes in float32 on ``feats.device`` (float64 input stays float64 with ``training``);
+    ``feats`` is not modified.
 
     Args:
         coords: [N, 3] integer voxel coordinates (x, y, z) at mesh resolution, in [0, res), unique.
         feats: [N, C] decoder output, C = ``mesh_feature_channels(use_color)``.
         res: mesh resolution (cubes per axis; 256 for the released model).
         use_color: whether ``feats`` carries the 8 x 6 colour channels.
+        training: the official ``training=True`` path: the training triangulation (see
+            ``flexicubes_extract_training``; vertices, faces and colours differ from inference)
+            and ``reg_loss``, ``tsdf_v``, ``tsdf_s`` set on the mesh, all differentiable w.r.t.
+            ``feats``.
 
     Returns:
         The ``Mesh``; empty (``success`` False) when no surface crosses the voxels.
@@ -136,7 +160,8 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
     if coords.dtype.is_floating_point or coords.dtype == torch.bool:
         raise ValueError(f"coords must be an integer tensor, got {coords.dtype}")
     device = feats.device
-    feats = feats.float()
+    dtype = torch.float64 if training and feats.dtype == torch.float64 else torch.float32
+    feats = feats.to(dtype)
     coords = coords.to(device=device, dtype=torch.long)
     if coords.numel() and (int(coords.min()) < 0 or int(coords.max()) >= res):
         raise ValueError(f"coords must lie in [0, {res}), got [{int(coords.min())}, {int(coords.max())}]")
@@ -159,7 +184,7 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
     num_attrs = corner_attrs.shape[-1]
     corner_keys = dense_index((coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1)
     touched_keys, corner_vertex = torch.unique(corner_keys, return_inverse=True)
-    touched_attrs = torch.zeros((touched_keys.shape[0], num_attrs), dtype=torch.float32, device=device).scatter_reduce(
+    touched_attrs = torch.zeros((touched_keys.shape[0], num_attrs), dtype=dtype, device=device).scatter_reduce(
         0, corner_vertex[:, None].expand(-1, num_attrs), corner_attrs.reshape(-1, num_attrs),
         reduce='mean', include_self=False)
 
@@ -173,23 +198,36 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
     grid_keys, cube_corners = torch.unique(
         dense_index((cube_coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1), return_inverse=True)
     cube_corners = cube_corners.reshape(-1, 8)
-    grid_attrs = torch.zeros((grid_keys.shape[0], num_attrs), dtype=torch.float32, device=device)
+    grid_attrs = torch.zeros((grid_keys.shape[0], num_attrs), dtype=dtype, device=device)
     grid_attrs[:, 0] = _OUTSIDE_SDF
     touched_index = sorted_lookup(touched_keys, grid_keys)
     is_touched = touched_index >= 0
     grid_attrs[is_touched] = touched_attrs[touched_index[is_touched]]
 
-    cube_weights = torch.zeros((cube_keys.shape[0], layout['weights']['size']), dtype=torch.float32, device=device)
+    cube_weights = torch.zeros((cube_keys.shape[0], layout['weights']['size']), dtype=dtype, device=device)
     voxel_index = sorted_lookup(voxel_keys, cube_keys)
     is_voxel = voxel_index >= 0
     cube_weights[is_voxel] = channels('weights')[voxel_order[voxel_index[is_voxel]]]
 
     grid_vertices = _deformed_positions(_unflatten(grid_keys, res + 1), grid_attrs[:, 1:4], res)
-    vertices, faces, colors = flexicubes_extract(
+    extract = flexicubes_extract_training if training else flexicubes_extract
+    extracted = extract(
         grid_vertices, grid_attrs[:, 0], cube_corners, cube_coords, res,
         beta=cube_weights[:, :12], alpha=cube_weights[:, 12:20], gamma=cube_weights[:, 20],
         vertex_colors=grid_attrs[:, 4:] if use_color else None)
-    return Mesh(vertices, faces, colors, res)
+    mesh = Mesh(extracted[0], extracted[1], extracted[2], res)
+    if training:
+        # official sparse_cube2verts(training=True): corner predictions vs their vertex averages
+        consistency = torch.mean((corner_attrs - touched_attrs[corner_vertex].reshape(corner_attrs.shape)) ** 2)
+        reg_loss = consistency + FLEXI_WEIGHT_WEIGHT * channels('weights')[:, :20].abs().mean()
+        if feats.shape[0] == 0:
+            reg_loss = feats.sum()  # no voxels: 0, still attached to feats
+        elif mesh.success:
+            reg_loss = reg_loss + DEVIATION_WEIGHT * extracted[3].mean()
+        mesh.reg_loss = reg_loss
+        mesh.tsdf_v = _deformed_positions(_unflatten(touched_keys, res + 1), touched_attrs[:, 1:4], res)
+        mesh.tsdf_s = touched_attrs[:, 0]
+    return mesh
 
 
 def _unflatten(keys: Tensor, size: int) -> Tensor:
@@ -205,6 +243,6 @@ def _deformed_positions(grid_coords: Tensor, deform: Tensor, res: int) -> Tensor
         deform: [V, 3] float, pre-tanh offsets.
 
     Returns:
-        [V, 3] float32.
+        [V, 3] in deform's dtype.
     """
-    return grid_coords.float() / res - 0.5 + (1 - 1e-8) / (res * 2) * torch.tanh(deform)
+    return grid_coords.to(deform.dtype) / res - 0.5 + (1 - 1e-8) / (res * 2) * torch.tanh(deform)

@@ -11,7 +11,8 @@ __all__ = ["SparseGroupNorm32"]
 
 
 class SparseGroupNorm32(nn.Module):
-    """GroupNorm over (channels of a group) x (all voxels of one item), computed in float32.
+    """GroupNorm over (channels of a group) x (all voxels of one item), computed in float32
+    (float64 input stays float64, for gradient checks), returned in the input dtype.
 
     Keys: ``weight`` [C], ``bias`` [C] (as ``torch.nn.GroupNorm``).
     """
@@ -23,9 +24,10 @@ class SparseGroupNorm32(nn.Module):
         self.bias = nn.Parameter(torch.empty(num_channels, dtype=dtype, device=device))
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        feats = x.feats.float()
+        compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        feats = x.feats.to(compute_dtype)
         out = torch.empty_like(feats)
-        weight, bias = self.weight.float().to(x.device), self.bias.float().to(x.device)
+        weight, bias = self.weight.to(x.device, compute_dtype), self.bias.to(x.device, compute_dtype)
         for rows in x.layout:
             if rows.stop > rows.start:
                 item = feats[rows].t()[None]  # [1, C, N_i]
