@@ -44,4 +44,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "TrellisInvertAsset": "TRELLIS Invert Asset (for inversion edits)",
 }
 
+from .encode import TrellisEncodeMesh  # noqa: E402
+
+NODE_CLASS_MAPPINGS["TrellisEncodeMesh"] = TrellisEncodeMesh
+NODE_DISPLAY_NAME_MAPPINGS["TrellisEncodeMesh"] = "TRELLIS Encode Mesh (no sampling)"
+
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -59,6 +59,7 @@ from scipy.sparse.csgraph import breadth_first_order, connected_components, maxi
 
 from ..render.cameras import Camera
 from ..render.mesh_raster import rasterize_views
+from ..sequences import hammersley_yaw_pitch
 from .mesh_cleanup import _check_mesh, _to_numpy
 
 __all__ = ["sphere_cameras", "face_visibility", "remove_interior_faces", "fill_small_holes",
@@ -70,26 +71,6 @@ _INT32_MAX = 2 ** 31 - 1
 # ----------------------------------------------------------------------------------------------
 # cameras
 # ----------------------------------------------------------------------------------------------
-
-def _radical_inverse(base: int, n: int) -> float:
-    inv, denom = 0.0, 1.0
-    while n > 0:
-        n, digit = divmod(n, base)
-        denom *= base
-        inv += digit / denom
-    return inv
-
-
-def _sphere_hammersley(n: int, num_samples: int) -> Tuple[float, float]:
-    """(yaw, pitch) in radians of the n-th of ``num_samples`` Hammersley points on the sphere."""
-    u = n / num_samples
-    v = _radical_inverse(2, n)
-    # the official warps u so that more points fall on the upper hemisphere
-    u = 2.0 * u if u < 0.25 else 2.0 / 3.0 * u + 1.0 / 3.0
-    pitch = math.acos(max(-1.0, min(1.0, 1.0 - 2.0 * u))) - math.pi / 2.0
-    yaw = v * 2.0 * math.pi
-    return yaw, pitch
-
 
 def sphere_cameras(num_views: int, resolution: int, radius: float = 2.0,
                    fov_degrees: float = 40.0) -> List[Camera]:
@@ -114,7 +95,7 @@ def sphere_cameras(num_views: int, resolution: int, radius: float = 2.0,
         raise ValueError(f"radius must be a positive finite number, got {radius!r}")
     cams = []
     for k in range(int(num_views)):
-        yaw, pitch = _sphere_hammersley(k, int(num_views))
+        yaw, pitch = hammersley_yaw_pitch(k, int(num_views))
         up = (0.0, 0.0, 1.0) if abs(math.cos(pitch)) > 1e-6 else (0.0, 1.0, 0.0)
         cams.append(Camera.orbit(yaw, pitch, float(radius), fov_degrees, int(resolution), int(resolution), up=up))
     return cams

@@ -19,9 +19,12 @@ from ..models import load_model
 from ..models.base import TrellisModel
 
 __all__ = ["ModelFolder", "ModelFolderError", "KNOWN_REPOSITORIES", "download_model_folder", "PIPELINE_NAMES",
-           "ENCODER_KEY"]
+           "ENCODER_KEY", "SLAT_ENCODER_KEY"]
 # The sparse-structure encoder (released beside the decoder, not listed in pipeline.json's models).
 ENCODER_KEY = "sparse_structure_encoder"
+# The SLat encoder (released as ckpts/slat_enc_swin8_B_64l8_fp16 of TRELLIS-image-large, not listed
+# in pipeline.json): found as the single ckpts/slat_enc*.json unless args.models lists it.
+SLAT_ENCODER_KEY = "slat_encoder"
 
 PIPELINE_NAMES = ("TrellisImageTo3DPipeline", "TrellisTextTo3DPipeline")
 KNOWN_REPOSITORIES = (
@@ -80,6 +83,8 @@ class ModelFolder:
         """Where model ``key``'s files live (without extension)."""
         if key == ENCODER_KEY and key not in self.args["models"]:
             return self._encoder_checkpoint()
+        if key == SLAT_ENCODER_KEY and key not in self.args["models"]:
+            return self._slat_encoder_checkpoint()
         if key not in self.args["models"]:
             raise ModelFolderError(f"{self.path / 'pipeline.json'}: no model {key!r}; "
                                    f"has {', '.join(self.args['models'])}")
@@ -100,6 +105,25 @@ class ModelFolder:
             raise ModelFolderError(f"cannot derive the structure encoder's name from {decoder.name!r} (no 'ss_dec' "
                                    f"in it); pass encoder_path")
         return decoder.with_name(decoder.name.replace("ss_dec", "ss_enc", 1))
+
+    def _slat_encoder_checkpoint(self) -> Path:
+        """The single ``slat_enc*`` checkpoint in the folder's ckpts/ (or, for folders that take their
+        decoders from a sibling repository, beside the Gaussian decoder)."""
+        places = [self.path / "ckpts"]
+        if "slat_decoder_gs" in self.args["models"]:
+            places.append(self.checkpoint_path("slat_decoder_gs").parent)
+        for place in dict.fromkeys(places):
+            found = sorted(place.glob("slat_enc*.json"))
+            if len(found) > 1:
+                raise ModelFolderError(f"{place}: several SLat encoders ({', '.join(p.name for p in found)}); "
+                                       f"name one in pipeline.json as args.models.{SLAT_ENCODER_KEY} "
+                                       f"(e.g. \"ckpts/{found[0].stem}\")")
+            if found:
+                return found[0].with_suffix("")
+        raise ModelFolderError(f"{self.path}: no SLat encoder (no ckpts/slat_enc*.json in "
+                               f"{' or '.join(str(p) for p in dict.fromkeys(places))}, none listed as "
+                               f"args.models.{SLAT_ENCODER_KEY} in pipeline.json). Encoding needs one: the released "
+                               f"ckpts/slat_enc_swin8_B_64l8_fp16 (.json + .safetensors) of microsoft/TRELLIS-image-large")
 
     def missing_files(self, keys: Optional[List[str]] = None) -> List[Path]:
         """The checkpoint files of ``keys`` (default: all models) that are not on disk."""

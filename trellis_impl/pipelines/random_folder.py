@@ -133,6 +133,7 @@ def write_random_model_folder(path: Union[str, Path], kind: str = "image", seed:
         write_tiny_clip_folder(path / "clip", hidden_size=RANDOM_COND_CHANNELS[kind], seed=seed)
     (path / "pipeline.json").write_text(json.dumps(pipeline, indent=4))
     _write_random_encoder(path, seed)
+    _write_random_slat_encoder(path, seed)
     return path
 
 
@@ -149,3 +150,17 @@ def _write_random_encoder(path: Path, seed: int) -> None:
     randomise_weights(model, torch.Generator().manual_seed(seed + 1_000_003))
     (path / "ckpts" / "ss_enc_random.json").write_text(json.dumps(SS_ENC_CONFIG, indent=4))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "ckpts" / "ss_enc_random.safetensors"))
+
+
+# The SLat encoder: the random DINOv2's width in, the random decoders' swin torso, 8 latent channels.
+SLAT_ENC_CONFIG = {"name": "SLatEncoder", "args": {**_SWIN, "in_channels": RANDOM_COND_CHANNELS["image"]}}
+
+
+def _write_random_slat_encoder(path: Path, seed: int) -> None:
+    """``ckpts/slat_enc_random`` (found by ModelFolder as the single ckpts/slat_enc*, not listed in
+    pipeline.json, as released). Its own generator, so the other files are unchanged."""
+    model = build_model(SLAT_ENC_CONFIG["name"], **SLAT_ENC_CONFIG["args"])
+    randomise_weights(model, torch.Generator().manual_seed(seed + 2_000_003))
+    (path / "ckpts" / "slat_enc_random.json").write_text(json.dumps(SLAT_ENC_CONFIG, indent=4))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(path / "ckpts" / "slat_enc_random.safetensors"))

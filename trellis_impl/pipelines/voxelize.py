@@ -25,7 +25,7 @@ from typing import List, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["normalize_vertices", "voxelize_mesh", "load_mesh", "MESH_EXTENSIONS"]
+__all__ = ["normalize_vertices", "voxelize_mesh", "load_mesh", "check_mesh_path", "MESH_EXTENSIONS"]
 
 MESH_EXTENSIONS = (".obj", ".ply", ".stl", ".glb", ".gltf")
 _GRID_MIN = -0.5  # the grid spans [-0.5, 0.5]^3, open3d's min_bound / max_bound
@@ -260,11 +260,8 @@ def _check_mesh(vertices, faces, name: str) -> None:
                          f"({vertices.shape[0]} vertices)")
 
 
-def load_mesh(path: Union[str, Path]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Reads a triangle mesh: vertices float64 [V, 3], faces int64 [F, 3] (polygons fanned into
-    triangles). .obj, .ply, .stl, .glb, .gltf through trimesh when it is installed (scenes are
-    merged with their node transforms); without trimesh, a built-in reader handles .obj and .ply
-    (ascii and binary)."""
+def check_mesh_path(path: Union[str, Path]) -> Path:
+    """``path`` as a Path when it names an existing file of a supported mesh format (ValueError otherwise)."""
     path = Path(path)
     extension = path.suffix.lower()
     if extension not in MESH_EXTENSIONS:
@@ -272,6 +269,16 @@ def load_mesh(path: Union[str, Path]) -> Tuple[torch.Tensor, torch.Tensor]:
                          f"allowed: {', '.join(MESH_EXTENSIONS)}")
     if not path.is_file():
         raise ValueError(f"mesh file not found: {path}")
+    return path
+
+
+def load_mesh(path: Union[str, Path]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Reads a triangle mesh: vertices float64 [V, 3], faces int64 [F, 3] (polygons fanned into
+    triangles). .obj, .ply, .stl, .glb, .gltf through trimesh when it is installed (scenes are
+    merged with their node transforms); without trimesh, a built-in reader handles .obj and .ply
+    (ascii and binary)."""
+    path = check_mesh_path(path)
+    extension = path.suffix.lower()
     trimesh = _import_trimesh()
     if trimesh is not None:
         vertices, faces = _read_with_trimesh(trimesh, path)

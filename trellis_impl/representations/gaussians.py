@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..files import write_new_file
+from ..sequences import radical_inverse
 
 __all__ = [
     "DEFAULT_PLY_TRANSFORM",
@@ -530,14 +531,6 @@ def gaussian_offset_perturbation(num_gaussians: int, voxel_size: float) -> torch
     Returns:
         [num_gaussians, 3] float32 (CPU).
     """
-    def radical_inverse(base: int, n: int) -> float:
-        value, weight = 0.0, 1.0 / base
-        while n > 0:
-            value += (n % base) * weight
-            n //= base
-            weight /= base
-        return value
-
     # Python floats first, then float32 arithmetic: the official order of roundings.
     points = [[i / num_gaussians, radical_inverse(2, i), radical_inverse(3, i)] for i in range(num_gaussians)]
     perturbation = torch.tensor(points, dtype=torch.float32) * 2 - 1

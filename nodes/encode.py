@@ -1,0 +1,111 @@
+"""TrellisEncodeMesh: a textured mesh -> its TRELLIS latents with the model's encoders (V1 API)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..trellis_impl.pipelines.model_folder import ENCODER_KEY, SLAT_ENCODER_KEY
+from . import host
+from .model import TrellisModel
+from .stages import TrellisSlat, TrellisStructure, _latent_resolution, _model_input
+
+
+def _core_mesh(mesh):
+    """A TexturedMesh (TRELLIS frame) from a core MESH's first item: glTF-frame vertices, and its
+    uvs + texture (glTF convention) or vertex colours when the MESH carries them."""
+    from ..trellis_impl.encoding import TexturedMesh
+    from ..trellis_impl.export.mesh_files import from_gltf_frame
+    items = host.mesh_items(mesh)
+    if not items:
+        raise ValueError("mesh: the MESH batch is empty")
+    vertices, faces = items[0]
+    rows = vertices.shape[0]
+    uv, texture, colors = getattr(mesh, "uvs", None), getattr(mesh, "texture", None), getattr(mesh, "vertex_colors", None)
+    uv = None if uv is None or texture is None else (uv if uv.dim() == 2 else uv[0])[:rows]
+    texture = None if uv is None else (texture if texture.dim() == 3 else texture[0]).detach().cpu().numpy()
+    colors = None if colors is None else (colors if colors.dim() == 2 else colors[0])[:rows].detach().cpu().numpy()
+    return TexturedMesh.from_arrays(from_gltf_frame(vertices.double()), faces,
+                                    vertex_colors=colors if uv is None else None,
+                                    uv=None if uv is None else uv.detach().cpu().numpy(), texture=texture)
+
+
+def _file_mesh(mesh_path: str):
+    """A TexturedMesh from a file under ComfyUI's input folder (.glb/.gltf read as Y up, as
+    TrellisMeshToStructure does)."""
+    from dataclasses import replace
+
+    from ..trellis_impl.encoding import load_textured_mesh
+    from ..trellis_impl.export.mesh_files import from_gltf_frame
+    path = host.input_path(mesh_path)
+    if not os.path.isfile(path):
+        raise ValueError(f"mesh_path: no file {path!r} (relative paths are read from ComfyUI's input folder, "
+                         "e.g. '3d/chair.glb')")
+    mesh = load_textured_mesh(path)
+    if path.lower().endswith((".glb", ".gltf")):
+        mesh = replace(mesh, vertices=torch.as_tensor(from_gltf_frame(mesh.vertices)))
+    return mesh
+
+
+class TrellisEncodeMesh:
+    CATEGORY = "TRELLIS/sampling"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("TRELLIS_V1_SLAT", "TRELLIS_V1_STRUCTURE")
+    RETURN_NAMES = ("slat", "structure")
+    OUTPUT_TOOLTIPS = ("The mesh's structured latent (decode it, or edit it with the edit nodes).",
+                       "Its structure, with the dense structure latent (for the edit nodes).")
+    DESCRIPTION = ("Encodes a textured mesh without sampling, as the official dataset toolkit makes its training "
+                   "latents: surface voxels, DINOv2 features averaged over rendered views (unlit base colour), "
+                   "then the SLat and structure encoders.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": _model_input(),
+            "views": ("INT", {"default": 150, "min": 1, "max": 1000,
+                              "tooltip": "Rendered views (official: 150); fewer is faster and coarser."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Seed of the cameras' Hammersley offset (the official toolkit draws one "
+                                        "at random per asset)."}),
+        }, "optional": {
+            "mesh": ("MESH", {"tooltip": "A core MESH (glTF frame, Y up; its uvs + texture or vertex colours are "
+                                         "used when present, else grey); its first batch item is used."}),
+            "mesh_path": ("STRING", {"default": "", "tooltip": "Or a mesh file, relative to ComfyUI's input folder "
+                                                               "(.glb/.gltf read as Y up; .obj/.ply/.stl as Z up). "
+                                                               "Used when no mesh is linked."}),
+        }}
+
+    def encode(self, model: TrellisModel, views=150, seed=0, mesh=None, mesh_path=""):
+        from ..trellis_impl.conditioning import load_dinov2
+        from ..trellis_impl.encoding import encode_asset
+        from ..trellis_impl.pipelines.encoders import image_encoder_path
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ValueError(f"views must be an int >= 1, got {views!r}")
+        if mesh is not None:
+            textured = _core_mesh(mesh)
+        elif mesh_path and str(mesh_path).strip():
+            textured = _file_mesh(str(mesh_path).strip())
+        else:
+            raise ValueError("TrellisEncodeMesh: link a mesh or give mesh_path")
+        host.check_interrupt()
+        folder = model.folder
+        if model.kind == "image":
+            dinov2 = model._load_encoder()
+        else:  # a text model encodes with the image model's DINOv2 (beside it, or downloaded)
+            dinov2 = load_dinov2(str(image_encoder_path(folder, model.download)), device=host.offload_device())
+        patchers = [model._patcher(key, folder.model(key)) for key in (SLAT_ENCODER_KEY, ENCODER_KEY)]
+        host.load_to_device(patchers + [model._patcher("encoder" if model.kind == "image" else "dinov2", dinov2)])
+        pbar = host.progress_bar(int(views))
+
+        def progress(phase: str, done: int, total: int) -> None:
+            host.check_interrupt()
+            if phase == "views":
+                pbar.update_absolute(done, total)
+
+        device = host.torch_device()
+        asset = encode_asset(textured, folder, int(views), seed=int(seed), dinov2=dinov2, device=device,
+                             progress=progress)
+        slat = asset.slat(device)
+        resolution = _latent_resolution(model)
+        structure = TrellisStructure(slat.coords.cpu(), 1, resolution, None, latent=asset.structure_latent)
+        return (TrellisSlat(slat, 1), structure)
