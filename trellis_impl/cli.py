@@ -1,4 +1,4 @@
-"""Command line: ``python -m trellis_impl {image,text,variant,edit,vary,random-folder} ...``.
+"""Command line: ``python -m trellis_impl {image,text,variant,edit,vary,encode,prepare-data,train,export-folder,random-folder} ...``.
 
 Examples::
 
@@ -8,6 +8,11 @@ Examples::
     python -m trellis_impl variant chair.obj --prompt "a golden chair" --model FOLDER
     python -m trellis_impl edit out/chair_slat.safetensors --image legs.png --box -0.5 -0.5 -0.5 0.5 -0.1 0.5 --model FOLDER
     python -m trellis_impl vary out/chair_slat.safetensors --prompt "a golden chair" --strength 0.6 --model FOLDER
+    python -m trellis_impl encode chair.glb --model microsoft/TRELLIS-image-large --out out/
+    python -m trellis_impl prepare-data meshes/ --out DATA [--model FOLDER]
+    python -m trellis_impl train configs/training/ss_vae.json --data DATA --out runs/ss_vae
+    torchrun --nproc_per_node 2 -m trellis_impl train configs/training/ss_flow_img.json --data DATA --out runs/ss_flow
+    python -m trellis_impl export-folder runs/ss_vae runs/ss_flow ... --out models/MY-TRELLIS
     python -m trellis_impl random-folder models/TRELLIS-random --kind image
 """
 from __future__ import annotations
@@ -107,6 +112,52 @@ def build_parser() -> argparse.ArgumentParser:
                       help="flow time to start from: 1 new latents from noise, s < 1 the asset's latents noised to s "
                            "(needs a slat file), 0 the asset back")
     _add_common(vary, structure=False)
+    encode = sub.add_parser("encode", help="textured mesh -> STEM_slat.safetensors (structure and latents from the "
+                                           "model's encoders, no sampling), the input of edit and vary")
+    encode.add_argument("mesh", help=".glb .gltf .obj .ply .stl (UV texture, vertex or face colours; else grey)")
+    encode.add_argument("--model", required=True,
+                        help="model folder (with pipeline.json and a ckpts/slat_enc* SLat encoder) or a known "
+                             "repository id, e.g. microsoft/TRELLIS-image-large")
+    encode.add_argument("--models-dir", default="models", help="where repositories are looked up and downloaded")
+    encode.add_argument("--download", action="store_true", help="download missing models with huggingface_hub")
+    encode.add_argument("--out", default="out", help="output folder (files are never overwritten)")
+    encode.add_argument("--name", default=None, help="file name stem (default: the mesh file's)")
+    encode.add_argument("--views", type=int, default=150, help="rendered views (official: 150)")
+    encode.add_argument("--batch-size", type=int, default=16, help="views rendered and encoded together")
+    encode.add_argument("--seed", type=int, default=0, help="seed of the cameras' Hammersley offset")
+    encode.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    encode.add_argument("--dtype", default="auto", choices=list(_DTYPES),
+                        help="torso compute dtype (auto: float32 on CPU, float16 on GPU)")
+    prepare = sub.add_parser("prepare-data", help="meshes -> a training-data folder (voxels, renders, features, and "
+                                                  "with --model the latents); resumes an unfinished folder")
+    prepare.add_argument("meshes", nargs="+", help="mesh files and folders (.obj .ply .stl .glb .gltf, recursive)")
+    prepare.add_argument("--out", required=True, help="the training-data folder")
+    prepare.add_argument("--resolution", type=int, default=64, help="SLat grid (released: 64)")
+    prepare.add_argument("--views", type=int, default=150, help="views per asset (official: 150)")
+    prepare.add_argument("--cond-views", type=int, default=24, help="conditioning views per asset (random FoV)")
+    prepare.add_argument("--render-size", type=int, default=512, help="render side in px (official: 512)")
+    prepare.add_argument("--supersample", type=int, default=2, help="render samples per pixel side")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the cameras")
+    prepare.add_argument("--batch-size", type=int, default=16, help="views rendered / encoded together")
+    prepare.add_argument("--dinov2", default=None, help="DINOv2 folder or .pth for the features (default: --model's)")
+    prepare.add_argument("--model", default=None, help="model folder with the structure and SLat encoders: adds "
+                                                        "the latents the flows and the decoder stages train on")
+    prepare.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    train = sub.add_parser("train", help="train the models of one stage (the config's 'stage'); resumes a run folder; "
+                                         "several GPUs: torchrun --nproc_per_node K -m trellis_impl train ...")
+    train.add_argument("config", help="training config JSON (configs/training/*.json)")
+    train.add_argument("--data", required=True, help="training-data folder from prepare-data")
+    train.add_argument("--out", required=True, help="run folder (an existing run with the same config is resumed)")
+    train.add_argument("--steps", type=int, default=None, help="stop after this many more steps (default: max_steps)")
+    train.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    export = sub.add_parser("export-folder", help="training runs -> a model folder in the released layout")
+    export.add_argument("runs", nargs="+", help="run folders, one per stage")
+    export.add_argument("--out", required=True, help="the model folder to write (must not exist)")
+    export.add_argument("--weights", default="ema", choices=["ema", "raw"], help="EMA (default) or raw weights")
+    export.add_argument("--torso-dtype", default="float16", choices=["float16", "float32"],
+                        help="float16: the released layout; float32: the weights exactly as trained")
+    export.add_argument("--condition-encoder", default=None,
+                        help="DINOv2 / CLIP folder copied into the model folder (default: the flow runs' encoder)")
     random = sub.add_parser("random-folder", help="write a small random-weight model folder (for tests and demos)")
     random.add_argument("path")
     random.add_argument("--kind", default="image", choices=["image", "text"])
@@ -229,11 +280,74 @@ def _edit(args):
                              structure_latent=latent), stem, summary)
 
 
+def _encode(args) -> None:
+    """``encode``: the mesh's latents from the model's encoders, written as STEM_slat.safetensors."""
+    from .encoding import encode_asset, load_textured_mesh, save_encoded
+    from .pipelines.conditioned import open_model_folder
+    if args.views < 1:
+        raise ValueError(f"--views must be >= 1, got {args.views}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    mesh = load_textured_mesh(args.mesh)
+    folder = open_model_folder(args.model, args.models_dir, args.device, _DTYPES[args.dtype], args.download)
+    asset = encode_asset(mesh, folder, args.views, seed=args.seed, batch_size=args.batch_size, download=args.download)
+    (path,) = save_encoded(asset, args.out, args.name or Path(args.mesh).stem)
+    print(f"{asset.coords.shape[0]} voxels from {args.views} views; phase timings:")
+    for phase, seconds in asset.timings.items():
+        print(f"  {phase:<24s} {seconds:8.2f} s")
+    print(path)
+
+
+def _phase_bars():
+    """A progress callback (phase, done, total) drawing one bar per phase (tqdm), or None without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    bars = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase not in bars:
+            bars[phase] = tqdm(total=total, desc=phase, unit="asset")
+        bars[phase].update(done - bars[phase].n)
+        if done == total:
+            bars[phase].close()
+    return progress
+
+
 def run(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "random-folder":
         print(write_random_model_folder(args.path, kind=args.kind, seed=args.seed))
+        return 0
+    if args.command == "encode":
+        _encode(args)
+        return 0
+    if args.command == "prepare-data":
+        from .training.prepare import prepare_data
+        data = prepare_data(args.meshes, args.out, resolution=args.resolution, num_views=args.views,
+                            cond_views=args.cond_views, render_size=args.render_size, supersample=args.supersample,
+                            seed=args.seed, batch_size=args.batch_size, dinov2=args.dinov2, model=args.model,
+                            device=args.device, progress=_phase_bars())
+        print(f"{data.path}: {len(data.names)} assets prepared, {len(data.manifest['failed'])} skipped")
+        for name, reason in data.manifest["failed"].items():
+            print(f"  skipped {name}: {reason}")
+        return 0
+    if args.command == "train":
+        from .training import Trainer, load_config
+        if args.steps is not None and args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        trainer = Trainer(load_config(args.config), args.data, args.out, device=args.device)
+        step = trainer.run(steps=args.steps)
+        if trainer.context.is_main:
+            print(f"{args.out}: step {step} of {trainer.max_steps}")
+        trainer.context.close()
+        return 0
+    if args.command == "export-folder":
+        from .training import export_model_folder
+        print(export_model_folder(args.runs, args.out, weights=args.weights, torso_dtype=args.torso_dtype,
+                                  condition_encoder=args.condition_encoder))
         return 0
     from PIL import Image
 

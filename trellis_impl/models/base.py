@@ -5,6 +5,7 @@ from typing import Iterable
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 from ..sparse import SparseConv3d, SparseTensor
 
@@ -28,6 +29,15 @@ class TrellisModel(nn.Module):
     """
 
     dtype: torch.dtype = torch.float32
+    # Recompute each block's activations in the backward pass instead of storing them (the configs'
+    # ``use_checkpoint``; training only, inference is unaffected).
+    use_checkpoint: bool = False
+
+    def run_block(self, block: nn.Module, *args):
+        """``block(*args)``, gradient-checkpointed when ``use_checkpoint`` and training with grad."""
+        if self.use_checkpoint and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     def torso(self) -> Iterable[nn.Module]:
         raise NotImplementedError

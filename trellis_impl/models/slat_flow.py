@@ -71,7 +71,7 @@ class SLatFlowModel(TrellisModel):
             raise ValueError(f"SLatFlowModel: patch_size {patch_size} needs log2(patch_size) io_block_channels, "
                              f"got {io_block_channels}")
         self.resolution, self.in_channels, self.out_channels = resolution, in_channels, out_channels
-        self.cond_channels = cond_channels
+        self.cond_channels, self.use_checkpoint = cond_channels, use_checkpoint
         self.model_channels, self.share_mod, self.use_skip_connection = model_channels, share_mod, use_skip_connection
         num_heads = num_heads or model_channels // num_head_channels
         self.t_embedder = TimestepEmbedder(model_channels)
@@ -109,15 +109,15 @@ class SLatFlowModel(TrellisModel):
             t_emb = self.adaLN_modulation(t_emb)
         skips = []
         for block in self.input_blocks:
-            h = block(h, t_emb)
+            h = self.run_block(block, h, t_emb)
             skips.append(h.feats)
         h = h + voxel_position_embedding(h, self.model_channels)
         for block in self.blocks:
-            h = block(h, t_emb, cond)
+            h = self.run_block(block, h, t_emb, cond)
         for block, skip in zip(self.out_blocks, reversed(skips)):
             if self.use_skip_connection:
                 h = h.replace(torch.cat([h.feats, skip], dim=1))
-            h = block(h, t_emb)
+            h = self.run_block(block, h, t_emb)
         h = h.replace(F.layer_norm(h.feats.float(), h.feats.shape[-1:]))
         return h.replace(self.out_layer(h.feats).to(x.dtype))
 

@@ -43,6 +43,7 @@ class SparseTransformerBase(TrellisModel):
         if pe_mode != "ape":
             raise ValueError(f"pe_mode {pe_mode!r} is not supported (released models use 'ape')")
         self.in_channels, self.model_channels = in_channels, model_channels
+        self.use_checkpoint = use_checkpoint
         num_heads = num_heads or model_channels // num_head_channels
         self.input_layer = Linear(in_channels, model_channels)
         self.blocks = nn.ModuleList([
@@ -60,7 +61,7 @@ class SparseTransformerBase(TrellisModel):
         h = self.input_layer(x.feats)
         h = x.replace(h + voxel_position_embedding(x, self.model_channels))
         for block in self.blocks:
-            h = block(h)
+            h = self.run_block(block, h)
         return h
 
     def _out(self, h: SparseTensor, final_norm: bool = True) -> SparseTensor:
@@ -190,15 +191,18 @@ class SLatMeshDecoder(_SLatDecoder):
         return [self.blocks, self.upsample]
 
     def to_representation(self, x: SparseTensor) -> List[Mesh]:
-        """Network output at the mesh resolution -> Mesh per item."""
-        return [features_to_mesh(x.coords[rows, 1:], x.feats[rows], self.mesh_resolution, self.use_color)
+        """Network output at the mesh resolution -> Mesh per item. In training mode the meshes are
+        FlexiCubes' training extraction (differentiable, with ``reg_loss`` and the TSDF samples),
+        as the official decoder does when ``self.training``."""
+        return [features_to_mesh(x.coords[rows, 1:], x.feats[rows], self.mesh_resolution, self.use_color,
+                                 training=self.training)
                 for rows in x.layout]
 
     def forward_features(self, x: SparseTensor) -> SparseTensor:
         """The network part: SLat -> FlexiCubes features on the 4x-subdivided voxels."""
         h = self.forward_torso(x)
         for block in self.upsample:
-            h = block(h)
+            h = self.run_block(block, h)
         return self._out(h, final_norm=False)
 
 

@@ -48,6 +48,7 @@ class SparseStructureFlowModel(TrellisModel):
             raise ValueError(f"pe_mode {pe_mode!r} is not supported (released models use 'ape')")
         self.resolution, self.in_channels, self.out_channels = resolution, in_channels, out_channels
         self.patch_size, self.share_mod, self.cond_channels = patch_size, share_mod, cond_channels
+        self.use_checkpoint = use_checkpoint
         num_heads = num_heads or model_channels // num_head_channels
         self.t_embedder = TimestepEmbedder(model_channels)
         if share_mod:
@@ -79,7 +80,7 @@ class SparseStructureFlowModel(TrellisModel):
         if self.share_mod:
             t_emb = self.adaLN_modulation(t_emb)
         for block in self.blocks:
-            h = block(h, t_emb, cond)
+            h = self.run_block(block, h, t_emb, cond)
         h = F.layer_norm(h.float(), h.shape[-1:])
         h = self.out_layer(h)
         size = self.resolution // self.patch_size

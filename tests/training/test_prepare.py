@@ -1,0 +1,95 @@
+"""prepare-data: meshes -> a training-data folder; deterministic, resumable, bad assets skipped by name."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trellis_impl.pipelines.voxelize import load_mesh, voxelize_mesh
+from trellis_impl.training.prepare import conditioning_cameras, prepare_data
+
+from encoding.meshes import BLUE, RED, coloured_box, write  # tests/ is on sys.path (the training package)
+
+OPTIONS = dict(resolution=16, num_views=3, cond_views=2, render_size=32, supersample=1, batch_size=2, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    from trellis_impl.pipelines import write_random_model_folder
+    root = tmp_path_factory.mktemp("prepare")
+    meshes = root / "meshes"
+    meshes.mkdir()
+    write(coloured_box(RED), meshes / "red_box.ply")
+    write(coloured_box(BLUE, kind="face"), meshes / "blue_box.glb")
+    (meshes / "broken.obj").write_text("v 0 0 0\nv 1 0 0\nf 1 2 7\n")  # a face on a vertex that does not exist
+    model = write_random_model_folder(root / "random")
+    return {"root": root, "meshes": meshes, "model": model}
+
+
+def test_prepare_writes_every_kind_and_skips_a_bad_asset(sources, caplog):
+    out = sources["root"] / "data"
+    with caplog.at_level(logging.WARNING, logger="trellis_impl"):
+        data = prepare_data([sources["meshes"]], out, model=sources["model"], **OPTIONS)
+    assert data.names == ["blue_box", "red_box"]
+    assert "broken" in data.manifest["failed"] and "broken" in caplog.text
+    for name, source in (("red_box", "red_box.ply"), ("blue_box", "blue_box.glb")):
+        coords = data.tensors(name, "voxels")["coords"]
+        assert torch.equal(coords, voxelize_mesh(*load_mesh(sources["meshes"] / source), resolution=16))
+        renders = data.tensors(name, "renders")
+        assert renders["images"].shape == (3, 32, 32, 4) and renders["images"].dtype == torch.uint8
+        assert data.tensors(name, "cond")["images"].shape == (2, 32, 32, 4)
+        features = data.tensors(name, "features")["patchtokens"]
+        assert features.shape == (coords.shape[0], 48) and features.dtype == torch.float16
+        assert data.tensors(name, "ss_latent")["latent"].shape == (8, 4, 4, 4)
+        assert data.tensors(name, "slat")["feats"].shape == (coords.shape[0], 8)
+    # the colours reach the renders: the red box's covered pixels are red, the blue box's blue
+    for name, channel in (("red_box", 0), ("blue_box", 2)):
+        images = data.tensors(name, "renders")["images"].float()
+        covered = images[..., 3] > 0
+        mean = images[..., :3][covered].mean(0)
+        assert int(mean.argmax()) == channel, (name, mean)
+    # and the features depend on them
+    red, blue = (data.tensors(n, "features")["patchtokens"].float().mean(0) for n in ("red_box", "blue_box"))
+    assert not torch.allclose(red, blue)
+
+
+def test_prepare_is_deterministic_and_resumes(sources):
+    options = dict(OPTIONS, dinov2=sources["model"] / "dinov2")
+    first = prepare_data([sources["meshes"]], sources["root"] / "again", **options)
+    second_path = sources["root"] / "resumed"
+    prepare_data([sources["meshes"]], second_path, **options)
+    features = second_path / "assets" / "red_box" / "features.safetensors"
+    kept = second_path / "assets" / "blue_box" / "renders.safetensors"
+    features.unlink()
+    kept_time = kept.stat().st_mtime_ns
+    second = prepare_data([sources["meshes"]], second_path, **options)
+    assert features.is_file() and kept.stat().st_mtime_ns == kept_time  # only the missing file was made
+    for name in first.names:
+        for kind in ("voxels", "renders", "cond", "features"):
+            a, b = (load_file(str(d.file(name, kind))) for d in (first, second))
+            assert all(torch.equal(a[k], b[k]) for k in a), (name, kind)
+    with pytest.raises(ValueError, match="other settings"):
+        prepare_data([sources["meshes"]], second_path, **{**options, "num_views": 4})
+
+
+def test_prepare_bad_inputs(sources, tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        prepare_data([tmp_path / "missing"], tmp_path / "out", **OPTIONS)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a mesh file"):
+        prepare_data([tmp_path / "notes.txt"], tmp_path / "out", **OPTIONS)
+    with pytest.raises(ValueError, match="num_views"):
+        prepare_data([sources["meshes"]], tmp_path / "out", **{**OPTIONS, "num_views": 0})
+    assert not (tmp_path / "out").exists()
+
+
+def test_conditioning_cameras_follow_the_official_ranges():
+    cameras = conditioning_cameras(16, seed=3)
+    for camera in cameras:
+        fov = 2 * torch.atan(torch.tensor(camera.width / (2 * camera.fx))).rad2deg()
+        radius = float(camera.position.norm())
+        assert 10 - 1e-6 <= float(fov) <= 70 + 1e-6
+        # the unit cube's bounding sphere just fits: sin(fov / 2) = (sqrt(3) / 2) / radius
+        assert abs(torch.sin(torch.deg2rad(fov) / 2) * radius - 3 ** 0.5 / 2) < 1e-6

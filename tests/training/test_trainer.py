@@ -1,0 +1,158 @@
+"""The trainer on tiny configs and a synthetic data folder: losses fall, resume is exact, exported
+checkpoints load with load_model and give the in-memory model's outputs, bad configs fail clearly."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from trellis_impl.models import load_model
+from trellis_impl.training import TrainConfig, Trainer, export_model_folder
+from trellis_impl.training.config import ConfigError, load_config
+from trellis_impl.training.dataset import DatasetError
+from trellis_impl.training.trainer import RunError
+
+from .synthetic import write_synthetic_data
+
+CONFIGS = Path(__file__).parents[2] / "configs" / "training"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from trellis_impl.pipelines import write_random_model_folder
+    root = tmp_path_factory.mktemp("training")
+    write_random_model_folder(root / "random")
+    return {"root": root, "data": write_synthetic_data(root / "data"), "dinov2": root / "random" / "dinov2"}
+
+
+def tiny_config(workspace, stage: str, **trainer) -> TrainConfig:
+    data = json.loads((CONFIGS / "tiny" / f"{stage}.json").read_text())
+    if "image_encoder" in data.get("frozen", {}):
+        data["frozen"]["image_encoder"] = str(workspace["dinov2"])
+    data["trainer"].update(trainer)
+    return TrainConfig(data, source=f"tiny/{stage}.json")
+
+
+def make_trainer(workspace, config: TrainConfig, run: str) -> Trainer:
+    return Trainer(config, workspace["data"], workspace["root"] / run, device="cpu", log=None)
+
+
+@pytest.mark.parametrize("stage, steps", [("ss_vae", 20), ("slat_vae_gs", 20), ("slat_dec_rf", 20),
+                                         ("slat_dec_mesh", 12), ("ss_flow", 25), ("slat_flow", 25)])
+def test_loss_falls(workspace, stage, steps):
+    trainer = make_trainer(workspace, tiny_config(workspace, stage, max_steps=steps), f"falls_{stage}")
+    yardstick = range(100, 104)  # batches never trained on, same samples/noise before and after
+    before = trainer.evaluate(yardstick)["loss"]
+    trainer.run()
+    after = trainer.evaluate(yardstick)["loss"]
+    assert after < 0.9 * before, f"{stage}: loss {before:.4f} -> {after:.4f}"
+    log = [json.loads(line) for line in (workspace["root"] / f"falls_{stage}" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == steps and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log)
+
+
+def _checkpoint_tensors(run: Path):
+    folder = sorted((run / "checkpoints").glob("step_*"))[-1]
+    state = torch.load(folder / "state.pt", weights_only=False)
+    return folder.name, load_file(str(folder / "models.safetensors")), load_file(str(folder / "ema.safetensors")), state
+
+
+def test_resume_continues_with_identical_state(workspace):
+    config = tiny_config(workspace, "ss_flow", max_steps=4, i_save=2)
+    make_trainer(workspace, config, "straight").run()
+    first = make_trainer(workspace, config, "resumed")
+    assert first.run(steps=2) == 2
+    second = make_trainer(workspace, config, "resumed")
+    assert second.step == 2  # picked up the checkpoint
+    assert second.run() == 4
+    name_a, models_a, ema_a, state_a = _checkpoint_tensors(workspace["root"] / "straight")
+    name_b, models_b, ema_b, state_b = _checkpoint_tensors(workspace["root"] / "resumed")
+    assert name_a == name_b == "step_0000004"
+    for a, b in ((models_a, models_b), (ema_a, ema_b)):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for group_a, group_b in zip(state_a["optimizer"]["state"].values(), state_b["optimizer"]["state"].values()):
+        assert all(torch.equal(group_a[k], group_b[k]) for k in group_a)
+    assert state_a["clipper"]["length"] == state_b["clipper"]["length"] == 4
+
+
+def test_resume_refuses_another_config(workspace):
+    config = tiny_config(workspace, "ss_flow", max_steps=1)
+    make_trainer(workspace, config, "one_config").run()
+    other = tiny_config(workspace, "ss_flow", max_steps=2)
+    with pytest.raises(RunError, match="another config"):
+        make_trainer(workspace, other, "one_config")
+
+
+@pytest.mark.parametrize("torso_dtype", ["float32", "float16"])
+def test_exported_checkpoint_matches_the_trained_model(workspace, torso_dtype):
+    run = workspace["root"] / f"export_{torso_dtype}"
+    trainer = make_trainer(workspace, tiny_config(workspace, "ss_vae", max_steps=2), run.name)
+    trainer.run()
+    folder = export_model_folder([run], workspace["root"] / f"folder_{torso_dtype}", weights="raw",
+                                 torso_dtype=torso_dtype)
+    pipeline = json.loads((folder / "pipeline.json").read_text())
+    assert pipeline["args"]["models"]["sparse_structure_decoder"] == "ckpts/ss_dec_tiny"
+    config = json.loads((folder / "ckpts" / "ss_dec_tiny.json").read_text())
+    assert config["args"]["use_fp16"] is (torso_dtype == "float16")
+    stored = load_file(str(folder / "ckpts" / "ss_dec_tiny.safetensors"))
+    torso_key = "blocks.0.conv1.weight"
+    assert stored[torso_key].dtype == getattr(torch, torso_dtype) and stored["out_layer.2.weight"].dtype == torch.float32
+    loaded = load_model(str(folder / "ckpts" / "ss_dec_tiny"), dtype=torch.float32)
+    reference = copy.deepcopy(trainer.models["decoder"]).eval()
+    if torso_dtype == "float16":  # the released layout rounds the torso to float16
+        reference.set_compute_dtype(torch.float16).set_compute_dtype(torch.float32)
+    z = torch.randn(2, 8, 4, 4, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(loaded(z), reference(z))
+    with pytest.raises(FileExistsError):
+        export_model_folder([run], folder)
+
+
+def test_export_uses_the_ema_by_default(workspace):
+    run = workspace["root"] / "export_ema"
+    trainer = make_trainer(workspace, tiny_config(workspace, "ss_flow", max_steps=2), run.name)
+    trainer.run()
+    folder = export_model_folder([run], workspace["root"] / "folder_ema", torso_dtype="float32")
+    stored = load_file(str(folder / "ckpts" / "ss_flow_tiny.safetensors"))
+    ema = dict(zip(trainer.param_names, trainer.ema[0.99]))
+    assert all(torch.equal(stored[name.split(".", 1)[1]], value) for name, value in ema.items())
+    assert json.loads((folder / "pipeline.json").read_text())["name"] == "TrellisImageTo3DPipeline"
+    assert (folder / "dinov2" / "model.safetensors").is_file()  # the flow's condition encoder travels with it
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(workspace):
+    grads = []
+    for flag in (False, True):
+        trainer = make_trainer(workspace, tiny_config(workspace, "slat_flow", grad_checkpoint=flag), f"ckpt_{flag}")
+        batch = trainer.micro_batches(0)[0]
+        trainer.stage.losses(trainer.trained, batch)["loss"].backward()
+        grads.append([p.grad.clone() for p in trainer.params])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(*grads))
+
+
+def test_bad_configs_and_data_fail_clearly(workspace, tmp_path):
+    good = json.loads((CONFIGS / "tiny" / "ss_vae.json").read_text())
+    with pytest.raises(ConfigError, match="stage must be one of"):
+        TrainConfig({**good, "stage": "ss_vea"})
+    with pytest.raises(ConfigError, match="unknown trainer option"):
+        TrainConfig({**good, "trainer": {"max_step": 3}})
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        TrainConfig({**good, "trainer": {"mixed_precision": "fp8"}})
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        (tmp_path / "broken.json").write_text("{")
+        load_config(tmp_path / "broken.json")
+    with pytest.raises(DatasetError, match="no dataset.json"):
+        Trainer(TrainConfig(good), tmp_path / "nothing", tmp_path / "run", device="cpu", log=None)
+    empty = tmp_path / "not_a_run"
+    (empty / "x").mkdir(parents=True)
+    with pytest.raises(RunError, match="not a run folder"):
+        Trainer(TrainConfig(good), workspace["data"], empty, device="cpu", log=None)
+
+
+def test_every_shipped_config_is_valid():
+    for path in sorted(CONFIGS.rglob("*.json")):
+        config = load_config(path)
+        assert config.stage and config.models

@@ -1,0 +1,13 @@
+"""The trainable stages by config name."""
+from typing import Dict, Type
+
+from .base import Stage
+from .flows import LatentFlowStage, StructureFlowStage
+from .slat_vae import MeshDecoderStage, RadianceFieldDecoderStage, SLatGaussianVAEStage
+from .structure_vae import StructureVAEStage
+
+STAGES: Dict[str, Type[Stage]] = {cls.name: cls for cls in (
+    StructureVAEStage, SLatGaussianVAEStage, RadianceFieldDecoderStage, MeshDecoderStage, StructureFlowStage,
+    LatentFlowStage)}
+
+__all__ = ["STAGES", "Stage"]

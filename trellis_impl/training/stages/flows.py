@@ -1,0 +1,237 @@
+"""The two rectified-flow transformers (official FlowMatchingCFGTrainer / SparseFlowMatchingCFGTrainer
+with the image- or text-conditioned mixins).
+
+Per sample: ``t = sigmoid(N(mean, std))`` (logit-normal, official mean 1, std 1) or uniform;
+``x_t = (1 - t) x_0 + (sigma_min + (1 - sigma_min) t) noise``; the model sees ``1000 t``; the target
+velocity is ``(1 - sigma_min) noise - x_0``; loss = MSE. With probability ``p_uncond`` (0.1) the
+condition is replaced by the unconditional one (zeros for images, CLIP's empty prompt for text) so
+the model learns classifier-free guidance.
+
+Conditions are encoded on the fly from the data, as official: an image stage crops a conditioning
+view around its object (1.2x the alpha box), resizes it to 518 px, puts it on black and takes the
+frozen DINOv2's layer-normed tokens; a text stage takes a random caption through the frozen CLIP.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from ...sparse import SparseTensor
+from .base import Stage, per_sample_normal
+
+__all__ = ["StructureFlowStage", "LatentFlowStage", "condition_image"]
+
+CONDITION_KINDS = ("image", "text")
+
+
+def condition_image(rgba: torch.Tensor, size: int = 518) -> torch.Tensor:
+    """A conditioning view as the official training data prepares it.
+
+    Args:
+        rgba: uint8 [H, W, 4] render with the object's alpha.
+    Returns:
+        float32 [3, size, size] in [0, 1]: the square of 1.2x the alpha box's larger side around its
+        centre (``int`` truncation as official), LANCZOS-resized, RGB multiplied by alpha.
+    """
+    image = Image.fromarray(rgba.numpy())
+    alpha = np.asarray(image.getchannel(3))
+    rows, cols = alpha.nonzero()
+    if rows.size == 0:
+        raise ValueError("conditioning view has an empty alpha channel (no object in it)")
+    box = [cols.min(), rows.min(), cols.max(), rows.max()]
+    center = [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]
+    half = max(box[2] - box[0], box[3] - box[1]) / 2 * 1.2
+    image = image.crop((int(center[0] - half), int(center[1] - half), int(center[0] + half), int(center[1] + half)))
+    image = image.resize((size, size), Image.Resampling.LANCZOS)
+    alpha = torch.tensor(np.array(image.getchannel(3))).float() / 255.0
+    rgb = torch.tensor(np.array(image.convert("RGB"))).permute(2, 0, 1).float() / 255.0
+    return rgb * alpha[None]
+
+
+class _FlowStage(Stage):
+    roles = ("denoiser",)
+
+    def __init__(self, config, data, device):
+        super().__init__(config, data, device)
+        loss = config.loss
+        self.sigma_min = float(loss.get("sigma_min", 1e-5))
+        self.p_uncond = float(loss.get("p_uncond", 0.1))
+        schedule = loss.get("t_schedule", {"name": "logitNormal", "args": {"mean": 1.0, "std": 1.0}})
+        if schedule.get("name") not in ("logitNormal", "uniform"):
+            raise ValueError(f"{config.source}: loss.t_schedule.name must be 'logitNormal' or 'uniform'")
+        self.t_schedule = schedule
+        self.condition = config.data.get("condition", "image")
+        if self.condition not in CONDITION_KINDS:
+            raise ValueError(f"{config.source}: data.condition must be one of {CONDITION_KINDS}")
+        self.image_size = int(config.data.get("image_size", 518))
+        self.cond_views = config.data.get("cond_views", "cond")  # asset kind the condition images come from
+        self._encoder = None
+        if self.condition == "image":
+            data.require([self.cond_views], self.name)
+        else:
+            data.require(["caption"], self.name)
+
+    def initialise(self, role: str, model: nn.Module) -> None:
+        zero = ["out_layer"] + [f"blocks.{i}.adaLN_modulation.1" for i in range(len(model.blocks))
+                                if hasattr(model.blocks[i], "adaLN_modulation")]
+        if getattr(model, "share_mod", False):
+            zero.append("adaLN_modulation.1")
+        super().initialise(role, model)
+        for layer in (model.t_embedder.mlp[0], model.t_embedder.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+        for name in zero:
+            for p in dict(model.named_modules())[name].parameters():
+                nn.init.zeros_(p)
+
+    # ------------------------------------------------------------------ conditions
+    def encoder(self):
+        """The frozen condition encoder (``frozen.image_encoder`` / ``frozen.text_encoder``), loaded once."""
+        if self._encoder is None:
+            key = f"{self.condition}_encoder"
+            if key not in self.config.frozen:
+                raise ValueError(f"{self.config.source}: frozen.{key} must name the condition encoder "
+                                 f"({'a DINOv2 folder or .pth' if self.condition == 'image' else 'a CLIP folder'})")
+            path = str(self.config.path(self.config.frozen[key]))
+            if self.condition == "image":
+                from ...conditioning import load_dinov2
+                self._encoder = load_dinov2(path, device=self.device)
+            else:
+                from ...conditioning import ClipTextEncoder
+                self._encoder = ClipTextEncoder.from_folder(path, device=self.device)
+        return self._encoder
+
+    def load_condition(self, name: str, generator: torch.Generator):
+        """A random conditioning view (image) or caption (text) of asset ``name``."""
+        if self.condition == "image":
+            view = int(torch.randint(self.data.num_views(name, self.cond_views), (1,), generator=generator))
+            return condition_image(self.data.view(name, self.cond_views, view)["images"], self.image_size)
+        captions = self.data.captions(name)
+        return captions[int(torch.randint(len(captions), (1,), generator=generator))]
+
+    @torch.no_grad()
+    def encode_conditions(self, conditions: list) -> Dict[str, torch.Tensor]:
+        """{'cond': [B, T, C], 'neg_cond': [1, T, C]} on the device."""
+        if self.condition == "image":
+            from ...conditioning import encode_image
+            cond = encode_image(self.encoder(), torch.stack(conditions))
+            return {"cond": cond, "neg_cond": torch.zeros_like(cond[:1])}
+        out = self.encoder().get_cond(list(conditions))
+        return {k: v.to(self.device) for k, v in out.items()}
+
+    # ------------------------------------------------------------------ the flow-matching loss
+    def sample_time(self, generator: torch.Generator) -> torch.Tensor:
+        if self.t_schedule["name"] == "uniform":
+            return torch.rand((), generator=generator)
+        args = self.t_schedule.get("args", {})
+        return torch.sigmoid(torch.randn((), generator=generator) * args.get("std", 1.0) + args.get("mean", 0.0))
+
+    def draws(self, generators: List[torch.Generator]):
+        """Per sample: t [B] and the keep-condition mask [B] (False = dropped for CFG)."""
+        t = torch.stack([self.sample_time(g) for g in generators])
+        keep = torch.stack([torch.rand((), generator=g) >= self.p_uncond for g in generators])
+        return t.to(self.device), keep.to(self.device)
+
+    def conditions_with_dropout(self, batch: dict, keep: torch.Tensor) -> torch.Tensor:
+        cond = self.encode_conditions(batch["conditions"])
+        neg = cond["neg_cond"].expand_as(cond["cond"])
+        return torch.where(keep[:, None, None], cond["cond"], neg)
+
+    def diffuse(self, x_0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t for per-row times ``t`` (already broadcast to x_0's shape)."""
+        return (1 - t) * x_0 + (self.sigma_min + (1 - self.sigma_min) * t) * noise
+
+    def velocity(self, x_0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return (1 - self.sigma_min) * noise - x_0
+
+
+class StructureFlowStage(_FlowStage):
+    """Stage-1 flow on the dense structure latents (``ss_latent``), optionally normalised by
+    ``data.normalization`` {'mean', 'std'} (scalars or per channel)."""
+    name = "ss_flow"
+    pipeline_keys = {"denoiser": "sparse_structure_flow_model"}
+    data_kinds = ("ss_latent",)
+
+    def load_item(self, index: int, generator: torch.Generator) -> dict:
+        name = self.names[index]
+        x_0 = self.data.tensors(name, "ss_latent")["latent"].float()
+        norm = self.config.data.get("normalization")
+        if norm is not None:
+            shape = (-1,) + (1,) * (x_0.dim() - 1)
+            x_0 = (x_0 - torch.tensor(norm["mean"]).reshape(shape)) / torch.tensor(norm["std"]).reshape(shape)
+        return {"x_0": x_0, "condition": self.load_condition(name, generator)}
+
+    def collate(self, items: List[dict]) -> dict:
+        return {"x_0": torch.stack([i["x_0"] for i in items]), "conditions": [i["condition"] for i in items],
+                "generators": [i["generator"] for i in items]}
+
+    def losses(self, models: Dict[str, nn.Module], batch: dict) -> Dict[str, torch.Tensor]:
+        generators = batch["generators"]
+        t, keep = self.draws(generators)
+        x_0 = batch["x_0"].to(self.device)
+        noise = torch.stack(per_sample_normal(generators, [tuple(x_0.shape[1:])] * len(generators))).to(self.device)
+        cond = self.conditions_with_dropout(batch, keep)
+        t_full = t.reshape(-1, *[1] * (x_0.dim() - 1))
+        pred = models["denoiser"](self.diffuse(x_0, noise, t_full), t * 1000, cond)
+        mse = F.mse_loss(pred.float(), self.velocity(x_0, noise))
+        return {"mse": mse, "loss": mse}
+
+
+class LatentFlowStage(_FlowStage):
+    """Stage-2 flow on the per-voxel latents (``slat``), normalised by ``data.normalization``
+    {'mean': [8], 'std': [8]} (the official slat_normalization; 'auto' computes them from the data)."""
+    name = "slat_flow"
+    pipeline_keys = {"denoiser": "slat_flow_model"}
+    data_kinds = ("voxels", "slat")
+
+    def __init__(self, config, data, device):
+        super().__init__(config, data, device)
+        norm = config.data.get("normalization", "auto")
+        self.normalization = latent_statistics(data) if norm == "auto" else {
+            k: torch.tensor(norm[k], dtype=torch.float32) for k in ("mean", "std")}
+
+    def load_item(self, index: int, generator: torch.Generator) -> dict:
+        name = self.names[index]
+        feats = self.data.tensors(name, "slat")["feats"].float()
+        return {"coords": self.data.tensors(name, "voxels")["coords"].int(),
+                "x_0": (feats - self.normalization["mean"]) / self.normalization["std"],
+                "condition": self.load_condition(name, generator)}
+
+    def collate(self, items: List[dict]) -> dict:
+        coords = torch.cat([torch.cat([torch.full((len(i["coords"]), 1), b, dtype=torch.int32), i["coords"]], 1)
+                            for b, i in enumerate(items)])
+        return {"x_0": SparseTensor(torch.cat([i["x_0"] for i in items]), coords, batch_size=len(items)),
+                "conditions": [i["condition"] for i in items], "generators": [i["generator"] for i in items]}
+
+    def losses(self, models: Dict[str, nn.Module], batch: dict) -> Dict[str, torch.Tensor]:
+        generators = batch["generators"]
+        t, keep = self.draws(generators)
+        x_0 = batch["x_0"].to(self.device)
+        shapes = [(rows.stop - rows.start, x_0.feats.shape[1]) for rows in x_0.layout]
+        noise = torch.cat(per_sample_normal(generators, shapes)).to(self.device)
+        t_rows = t[x_0.batch_index()][:, None]
+        cond = self.conditions_with_dropout(batch, keep)
+        x_t = x_0.replace(self.diffuse(x_0.feats, noise, t_rows))
+        pred = models["denoiser"](x_t, t * 1000, cond)
+        mse = F.mse_loss(pred.feats.float(), self.velocity(x_0.feats, noise))
+        return {"mse": mse, "loss": mse}
+
+    def pipeline_args(self) -> dict:
+        return {"slat_normalization": {k: v.tolist() for k, v in self.normalization.items()}}
+
+
+def latent_statistics(data) -> Dict[str, torch.Tensor]:
+    """Per-channel mean and standard deviation of every asset's SLat feats (official stat_latent)."""
+    total, total_sq, count = None, None, 0
+    for name in data.names:
+        feats = data.tensors(name, "slat")["feats"].double()
+        total = feats.sum(0) if total is None else total + feats.sum(0)
+        total_sq = (feats ** 2).sum(0) if total_sq is None else total_sq + (feats ** 2).sum(0)
+        count += feats.shape[0]
+    mean = total / count
+    std = (total_sq / count - mean ** 2).clamp_min(1e-12).sqrt()
+    return {"mean": mean.float(), "std": std.float()}
