@@ -5,6 +5,8 @@ colours). Prints the time of each phase (voxelize, render, DINOv2, projection, e
 total and the peak GPU memory.
 
     python scripts/gpu_encode_check.py [--views 150] [--batch-size 16] [--supersample 2]
+
+It encodes twice: DINOv2 in float32 (the official features) and with TF32 matrix products.
 """
 from __future__ import annotations
 
@@ -50,19 +52,24 @@ def main() -> None:
           f"{sum(p.numel() for p in slat_encoder.parameters()) / 1e6:.1f}M parameters")
     options = dict(dinov2=dinov2, device=device, batch_size=args.batch_size, supersample=args.supersample)
     encode_asset(textured, folder, args.batch_size, **options)  # warm-up: kernels, nvdiffrast plugin
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    result = encode_asset(textured, folder, args.views, **options)
-    total = time.perf_counter() - start
-    print(f"{result.coords.shape[0]} voxels, {args.views} views, batch {args.batch_size}, supersample "
-          f"{args.supersample}")
-    for phase, seconds in result.timings.items():
-        print(f"  {phase:<18s} {seconds:8.3f} s")
-    print(f"  {'total':<18s} {total:8.3f} s")
-    print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB; latents finite: "
-          f"{bool(torch.isfinite(result.feats).all())}, std {result.feats.std().item():.3f}")
-
+    results = {}
+    for tf32 in (False, True):  # the official float32 DINOv2, then TF32 matrix products
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        result = results[tf32] = encode_asset(textured, folder, args.views, tf32=tf32, **options)
+        total = time.perf_counter() - start
+        print(f"{result.coords.shape[0]} voxels, {args.views} views, batch {args.batch_size}, supersample "
+              f"{args.supersample}, DINOv2 {'TF32' if tf32 else 'float32'}")
+        for phase, seconds in result.timings.items():
+            print(f"  {phase:<18s} {seconds:8.3f} s")
+        print(f"  {'total':<18s} {total:8.3f} s")
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2 ** 30:.2f} GiB; latents finite: "
+              f"{bool(torch.isfinite(result.feats).all())}, std {result.feats.std().item():.3f}")
+    for what in ("voxel_features", "feats"):
+        exact, fast = getattr(results[False], what), getattr(results[True], what)
+        print(f"TF32 vs float32 {what}: max |diff| / max |value| = "
+              f"{float((fast - exact).abs().max() / exact.abs().max()):.2e}")
 
 if __name__ == "__main__":
     main()

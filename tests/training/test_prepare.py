@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from trellis_impl.pipelines.voxelize import load_mesh, voxelize_mesh
+from trellis_impl.training.dataset import TrainingData
 from trellis_impl.training.prepare import conditioning_cameras, prepare_data
 
 from encoding.meshes import BLUE, RED, coloured_box, write  # tests/ is on sys.path (the training package)
@@ -93,3 +95,47 @@ def test_conditioning_cameras_follow_the_official_ranges():
         assert 10 - 1e-6 <= float(fov) <= 70 + 1e-6
         # the unit cube's bounding sphere just fits: sin(fov / 2) = (sqrt(3) / 2) / radius
         assert abs(torch.sin(torch.deg2rad(fov) / 2) * radius - 3 ** 0.5 / 2) < 1e-6
+
+
+def test_the_whole_chain_through_the_cli(sources, tmp_path):
+    """prepare-data -> train the VAEs -> export the encoders -> prepare-data --model (latents) ->
+    train a flow -> export-folder: a model folder that load_model reads."""
+    import json
+
+    from trellis_impl.cli import run
+    from trellis_impl.pipelines.model_folder import SLAT_ENCODER_KEY, ModelFolder
+    configs = Path(__file__).parents[2] / "configs" / "training" / "tiny"
+    dinov2 = str(sources["model"] / "dinov2")
+
+    def config(stage: str) -> str:
+        data = json.loads((configs / f"{stage}.json").read_text())
+        data["trainer"].update(max_steps=2, batch_size_per_gpu=1)
+        if "image_encoder" in data.get("frozen", {}):
+            data["frozen"]["image_encoder"] = dinov2
+        path = tmp_path / f"{stage}.json"
+        path.write_text(json.dumps(data))
+        return str(path)
+
+    data = tmp_path / "data"
+    prepare = ["prepare-data", str(sources["meshes"]), "--out", str(data), "--resolution", "16", "--views", "3",
+               "--cond-views", "2", "--render-size", "32", "--supersample", "1", "--device", "cpu", "--dinov2", dinov2]
+    assert run(prepare) == 0
+    for stage in ("ss_vae", "slat_vae_gs"):
+        assert run(["train", config(stage), "--data", str(data), "--out", str(tmp_path / stage), "--device", "cpu"]) == 0
+    encoders = tmp_path / "encoders"
+    assert run(["export-folder", str(tmp_path / "ss_vae"), str(tmp_path / "slat_vae_gs"), "--out", str(encoders)]) == 0
+    folder = ModelFolder(encoders)
+    assert folder.checkpoint_path(SLAT_ENCODER_KEY).name == "slat_enc_tiny"
+    assert run(prepare + ["--model", str(encoders)]) == 0  # resumes: only the latents are new
+    prepared = TrainingData(data)
+    assert all(prepared.file(n, kind).is_file() for n in prepared.names for kind in ("ss_latent", "slat"))
+    assert run(["train", config("slat_flow"), "--data", str(data), "--out", str(tmp_path / "slat_flow"),
+                "--device", "cpu"]) == 0
+    model = tmp_path / "model"
+    assert run(["export-folder", str(tmp_path / "ss_vae"), str(tmp_path / "slat_vae_gs"), str(tmp_path / "slat_flow"),
+                "--out", str(model)]) == 0
+    pipeline = json.loads((model / "pipeline.json").read_text())
+    assert set(pipeline["args"]["models"]) == {"sparse_structure_decoder", "slat_decoder_gs", "slat_flow_model"}
+    assert len(pipeline["args"]["slat_normalization"]["std"]) == 8  # from the flow run's data
+    flow = ModelFolder(model).model("slat_flow_model")
+    assert flow.resolution == 16 and (model / "dinov2" / "model.safetensors").is_file()

@@ -156,3 +156,14 @@ def test_every_shipped_config_is_valid():
     for path in sorted(CONFIGS.rglob("*.json")):
         config = load_config(path)
         assert config.stage and config.models
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_track_float32(workspace, precision):
+    """Autocast steps (fp16 with its gradient scaler) give the float32 step's loss to half precision."""
+    losses = {}
+    for mode in ("none", precision):
+        trainer = make_trainer(workspace, tiny_config(workspace, "ss_flow", mixed_precision=mode), f"mixed_{mode}_{precision}")
+        losses[mode] = trainer.train_step()["loss"]
+        assert trainer.step == 1 and all(torch.isfinite(p).all() for p in trainer.params)
+    assert abs(losses[precision] - losses["none"]) < 0.05 * losses["none"]

@@ -14,6 +14,9 @@
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -24,7 +27,7 @@ from PIL import Image
 from ..conditioning.image_preprocess import TRELLIS_IMAGE_SIZE, normalize_imagenet
 from ..render.cameras import Camera
 
-__all__ = ["view_pixels", "patch_token_maps", "voxel_centers", "project_to_grid", "sample_token_maps",
+__all__ = ["view_pixels", "views_to_pixels", "patch_token_maps", "voxel_centers", "project_to_grid", "sample_token_maps",
            "FeatureAccumulator"]
 
 
@@ -39,15 +42,34 @@ def view_pixels(rgba: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(image[:, :, :3] * image[:, :, 3:]).permute(2, 0, 1).contiguous()
 
 
+def views_to_pixels(rgba: Sequence[np.ndarray]) -> torch.Tensor:
+    """``view_pixels`` of several renders -> float32 [B, 3, 518, 518], on a thread pool (PIL
+    resizes without holding the GIL; the official loader uses threads the same way)."""
+    with ThreadPoolExecutor(max_workers=min(len(rgba), os.cpu_count() or 1, 16)) as pool:
+        return torch.stack(list(pool.map(view_pixels, rgba)))
+
+
+@contextmanager
+def _matmul_tf32(enabled: bool):
+    """Let CUDA float32 matrix products use TF32 inside the block (restoring the previous setting)."""
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
 @torch.no_grad()
-def patch_token_maps(dinov2: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+def patch_token_maps(dinov2: torch.nn.Module, pixels: torch.Tensor, tf32: bool = False) -> torch.Tensor:
     """pixels float [B, 3, 518, 518] in [0, 1] (``view_pixels``) -> DINOv2 patch tokens before the
     final norm as maps float32 [B, C, 37, 37] (row-major patches: rows = image y). Runs in float32
-    with autocast off, as the official script."""
+    with autocast off, as the official script; ``tf32`` lets CUDA's matrix products use TF32
+    (several times faster on Ampere and later, features within about 1e-3 relative)."""
     param = next(dinov2.parameters())
     config = dinov2.config
     grid = pixels.shape[-1] // config.patch_size
-    with torch.autocast(param.device.type, enabled=False):
+    with torch.autocast(param.device.type, enabled=False), _matmul_tf32(tf32):
         tokens = dinov2(normalize_imagenet(pixels.to(device=param.device, dtype=torch.float32)))
     patches = tokens[:, 1 + config.num_register_tokens:].float()
     return patches.permute(0, 2, 1).reshape(pixels.shape[0], patches.shape[-1], grid, grid)
@@ -93,7 +115,7 @@ class FeatureAccumulator:
                   points: torch.Tensor) -> None:
         """Steps 1-3 for B more views: 8-bit RGBA renders [H, W, 4] seen by ``cameras``, voxel
         centres ``points`` float [N, 3] (on DINOv2's device)."""
-        maps = patch_token_maps(dinov2, torch.stack([view_pixels(view) for view in rgba]))
+        maps = patch_token_maps(dinov2, views_to_pixels(rgba))
         self.add(sample_token_maps(maps, project_to_grid(points, cameras)))
 
     def add(self, samples: torch.Tensor) -> None:
