@@ -167,3 +167,20 @@ def test_mixed_precision_steps_track_float32(workspace, precision):
         losses[mode] = trainer.train_step()["loss"]
         assert trainer.step == 1 and all(torch.isfinite(p).all() for p in trainer.params)
     assert abs(losses[precision] - losses["none"]) < 0.05 * losses["none"]
+
+
+def test_text_conditioned_flow_trains(workspace, tmp_path):
+    """The text-conditioned variant (captions through a frozen CLIP, its empty prompt when dropped)."""
+    from trellis_impl.pipelines import write_random_model_folder
+    text_folder = write_random_model_folder(tmp_path / "text", kind="text")
+    data = json.loads((CONFIGS / "tiny" / "ss_flow.json").read_text())
+    data["frozen"] = {"text_encoder": str(text_folder / "clip")}
+    data["data"]["condition"] = "text"
+    data["trainer"].update(max_steps=3)
+    data["loss"]["p_uncond"] = 0.5
+    trainer = Trainer(TrainConfig(data), workspace["data"], tmp_path / "run", device="cpu", log=None)
+    before = trainer.evaluate(range(100, 102))["loss"]
+    trainer.run()
+    assert torch.isfinite(torch.tensor(before)) and trainer.step == 3
+    cond = trainer.stage.encode_conditions(["shape number 1"])
+    assert cond["cond"].shape[-1] == 48 and cond["neg_cond"].shape[0] == 1
