@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -61,10 +61,12 @@ def init_distributed(device: Union[str, torch.device, None] = None) -> Distribut
     return DistributedContext(dist.get_rank(), dist.get_world_size(), wanted, owns)
 
 
-def all_reduce_mean(value: torch.Tensor, context: Optional[DistributedContext]) -> torch.Tensor:
-    """The mean of ``value`` over the processes (for logging)."""
+def mean_over_processes(values: Dict[str, float], context: Optional[DistributedContext]) -> Dict[str, float]:
+    """Per key, the mean of the logged ``values`` over the processes that have that key (a stage's
+    terms may differ between processes, e.g. when a mesh comes out empty)."""
     if context is None or context.world_size == 1:
-        return value
-    value = value.detach().clone()
-    dist.all_reduce(value)
-    return value / context.world_size
+        return dict(values)
+    gathered: List[Dict[str, float]] = [{} for _ in range(context.world_size)]
+    dist.all_gather_object(gathered, values)
+    keys = dict.fromkeys(k for d in gathered for k in d)
+    return {k: sum(d[k] for d in gathered if k in d) / sum(k in d for d in gathered) for k in keys}

@@ -1,12 +1,11 @@
 """A folder of meshes -> a training-data folder (``dataset.TrainingData``), phase by phase:
 
-1. ``voxelize``: the normalised mesh (unit cube, as ``encode``/``variant`` take it) and its surface
-   voxels on the SLat grid;
-2. ``render``: ``num_views`` views on the official Hammersley sphere (radius 2, FoV 40 deg) and
-   ``cond_views`` conditioning views with the official random FoV (10-70 deg, the object just
-   fitting), unlit base colour (``encoding.render_albedo``);
-3. ``features``: each voxel's DINOv2 patch features averaged over the views (``encoding``);
-4. ``latents`` (with a model folder holding the encoders): the structure latent and the SLat of
+1. ``meshes``: each mesh read once: normalised (unit cube, as ``encode``/``variant`` take it), its
+   surface voxels on the SLat grid, ``num_views`` views on the official Hammersley sphere (radius 2,
+   FoV 40 deg) and ``cond_views`` conditioning views with the official random FoV (10-70 deg, the
+   object just fitting), unlit base colour (``encoding.render_albedo``);
+2. ``features``: each voxel's DINOv2 patch features averaged over the views (``encoding``);
+3. ``latents`` (with a model folder holding the encoders): the structure latent and the SLat of
    every asset (posterior means), for training the flows and the decoders on frozen encoders.
 
 Each asset file is written whole (temporary file + rename), so an interrupted run resumes where it
@@ -31,7 +30,7 @@ from .dataset import (ASSET_KINDS, TrainingData, camera_tensors, new_dataset_man
 
 __all__ = ["prepare_data", "find_meshes", "PREPARE_PHASES", "conditioning_cameras"]
 
-PREPARE_PHASES = ("voxelize", "render", "features", "latents")
+PREPARE_PHASES = ("meshes", "features", "latents")
 # Called with (phase, assets done, assets); may raise to interrupt.
 PrepareProgress = Callable[[str, int, int], None]
 _log = logging.getLogger("trellis_impl")
@@ -129,24 +128,28 @@ class _Preparer:
             if self.progress is not None:
                 self.progress(phase, done, len(names))
 
-    def voxelize(self, name: str) -> None:
-        from ..encoding import load_textured_mesh
-        mesh = load_textured_mesh(self.meshes[name])
-        coords = voxelize_mesh(mesh.vertices, mesh.faces, resolution=self.settings["resolution"])
-        normalized = mesh.normalized()
-        (self.out / "assets" / name).mkdir(exist_ok=True)
-        write_asset_tensors(self.file(name, "mesh"), {"vertices": normalized.vertices.float(),
-                                                      "faces": normalized.faces.int()})
-        write_asset_tensors(self.file(name, "voxels"), {"coords": coords.int()})
-        self.manifest["assets"][name] = {"source": str(self.meshes[name]), "num_voxels": int(coords.shape[0])}
-        self.save_manifest()
-
-    def render(self, name: str) -> None:
+    def meshes_phase(self, name: str) -> None:
+        """Read the mesh once: its normalised geometry, its voxels, its views and conditioning views."""
         from ..encoding import load_textured_mesh
         from ..encoding.albedo import render_albedo, to_rgba8
         from ..encoding.views import hammersley_cameras
-        mesh = load_textured_mesh(self.meshes[name]).normalized()
-        seed, s = _asset_seed(self.settings["seed"], name), self.settings
+        s = self.settings
+        mesh = load_textured_mesh(self.meshes[name])
+        if not self.file(name, "voxels").is_file():
+            coords = voxelize_mesh(mesh.vertices, mesh.faces, resolution=s["resolution"])
+            (self.out / "assets" / name).mkdir(exist_ok=True)
+            normalized = mesh.normalized()
+            write_asset_tensors(self.file(name, "mesh"), {"vertices": normalized.vertices.float(),
+                                                          "faces": normalized.faces.int()})
+            write_asset_tensors(self.file(name, "voxels"), {"coords": coords.int()})
+        if name not in self.manifest["assets"]:  # also after a stop between the voxels and the manifest
+            from safetensors import safe_open
+            with safe_open(str(self.file(name, "voxels")), "pt") as f:
+                count = f.get_slice("coords").get_shape()[0]
+            self.manifest["assets"][name] = {"source": str(self.meshes[name]), "num_voxels": int(count)}
+            self.save_manifest()
+        mesh = mesh.normalized()
+        seed = _asset_seed(s["seed"], name)
         for kind, cameras in (("renders", hammersley_cameras(s["num_views"], seed=seed, resolution=s["render_size"])),
                               ("cond", conditioning_cameras(s["cond_views"], seed + 1, s["render_size"]))):
             if self.file(name, kind).is_file():
@@ -156,7 +159,6 @@ class _Preparer:
                 batch = cameras[start:start + s["batch_size"]]
                 images.append(torch.as_tensor(to_rgba8(render_albedo(mesh, batch, s["supersample"], self.device))))
             write_asset_tensors(self.file(name, kind), {"images": torch.cat(images), **camera_tensors(cameras)})
-
 
 def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, resolution: int = 64,
                  num_views: int = 150, cond_views: int = 24, render_size: int = 512, supersample: int = 2,
@@ -186,11 +188,10 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = {"resolution": resolution, "num_views": num_views, "cond_views": cond_views, "render_size": render_size,
                 "supersample": supersample, "seed": seed, "batch_size": batch_size}
-    job = _Preparer(Path(out), meshes, settings, device, progress)
-    job.run_phase("voxelize", ("voxels", "mesh"), job.voxelize)
-    job.run_phase("render", ("renders", "cond"), job.render)
-    folder = _model_folder(model, device)
+    folder = _model_folder(model, device)  # the encoders are found (or refused) before any work
     encoder = _feature_encoder(dinov2, folder, device)
+    job = _Preparer(Path(out), meshes, settings, device, progress)
+    job.run_phase("meshes", ("voxels", "mesh", "renders", "cond"), job.meshes_phase)
     if encoder is not None:
         job.run_phase("features", ("features",), lambda name: _features(job, name, encoder))
     if folder is not None:

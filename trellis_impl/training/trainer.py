@@ -31,7 +31,7 @@ import torch.nn as nn
 from ..models import build_model, load_model
 from .config import TrainConfig
 from .dataset import TrainingData, write_json_atomic
-from .distributed import DistributedContext, all_reduce_mean, init_distributed
+from .distributed import DistributedContext, init_distributed, mean_over_processes
 
 __all__ = ["Trainer", "AdaptiveGradClipper", "sample_generator", "RunError"]
 
@@ -236,7 +236,7 @@ class Trainer:
         if finite:
             self._update_ema()
         self.step += 1
-        logged = {k: float(all_reduce_mean(torch.tensor(v, device=self.device), self.context)) for k, v in totals.items()}
+        logged = mean_over_processes(totals, self.context)
         logged["grad_norm"] = float(norm) if finite else float("nan")
         logged["lr"] = self.optimizer.param_groups[0]["lr"]
         return logged

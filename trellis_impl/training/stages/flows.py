@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ...sparse import SparseTensor
-from .base import Stage, per_sample_normal
+from .base import Stage, initialise_weights, per_sample_normal
 
 __all__ = ["StructureFlowStage", "LatentFlowStage", "condition_image"]
 
@@ -77,16 +77,13 @@ class _FlowStage(Stage):
             data.require(["caption"], self.name)
 
     def initialise(self, role: str, model: nn.Module) -> None:
-        zero = ["out_layer"] + [f"blocks.{i}.adaLN_modulation.1" for i in range(len(model.blocks))
-                                if hasattr(model.blocks[i], "adaLN_modulation")]
-        if getattr(model, "share_mod", False):
-            zero.append("adaLN_modulation.1")
-        super().initialise(role, model)
+        """Official DiT initialisation: adaLN modulations and the output layer zeroed, the timestep
+        MLP N(0, 0.02)."""
+        modulations = ["adaLN_modulation.1"] if model.share_mod else \
+            [f"blocks.{i}.adaLN_modulation.1" for i in range(len(model.blocks))]
+        initialise_weights(model, zero=("out_layer", *modulations))
         for layer in (model.t_embedder.mlp[0], model.t_embedder.mlp[2]):
             nn.init.normal_(layer.weight, std=0.02)
-        for name in zero:
-            for p in dict(model.named_modules())[name].parameters():
-                nn.init.zeros_(p)
 
     # ------------------------------------------------------------------ conditions
     def encoder(self):
