@@ -397,6 +397,6 @@ def run(argv: Optional[List[str]] = None) -> int:
 def main() -> None:
     try:
         sys.exit(run())
-    except (ValueError, FileNotFoundError, ImportError) as e:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:  # bad input: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -184,3 +184,18 @@ def test_text_conditioned_flow_trains(workspace, tmp_path):
     assert torch.isfinite(torch.tensor(before)) and trainer.step == 3
     cond = trainer.stage.encode_conditions(["shape number 1"])
     assert cond["cond"].shape[-1] == 48 and cond["neg_cond"].shape[0] == 1
+
+
+def test_a_damaged_asset_is_skipped_by_name(workspace, tmp_path, caplog):
+    import logging
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(workspace["data"], data)
+    damaged = data / "assets" / "shape1" / "ss_latent.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:40])  # truncated
+    config = tiny_config(workspace, "ss_flow", max_steps=2, batch_size_per_gpu=4)
+    with caplog.at_level(logging.WARNING, logger="trellis_impl"):
+        trainer = Trainer(config, data, tmp_path / "run", device="cpu", log=None)
+        assert trainer.run() == 2
+    assert trainer.bad_assets == {"shape1"} and "skipping asset shape1" in caplog.text
+    assert caplog.text.count("skipping asset shape1") == 1

@@ -17,6 +17,7 @@ A run folder::
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -36,6 +37,7 @@ from .distributed import DistributedContext, init_distributed, mean_over_process
 __all__ = ["Trainer", "AdaptiveGradClipper", "sample_generator", "RunError"]
 
 _MIXED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_log = logging.getLogger("trellis_impl")
 # Called after every step with (step, max_steps, logged values); may raise to interrupt.
 StepCallback = Callable[[int, int, Dict[str, float]], None]
 
@@ -127,6 +129,7 @@ class Trainer:
         self.autocast_dtype = _MIXED_DTYPES.get(mp)
         self.scaler = torch.amp.GradScaler(self.device.type) if mp == "fp16" else None
         self.step = 0
+        self.bad_assets: set = set()
         self._epoch_cache: Dict[int, torch.Tensor] = {}
         self._prepare_run_dir()
 
@@ -194,12 +197,34 @@ class Trainer:
             items = []
             for j in range(b):
                 position = (m * w + r) * b + j
-                generator = sample_generator(self.seed, step, position)
-                item = self.stage.load_item(self._dataset_index(step * global_batch + position), generator)
-                item["generator"] = generator
-                items.append(item)
+                items.append(self._load_sample(self._dataset_index(step * global_batch + position),
+                                               sample_generator(self.seed, step, position)))
             batches.append(self.stage.collate(items))
         return batches
+
+    def _load_sample(self, index: int, generator: torch.Generator) -> dict:
+        """The sample of dataset item ``index``; an asset whose files cannot be read is logged (once)
+        and replaced by the next readable one, a rule that depends only on which files are bad, so
+        every process and every resumed run makes the same choice."""
+        n = len(self.stage.names)
+        for k in range(n):
+            candidate = (index + k) % n
+            state = generator.get_state()
+            try:
+                item = self.stage.load_item(candidate, generator)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as error:  # a damaged or missing asset file must not stop the run
+                name = self.stage.names[candidate]
+                if name not in self.bad_assets:
+                    self.bad_assets.add(name)
+                    _log.warning("[trellis] %s: skipping asset %s (%s: %s)", self.config.stage, name,
+                                 type(error).__name__, error)
+                generator.set_state(state)
+                continue
+            item["generator"] = generator
+            return item
+        raise RunError(f"{self.data.path}: no asset of stage {self.config.stage} can be read")
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> Dict[str, float]:
