@@ -5,7 +5,6 @@ import os
 
 import torch
 
-from ..trellis_impl.pipelines.model_folder import ENCODER_KEY, SLAT_ENCODER_KEY
 from . import host
 from .model import TrellisModel
 from .stages import TrellisSlat, TrellisStructure, _latent_resolution, _model_input
@@ -76,9 +75,7 @@ class TrellisEncodeMesh:
         }}
 
     def encode(self, model: TrellisModel, views=150, seed=0, mesh=None, mesh_path=""):
-        from ..trellis_impl.conditioning import load_dinov2
         from ..trellis_impl.encoding import encode_asset
-        from ..trellis_impl.pipelines.encoders import image_encoder_path
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise ValueError(f"views must be an int >= 1, got {views!r}")
         if mesh is not None:
@@ -89,12 +86,7 @@ class TrellisEncodeMesh:
             raise ValueError("TrellisEncodeMesh: link a mesh or give mesh_path")
         host.check_interrupt()
         folder = model.folder
-        if model.kind == "image":
-            dinov2 = model._load_encoder()
-        else:  # a text model encodes with the image model's DINOv2 (beside it, or downloaded)
-            dinov2 = load_dinov2(str(image_encoder_path(folder, model.download)), device=host.offload_device())
-        patchers = [model._patcher(key, folder.model(key)) for key in (SLAT_ENCODER_KEY, ENCODER_KEY)]
-        host.load_to_device(patchers + [model._patcher("encoder" if model.kind == "image" else "dinov2", dinov2)])
+        dinov2 = model.prepare_encoding()
         pbar = host.progress_bar(int(views))
 
         def progress(phase: str, done: int, total: int) -> None:

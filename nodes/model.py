@@ -49,6 +49,7 @@ class TrellisModel:
         self.download = download
         self.patchers: Dict[str, object] = {}
         self._encoder = None
+        self._dinov2 = None  # a text model's DINOv2, for encoding meshes
         self._pipeline = None
 
     def __repr__(self) -> str:
@@ -86,6 +87,23 @@ class TrellisModel:
             self._pipeline = cls(self.folder, self._load_encoder(),
                                  batch_cfg=host.torch_device().type == "cuda")
         return self._pipeline
+
+    def prepare_encoding(self):
+        """Load the SLat and structure encoders and DINOv2 (an image model's own; for a text model
+        the DINOv2 found beside it, or downloaded) onto the compute device; returns DINOv2."""
+        from ..trellis_impl.pipelines.model_folder import ENCODER_KEY, SLAT_ENCODER_KEY
+        if self.kind == "image":
+            dinov2, key = self._load_encoder(), "encoder"
+        else:
+            if self._dinov2 is None:
+                from ..trellis_impl.conditioning import load_dinov2
+                from ..trellis_impl.pipelines.encoders import image_encoder_path
+                self._dinov2 = load_dinov2(str(image_encoder_path(self.folder, self.download)),
+                                           device=host.offload_device())
+            dinov2, key = self._dinov2, "dinov2"
+        host.load_to_device([self._patcher(k, self.folder.model(k)) for k in (SLAT_ENCODER_KEY, ENCODER_KEY)]
+                            + [self._patcher(key, dinov2)])
+        return dinov2
 
     def prepare(self, stages: Sequence[str] = (), encoder: bool = False):
         """Load the models of ``stages`` (keys of STAGE_KEYS) and/or the encoder onto the compute
