@@ -1,4 +1,4 @@
-"""Command line: ``python -m trellis_impl {image,text,variant,edit,vary,encode,prepare-data,train,export-folder,random-folder} ...``.
+"""Command line: ``python -m trellis_impl {image,text,variant,edit,vary,encode,prepare-data,procedural-meshes,train,export-folder,random-folder} ...``.
 
 Examples::
 
@@ -10,6 +10,7 @@ Examples::
     python -m trellis_impl vary out/chair_slat.safetensors --prompt "a golden chair" --strength 0.6 --model FOLDER
     python -m trellis_impl encode chair.glb --model microsoft/TRELLIS-image-large --out out/
     python -m trellis_impl prepare-data meshes/ --out DATA [--model FOLDER]
+    python -m trellis_impl procedural-meshes --out meshes/ --count 3000 [--split held_out]
     python -m trellis_impl train configs/training/ss_vae.json --data DATA --out runs/ss_vae
     torchrun --nproc_per_node 2 -m trellis_impl train configs/training/ss_flow_img.json --data DATA --out runs/ss_flow
     python -m trellis_impl export-folder runs/ss_vae runs/ss_flow ... --out models/MY-TRELLIS
@@ -138,11 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--render-size", type=int, default=512, help="render side in px (official: 512)")
     prepare.add_argument("--supersample", type=int, default=2, help="render samples per pixel side")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the cameras")
+    prepare.add_argument("--up", default="auto", choices=["auto", "y", "z"],
+                         help="up axis of the files: auto = glTF/OBJ Y up, PLY/STL Z up (as the official toolkit)")
     prepare.add_argument("--batch-size", type=int, default=16, help="views rendered / encoded together")
     prepare.add_argument("--dinov2", default=None, help="DINOv2 folder or .pth for the features (default: --model's)")
     prepare.add_argument("--model", default=None, help="model folder with the structure and SLat encoders: adds "
                                                         "the latents the flows and the decoder stages train on")
     prepare.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    procedural = sub.add_parser("procedural-meshes", help="write procedural coloured objects (KIND_SEED.glb) for "
+                                                          "prepare-data; files already there are kept")
+    procedural.add_argument("--out", required=True, help="folder of the mesh files (created; files never overwritten)")
+    procedural.add_argument("--count", type=int, required=True, help="number of objects, the kinds taken in turn")
+    procedural.add_argument("--seed", type=int, default=0, help="first seed of every kind")
+    procedural.add_argument("--kinds", nargs="+", default=None, help="object kinds (default: all)")
+    procedural.add_argument("--split", default="train", choices=["train", "held_out"],
+                            help="seeds of this split only (held_out: seed %% 10 == 9)")
+    procedural.add_argument("--format", default="glb", choices=["glb", "ply"], help="mesh file format")
     train = sub.add_parser("train", help="train the models of one stage (the config's 'stage'); resumes a run folder; "
                                          "several GPUs: torchrun --nproc_per_node K -m trellis_impl train ...")
     train.add_argument("config", help="training config JSON (configs/training/*.json)")
@@ -328,11 +340,19 @@ def run(argv: Optional[List[str]] = None) -> int:
         from .training.prepare import prepare_data
         data = prepare_data(args.meshes, args.out, resolution=args.resolution, num_views=args.views,
                             cond_views=args.cond_views, render_size=args.render_size, supersample=args.supersample,
-                            seed=args.seed, batch_size=args.batch_size, dinov2=args.dinov2, model=args.model,
+                            seed=args.seed, batch_size=args.batch_size, up=args.up, dinov2=args.dinov2, model=args.model,
                             device=args.device, progress=_phase_bars())
         print(f"{data.path}: {len(data.names)} assets prepared, {len(data.manifest['failed'])} skipped")
         for name, reason in data.manifest["failed"].items():
             print(f"  skipped {name}: {reason}")
+        return 0
+    if args.command == "procedural-meshes":
+        from .training.procedural import OBJECT_KINDS, write_procedural_meshes
+        before = {p.name for p in Path(args.out).glob("*")} if Path(args.out).is_dir() else set()
+        paths = write_procedural_meshes(args.out, args.count, seed=args.seed, kinds=args.kinds or OBJECT_KINDS,
+                                        split=args.split, file_format=args.format, progress=_phase_bars())
+        kept = sum(p.name in before for p in paths)
+        print(f"{args.out}: {len(paths) - kept} objects written, {kept} already there (kept)")
         return 0
     if args.command == "train":
         from .training import Trainer, load_config

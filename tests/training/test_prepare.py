@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from trellis_impl.export.mesh_files import from_gltf_frame
 from trellis_impl.pipelines.voxelize import load_mesh, voxelize_mesh
 from trellis_impl.training.dataset import TrainingData
 from trellis_impl.training.prepare import conditioning_cameras, prepare_data
@@ -38,7 +39,10 @@ def test_prepare_writes_every_kind_and_skips_a_bad_asset(sources, caplog):
     assert "broken" in data.manifest["failed"] and "broken" in caplog.text
     for name, source in (("red_box", "red_box.ply"), ("blue_box", "blue_box.glb")):
         coords = data.tensors(name, "voxels")["coords"]
-        assert torch.equal(coords, voxelize_mesh(*load_mesh(sources["meshes"] / source), resolution=16))
+        vertices, faces = load_mesh(sources["meshes"] / source)
+        if source.endswith(".glb"):  # glTF is Y up; TRELLIS assets Z up (as the official Blender import)
+            vertices = from_gltf_frame(vertices)
+        assert torch.equal(coords, voxelize_mesh(vertices, faces, resolution=16))
         renders = data.tensors(name, "renders")
         assert renders["images"].shape == (3, 32, 32, 4) and renders["images"].dtype == torch.uint8
         assert data.tensors(name, "cond")["images"].shape == (2, 32, 32, 4)

@@ -8,6 +8,10 @@
 3. ``latents`` (with a model folder holding the encoders): the structure latent and the SLat of
    every asset (posterior means), for training the flows and the decoders on frozen encoders.
 
+Frames: TRELLIS assets are Z up. As the official toolkit's Blender importers do, .glb/.gltf and .obj
+files are read as Y up (their conventions) and turned Z up (glTF +Z front -> -Y); .ply and .stl
+are taken as they are (``up="auto"``; ``"y"`` / ``"z"`` force one rule for every file).
+
 Each asset file is written whole (temporary file + rename), so an interrupted run resumes where it
 stopped: present files are kept. An asset that fails (unreadable, empty, degenerate) is recorded
 under ``failed`` in ``dataset.json`` with the reason and its name is logged; the others go on.
@@ -31,6 +35,8 @@ from .dataset import (ASSET_KINDS, TrainingData, camera_tensors, new_dataset_man
 __all__ = ["prepare_data", "find_meshes", "PREPARE_PHASES", "conditioning_cameras"]
 
 PREPARE_PHASES = ("meshes", "features", "latents")
+UP_AXES = ("auto", "y", "z")
+_Y_UP_FORMATS = (".glb", ".gltf", ".obj")  # Blender's importers turn these Z up for the official renders
 # Called with (phase, assets done, assets); may raise to interrupt.
 PrepareProgress = Callable[[str, int, int], None]
 _log = logging.getLogger("trellis_impl")
@@ -135,6 +141,11 @@ class _Preparer:
         from ..encoding.views import hammersley_cameras
         s = self.settings
         mesh = load_textured_mesh(self.meshes[name])
+        if s["up"] == "y" or (s["up"] == "auto" and self.meshes[name].suffix.lower() in _Y_UP_FORMATS):
+            from dataclasses import replace
+
+            from ..export.mesh_files import from_gltf_frame
+            mesh = replace(mesh, vertices=from_gltf_frame(mesh.vertices))
         if not self.file(name, "voxels").is_file():
             coords = voxelize_mesh(mesh.vertices, mesh.faces, resolution=s["resolution"])
             (self.out / "assets" / name).mkdir(exist_ok=True)
@@ -162,7 +173,7 @@ class _Preparer:
 
 def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, resolution: int = 64,
                  num_views: int = 150, cond_views: int = 24, render_size: int = 512, supersample: int = 2,
-                 seed: int = 0, batch_size: int = 16, dinov2: Union[str, Path, None] = None,
+                 seed: int = 0, batch_size: int = 16, up: str = "auto", dinov2: Union[str, Path, None] = None,
                  model: Union[str, Path, None] = None, device=None,
                  progress: Optional[PrepareProgress] = None) -> TrainingData:
     """Prepare (or resume preparing) the training-data folder ``out`` from mesh files/folders.
@@ -172,6 +183,8 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
         resolution: the SLat grid (64 released).
         num_views / cond_views / render_size: views per asset, conditioning views, their size in px.
         supersample: render samples per pixel side.
+        up: which axis is up in the files: 'auto' (glTF and OBJ: Y, PLY and STL: Z, as the official
+            toolkit's Blender import), 'y' or 'z'.
         dinov2: the image encoder for the features (a DINOv2 folder or .pth); default the model
             folder's; without both the features phase is skipped.
         model: a model folder with the structure and SLat encoders: adds the ``latents`` phase.
@@ -184,10 +197,12 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
                         (render_size, "render_size"), (supersample, "supersample"), (batch_size, "batch_size")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{what} must be an int >= 1, got {value!r}")
+    if up not in UP_AXES:
+        raise ValueError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
     meshes = find_meshes(sources)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = {"resolution": resolution, "num_views": num_views, "cond_views": cond_views, "render_size": render_size,
-                "supersample": supersample, "seed": seed, "batch_size": batch_size}
+                "supersample": supersample, "seed": seed, "batch_size": batch_size, "up": up}
     folder = _model_folder(model, device)  # the encoders are found (or refused) before any work
     encoder = _feature_encoder(dinov2, folder, device)
     job = _Preparer(Path(out), meshes, settings, device, progress)
