@@ -199,3 +199,20 @@ def test_a_damaged_asset_is_skipped_by_name(workspace, tmp_path, caplog):
         assert trainer.run() == 2
     assert trainer.bad_assets == {"shape1"} and "skipping asset shape1" in caplog.text
     assert caplog.text.count("skipping asset shape1") == 1
+
+
+def test_demo_configs_fit_the_shipping_budget():
+    """The demo model (issue 12) ships in the repo: its models at float16 plus its 192 x 6 ViT
+    encoder must stay within 40 MB."""
+    from trellis_impl.conditioning import DinoV2, DinoV2Config
+    from trellis_impl.models import build_model
+    total = 0
+    for path in sorted((CONFIGS / "demo").glob("*.json")):
+        for spec in load_config(path).models.values():
+            with torch.device("meta"):
+                model = build_model(spec["name"], **spec["args"])
+            total += sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    with torch.device("meta"):
+        vit = DinoV2(DinoV2Config(embed_dim=192, depth=6, num_heads=3))
+    total += sum(v.numel() * 2 for v in vit.state_dict().values())
+    assert total <= 40e6, f"{total / 1e6:.1f} MB"
