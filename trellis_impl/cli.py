@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="training-data folder from prepare-data")
     train.add_argument("--out", required=True, help="run folder (an existing run with the same config is resumed)")
     train.add_argument("--steps", type=int, default=None, help="stop after this many more steps (default: max_steps)")
+    train.add_argument("--minutes", type=float, default=None,
+                       help="stop (with a checkpoint) after the step that ends past this many minutes of training")
     train.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     export = sub.add_parser("export-folder", help="training runs -> a model folder in the released layout")
     export.add_argument("runs", nargs="+", help="run folders, one per stage")
@@ -358,8 +360,10 @@ def run(argv: Optional[List[str]] = None) -> int:
         from .training import Trainer, load_config
         if args.steps is not None and args.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        if args.minutes is not None and not args.minutes > 0:
+            raise ValueError(f"--minutes must be > 0, got {args.minutes}")
         trainer = Trainer(load_config(args.config), args.data, args.out, device=args.device)
-        step = trainer.run(steps=args.steps)
+        step = trainer.run(steps=args.steps, max_seconds=None if args.minutes is None else 60.0 * args.minutes)
         if trainer.context.is_main:
             print(f"{args.out}: step {step} of {trainer.max_steps}")
         trainer.context.close()

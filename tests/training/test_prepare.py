@@ -1,6 +1,7 @@
 """prepare-data: meshes -> a training-data folder; deterministic, resumable, bad assets skipped by name."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -143,3 +144,31 @@ def test_the_whole_chain_through_the_cli(sources, tmp_path):
     assert len(pipeline["args"]["slat_normalization"]["std"]) == 8  # from the flow run's data
     flow = ModelFolder(model).model("slat_flow_model")
     assert flow.resolution == 16 and (model / "dinov2" / "model.safetensors").is_file()
+
+
+def test_merge_moves_the_assets_of_parts_prepared_apart(tmp_path):
+    from trellis_impl.training.dataset import DatasetError, merge_training_data
+    from .synthetic import write_synthetic_data
+    a = write_synthetic_data(tmp_path / "a", num_assets=2)
+    b = write_synthetic_data(tmp_path / "b", num_assets=2)
+    with pytest.raises(DatasetError, match="asset shape0 is in both"):
+        merge_training_data([a, b], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    for name in ("shape0", "shape1"):  # the second part's assets under other names
+        (b / "assets" / name).rename(b / "assets" / f"b_{name}")
+    manifest = json.loads((b / "dataset.json").read_text())
+    manifest["assets"] = {f"b_{k}": v for k, v in manifest["assets"].items()}
+    (b / "dataset.json").write_text(json.dumps(manifest))
+    voxels = (a / "assets" / "shape1" / "voxels.safetensors").read_bytes()
+    merged = merge_training_data([a, b], tmp_path / "merged")
+    assert merged.names == ["b_shape0", "b_shape1", "shape0", "shape1"]
+    assert (merged.path / "assets" / "shape1" / "voxels.safetensors").read_bytes() == voxels
+    assert not any((a / "assets").iterdir()) and json.loads((a / "dataset.json").read_text())["assets"] == {}
+    with pytest.raises(DatasetError, match="exists"):
+        merge_training_data([a], tmp_path / "merged")
+    other = write_synthetic_data(tmp_path / "c", num_assets=1)
+    manifest = json.loads((other / "dataset.json").read_text())
+    manifest["settings"] = {"synthetic": False}
+    (other / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="other settings"):
+        merge_training_data([merged.path, other], tmp_path / "merged2")

@@ -202,17 +202,35 @@ def test_a_damaged_asset_is_skipped_by_name(workspace, tmp_path, caplog):
 
 
 def test_demo_configs_fit_the_shipping_budget():
-    """The demo model (issue 12) ships in the repo: its models at float16 plus its 192 x 6 ViT
-    encoder must stay within 40 MB."""
-    from trellis_impl.conditioning import DinoV2, DinoV2Config
+    """The demo model (issue 12) ships in the repo: its models at float16 plus its distilled ViT
+    (the student without its training heads, stored as float16) must stay within 40 MB."""
     from trellis_impl.models import build_model
+    from trellis_impl.training.stages.encoder_distill import DistillStudent
     total = 0
     for path in sorted((CONFIGS / "demo").glob("*.json")):
-        for spec in load_config(path).models.values():
+        config = load_config(path)
+        for spec in config.models.values():
             with torch.device("meta"):
+                if config.stage == "vit_distill":
+                    total += sum(v.numel() * 2 for v in DistillStudent(**spec["args"]).vit.state_dict().values())
+                    continue
                 model = build_model(spec["name"], **spec["args"])
             total += sum(v.numel() * v.element_size() for v in model.state_dict().values())
-    with torch.device("meta"):
-        vit = DinoV2(DinoV2Config(embed_dim=192, depth=6, num_heads=3))
-    total += sum(v.numel() * 2 for v in vit.state_dict().values())
     assert total <= 40e6, f"{total / 1e6:.1f} MB"
+
+
+def test_time_limit_stops_with_a_checkpoint_and_weights_alone_resume(workspace):
+    config = tiny_config(workspace, "ss_vae", max_steps=6, i_save=100)
+    trainer = make_trainer(workspace, config, "timed")
+    assert trainer.run(max_seconds=0.0) == 1  # any step ends past 0 s: stop after it, saved
+    run = workspace["root"] / "timed"
+    folder = sorted((run / "checkpoints").glob("step_*"))[-1]
+    assert folder.name == "step_0000001"
+    (folder / "state.pt").unlink()  # weights carried without the optimizer's moments
+    resumed = make_trainer(workspace, config, "timed")
+    assert resumed.step == 1
+    for role, model in resumed.models.items():
+        saved = load_file(str(folder / "models.safetensors"))
+        assert all(torch.equal(v, saved[f"{role}.{k}"]) for k, v in model.state_dict().items())
+    assert not resumed.optimizer.state  # fresh moments
+    assert resumed.run() == 6

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..backends.attention import attention
-from ..models.registry import CheckpointError
+from ..models.registry import CheckpointError, read_torch_state_dict
 from .image_preprocess import images_to_tensor, normalize_imagenet
 
-__all__ = ["DinoV2Config", "DINOV2_VITL14_REG4", "DinoV2", "load_dinov2", "encode_image",
+__all__ = ["DinoV2Config", "DINOV2_VITL14_REG4", "DinoV2", "load_dinov2", "save_dinov2", "encode_image",
            "hub_to_hf_state_dict", "hf_to_hub_state_dict", "config_from_hf", "config_to_hf"]
 
 
@@ -393,18 +393,6 @@ def _check_weights(weights: Dict[str, torch.Tensor], expected: Dict[str, torch.T
         raise CheckpointError(f"{source} does not match the DINOv2 {layout} layout ({arch}): " + "; ".join(problems))
 
 
-def _read_hub_weights(path: str) -> Dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: weights file not found")
-    try:
-        weights = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, pickle with non-tensor objects, ...
-        raise CheckpointError(f"{path}: not a readable tensor-only torch checkpoint: {e}") from None
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise CheckpointError(f"{path}: expected a plain state dict (name -> tensor), got {type(weights).__name__}")
-    return weights
-
-
 def _read_hf_checkpoint(weights_path: str):
     from safetensors.torch import load_file
     config_path = os.path.join(os.path.dirname(weights_path), "config.json")
@@ -454,9 +442,29 @@ def load_dinov2(path: str, config: Optional[DinoV2Config] = None,
         weights = hf_to_hub_state_dict(weights)
     else:
         config = config or DINOV2_VITL14_REG4
-        weights = _read_hub_weights(path)
+        weights = read_torch_state_dict(path)
         with torch.device("meta"):
             model = DinoV2(config)
         _check_weights(weights, model.state_dict(), path, "hub", config)
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True, assign=True)
     return model.to(torch.device(device or "cpu")).eval().requires_grad_(False)
+
+
+def save_dinov2(model: DinoV2, folder: Union[str, os.PathLike], dtype: torch.dtype = torch.float32) -> None:
+    """Write ``model`` in the Hugging Face layout (``config.json`` + ``model.safetensors``) that
+    ``load_dinov2`` reads, into ``folder`` (created; its files must not exist yet).
+
+    Args:
+        dtype: storage dtype of the weights (float16 halves the file; ``load_dinov2`` computes in
+            float32 either way).
+    """
+    from safetensors.torch import save_file
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        if os.path.exists(os.path.join(folder, name)):
+            raise FileExistsError(f"{os.path.join(folder, name)} exists; nothing is overwritten")
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        json.dump({**config_to_hf(model.config), "torch_dtype": str(dtype).replace("torch.", "")}, f, indent=2)
+    save_file({k: v.detach().to("cpu", dtype).contiguous() for k, v in hub_to_hf_state_dict(model.state_dict()).items()},
+              os.path.join(folder, "model.safetensors"))

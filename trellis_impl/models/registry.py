@@ -16,7 +16,7 @@ from .slat_vae import (ElasticSLatEncoder, ElasticSLatGaussianDecoder, ElasticSL
 from .sparse_structure_flow import SparseStructureFlowModel
 from .sparse_structure_vae import SparseStructureDecoder, SparseStructureEncoder
 
-__all__ = ["MODEL_CLASSES", "build_model", "load_model", "from_pretrained", "CheckpointError"]
+__all__ = ["MODEL_CLASSES", "build_model", "load_model", "from_pretrained", "CheckpointError", "read_torch_state_dict"]
 
 MODEL_CLASSES: Dict[str, Type[TrellisModel]] = {cls.__name__: cls for cls in (
     SparseStructureEncoder, SparseStructureDecoder, SparseStructureFlowModel,
@@ -30,6 +30,20 @@ _MAX_LISTED = 5
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: missing, unreadable, or not matching its config."""
+
+
+def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """A plain state dict (name -> tensor) from a ``torch.save`` file, read with ``weights_only``;
+    CheckpointError naming the file when it is missing, unreadable or holds anything else."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle with non-tensor objects, ...
+        raise CheckpointError(f"{path}: not a readable tensor-only torch checkpoint: {e}") from None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: expected a plain state dict (name -> tensor), got {type(weights).__name__}")
+    return weights
 
 
 def build_model(name: str, **args) -> TrellisModel:

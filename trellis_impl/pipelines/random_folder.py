@@ -71,13 +71,11 @@ def _target_occupancy(decoder: torch.nn.Module, generator: torch.Generator, frac
 
 
 def _write_tiny_dinov2(folder: Path, width: int, generator: torch.Generator) -> None:
-    from ..conditioning.dinov2 import DinoV2, DinoV2Config, config_to_hf, hub_to_hf_state_dict
+    from ..conditioning.dinov2 import DinoV2, DinoV2Config, save_dinov2
     model = DinoV2(DinoV2Config(embed_dim=width, depth=2, num_heads=2))
     randomise_weights(model, generator)
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(config_to_hf(model.config), indent=2))
-    save_file({k: v.contiguous() for k, v in hub_to_hf_state_dict(model.state_dict()).items()},
-              str(folder / "model.safetensors"))
+    save_dinov2(model, folder)
 
 
 def write_random_model_folder(path: Union[str, Path], kind: str = "image", seed: int = 0) -> Path:

@@ -41,6 +41,7 @@ TRAINER_DEFAULTS: Dict[str, Any] = {
     "i_save": 1000,
     "keep_checkpoints": 2,
     "seed": 0,
+    "loader_threads": 8,         # threads reading and preparing one step's samples (PIL and file reads release the GIL)
 }
 
 
@@ -88,7 +89,8 @@ class TrainConfig:
 
     def _check_trainer(self) -> None:
         t, src = self.trainer, self.source
-        for key in ("max_steps", "batch_size_per_gpu", "batch_split", "i_log", "i_save", "keep_checkpoints"):
+        for key in ("max_steps", "batch_size_per_gpu", "batch_split", "i_log", "i_save", "keep_checkpoints",
+                    "loader_threads"):
             if not isinstance(t[key], int) or t[key] < 1:
                 raise ConfigError(f"{src}: trainer.{key} must be a positive integer, got {t[key]!r}")
         if t["mixed_precision"] not in MIXED_PRECISION:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -28,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 
 __all__ = ["TrainingData", "DATASET_FORMAT", "ASSET_KINDS", "write_asset_tensors", "write_json_atomic",
-           "new_dataset_manifest", "DatasetError", "stored_camera", "camera_tensors"]
+           "new_dataset_manifest", "DatasetError", "stored_camera", "camera_tensors", "merge_training_data"]
 
 DATASET_FORMAT = "trellis-impl-training-data"
 DATASET_VERSION = 1
@@ -162,3 +163,41 @@ class TrainingData:
 
     def captions(self, name: str) -> List[str]:
         return json.loads(self.file(name, "caption").read_text(encoding="utf-8"))
+
+
+def merge_training_data(parts: Sequence[Union[str, Path]], out: Union[str, Path]) -> TrainingData:
+    """Move the assets of several data folders prepared with the same settings (e.g. by several
+    ``prepare-data`` processes or machines on disjoint meshes) into one new folder ``out``.
+
+    The parts are emptied of their assets (moved, not copied: the data can be large); ``out`` must
+    not exist. Raises DatasetError when settings differ or an asset name occurs twice, before
+    anything is moved.
+    """
+    out = Path(out)
+    if out.exists():
+        raise DatasetError(f"{out} exists; give a new folder (nothing is overwritten)")
+    datas = [TrainingData(p) for p in parts]
+    if not datas:
+        raise DatasetError("merge_training_data: no data folder given")
+    first = datas[0].manifest
+    seen: Dict[str, Path] = {}
+    for data in datas:
+        if data.manifest["settings"] != first["settings"] or data.resolution != datas[0].resolution:
+            raise DatasetError(f"{data.path} was prepared with other settings than {datas[0].path}: "
+                               f"{data.manifest['settings']} vs {first['settings']}")
+        for name in list(data.manifest["assets"]) + list(data.manifest.get("failed", {})):
+            if name in seen:
+                raise DatasetError(f"asset {name} is in both {seen[name]} and {data.path}")
+            seen[name] = data.path
+    manifest = new_dataset_manifest(datas[0].resolution, first["settings"])
+    for data in datas:
+        manifest["assets"].update(data.manifest["assets"])
+        manifest["failed"].update(data.manifest.get("failed", {}))
+    (out / "assets").mkdir(parents=True)
+    write_json_atomic(out / "dataset.json", manifest)  # first, so no moved asset is ever unlisted
+    for data in datas:
+        for name in data.manifest["assets"]:
+            shutil.move(str(data.path / "assets" / name), str(out / "assets" / name))
+        data.manifest["assets"] = {}
+        write_json_atomic(data.path / "dataset.json", data.manifest)
+    return TrainingData(out)

@@ -19,7 +19,7 @@ from ..models import build_model
 from .config import TrainConfig
 from .dataset import write_json_atomic
 
-__all__ = ["export_model_folder", "run_weights", "DEFAULT_CKPT_NAMES", "SAMPLER_DEFAULTS"]
+__all__ = ["export_model_folder", "write_checkpoint", "run_weights", "DEFAULT_CKPT_NAMES", "SAMPLER_DEFAULTS"]
 
 # File names when the config's ``export`` section gives none (the ModelFolder finds the structure
 # encoder from the decoder's name, ss_dec -> ss_enc, and the SLat encoder as slat_enc*).
@@ -105,11 +105,7 @@ def export_model_folder(runs: Sequence[Union[str, Path]], out: Union[str, Path],
         for stage, (run, config) in configs.items():
             states = run_weights(run, weights)
             for role in STAGES[stage].roles:
-                name = config.export.get(role, DEFAULT_CKPT_NAMES[(stage, role)])
-                _write_checkpoint(tmp / "ckpts" / name, config.models[role], states[role], torso_dtype)
-                key = STAGES[stage].pipeline_keys.get(role)
-                if key is not None:
-                    models[key] = f"ckpts/{name}"
+                models.update(STAGES[stage].export_role(config, role, states[role], tmp, _TORSO_DTYPES[torso_dtype]))
             stage_info = run / "stage.json"
             if stage_info.is_file():
                 args.update(json.loads(stage_info.read_text(encoding="utf-8")).get("pipeline_args", {}))
@@ -127,7 +123,10 @@ def export_model_folder(runs: Sequence[Union[str, Path]], out: Union[str, Path],
             pipeline["args"]["image_cond_model"] = "dinov2_vitl14_reg"
         else:
             pipeline["args"]["text_cond_model"] = "openai/clip-vit-large-patch14"
-        if condition_encoder is not None and Path(condition_encoder).is_dir():
+        trained_encoder = (tmp / "dinov2").is_dir()  # a distilled image encoder among the runs
+        if trained_encoder and kind != "image":
+            raise ValueError("a distilled image encoder (vit_distill run) cannot go with text-conditioned flows")
+        if not trained_encoder and condition_encoder is not None and Path(condition_encoder).is_dir():
             shutil.copytree(condition_encoder, tmp / ("dinov2" if kind == "image" else "clip"))
         write_json_atomic(tmp / "pipeline.json", pipeline)
         tmp.rename(out)
@@ -137,15 +136,15 @@ def export_model_folder(runs: Sequence[Union[str, Path]], out: Union[str, Path],
     return out
 
 
-def _write_checkpoint(base: Path, spec: dict, state: Dict[str, torch.Tensor], torso_dtype: str) -> None:
+def write_checkpoint(base: Path, spec: dict, state: Dict[str, torch.Tensor], torso_dtype: torch.dtype) -> None:
     """``base.json`` ({"name", "args"} with use_fp16 matching the torso dtype) + ``base.safetensors``."""
     from safetensors.torch import save_file
     args = dict(spec.get("args", {}))
-    if "use_fp16" in args or torso_dtype == "float16":
-        args["use_fp16"] = torso_dtype == "float16"
+    if "use_fp16" in args or torso_dtype == torch.float16:
+        args["use_fp16"] = torso_dtype == torch.float16
     with torch.device("meta"):
         model = build_model(spec["name"], **args)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    model.float().set_compute_dtype(_TORSO_DTYPES[torso_dtype])
+    model.float().set_compute_dtype(torso_dtype)
     Path(f"{base}.json").write_text(json.dumps({"name": spec["name"], "args": args}, indent=4))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(base) + ".safetensors")

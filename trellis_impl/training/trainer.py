@@ -12,7 +12,8 @@ A run folder::
     RUN/log.jsonl                    one JSON line per logged step (losses, grad norm, lr, seconds)
     RUN/checkpoints/step_0000100/    models.safetensors (ROLE.key), ema.safetensors (RATE/ROLE.key),
                                      state.pt (optimizer, scaler, clipper, step); written to a temporary
-                                     folder, then renamed: a checkpoint folder is always complete
+                                     folder, then renamed: a checkpoint folder is always complete. Without
+                                     state.pt (weights carried alone) a resume starts a fresh optimizer.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
@@ -29,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models import build_model, load_model
+from ..models import load_model
+from ..models.base import TrellisModel
 from .config import TrainConfig
 from .dataset import TrainingData, write_json_atomic
 from .distributed import DistributedContext, init_distributed, mean_over_processes
@@ -130,6 +134,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if mp == "fp16" else None
         self.step = 0
         self.bad_assets: set = set()
+        self._bad_lock = threading.Lock()  # samples load on threads
         self._epoch_cache: Dict[int, torch.Tensor] = {}
         self._prepare_run_dir()
 
@@ -142,13 +147,13 @@ class Trainer:
             if role in self.config.init:
                 model = load_model(str(self.config.path(self.config.init[role])), dtype=torch.float32)
             else:
-                spec = self.config.models[role]
                 with torch.random.fork_rng(devices=[]):  # the official initialisation, from the run's seed
                     torch.manual_seed(self.seed)
-                    model = build_model(spec["name"], **spec.get("args", {}))
+                    model = self.stage.build(role, self.config.models[role])
                     self.stage.initialise(role, model)
-            model.set_compute_dtype(torch.float32)  # master weights in float32; autocast does the rest
-            model.use_checkpoint = bool(self.config.trainer["grad_checkpoint"])
+            if isinstance(model, TrellisModel):
+                model.set_compute_dtype(torch.float32)  # master weights in float32; autocast does the rest
+                model.use_checkpoint = bool(self.config.trainer["grad_checkpoint"])
             models[role] = model.to(self.device).train().requires_grad_(True)
         return models
 
@@ -192,15 +197,19 @@ class Trainer:
         """This process's micro-batches of ``step``: global positions step * G + (m * W + rank) * B + j."""
         b, w, r = self.batch_size, self.context.world_size, self.context.rank
         global_batch = b * w * self.batch_split
-        batches = []
+        jobs = []
         for m in range(self.batch_split):
-            items = []
             for j in range(b):
                 position = (m * w + r) * b + j
-                items.append(self._load_sample(self._dataset_index(step * global_batch + position),
-                                               sample_generator(self.seed, step, position)))
-            batches.append(self.stage.collate(items))
-        return batches
+                jobs.append((self._dataset_index(step * global_batch + position), sample_generator(self.seed, step, position)))
+        # each sample depends only on its own generator, so loading them on threads changes nothing
+        threads = min(self.config.trainer["loader_threads"], len(jobs))
+        if threads > 1:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                items = list(pool.map(lambda job: self._load_sample(*job), jobs))
+        else:
+            items = [self._load_sample(*job) for job in jobs]
+        return [self.stage.collate(items[m * b:(m + 1) * b]) for m in range(self.batch_split)]
 
     def _load_sample(self, index: int, generator: torch.Generator) -> dict:
         """The sample of dataset item ``index``; an asset whose files cannot be read is logged (once)
@@ -216,8 +225,10 @@ class Trainer:
                 raise
             except Exception as error:  # a damaged or missing asset file must not stop the run
                 name = self.stage.names[candidate]
-                if name not in self.bad_assets:
+                with self._bad_lock:
+                    first = name not in self.bad_assets
                     self.bad_assets.add(name)
+                if first:
                     _log.warning("[trellis] %s: skipping asset %s (%s: %s)", self.config.stage, name,
                                  type(error).__name__, error)
                 generator.set_state(state)
@@ -283,15 +294,21 @@ class Trainer:
             torch._foreach_lerp_(shadow, [p.detach() for p in self.params], 1.0 - rate)
 
     # ------------------------------------------------------------------ the loop
-    def run(self, steps: Optional[int] = None, callback: Optional[StepCallback] = None) -> int:
-        """Train until ``max_steps`` (or ``steps`` more steps); returns the step reached. A
-        checkpoint is written every ``i_save`` steps and at the end."""
+    def run(self, steps: Optional[int] = None, callback: Optional[StepCallback] = None,
+            max_seconds: Optional[float] = None) -> int:
+        """Train until ``max_steps`` (or ``steps`` more steps, or the first step that ends after
+        ``max_seconds`` of training); returns the step reached. A checkpoint is written every
+        ``i_save`` steps and at the end, so a time-limited run resumes where it stopped."""
         end = self.max_steps if steps is None else min(self.max_steps, self.step + steps)
         t = self.config.trainer
         started = time.perf_counter()
         while self.step < end:
             logged = self.train_step()
             logged["seconds"] = time.perf_counter() - started
+            if max_seconds is not None:  # every process asks every step, so they stop at the same step
+                late = float(logged["seconds"] >= max_seconds)
+                if mean_over_processes({"late": late}, self.context)["late"] > 0:
+                    end = self.step
             if self.step % t["i_log"] == 0 or self.step == end:
                 self._log(logged)
             if callback is not None:
@@ -369,6 +386,13 @@ class Trainer:
         ema = load_file(str(folder / "ema.safetensors"))
         for rate in self.ema:
             self.ema[rate] = [ema[f"{rate}/{name}"].to(self.device) for name in self.param_names]
+        if not (folder / "state.pt").is_file():
+            # weights only (e.g. carried between machines without the optimizer's moments): training
+            # goes on from these weights with a fresh optimizer, no longer bit-identical to one run
+            self.step = int(folder.name.split("_")[1])
+            _log.warning("[trellis] %s: %s has no state.pt; resuming the weights at step %d with a fresh optimizer",
+                         self.config.stage, folder, self.step)
+            return True
         state = torch.load(folder / "state.pt", map_location=self.device, weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"] is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import ClassVar, Dict, List, Tuple
 
 import torch
@@ -67,6 +68,12 @@ class Stage:
         data.require(self.data_kinds, self.name)
         self.names: List[str] = list(data.names)  # the assets this stage samples from (indices refer to it)
 
+    def build(self, role: str, spec: dict) -> nn.Module:
+        """A new model for ``role`` from its config entry ``{"name": CLASS, "args": {...}}``
+        (default: a released model class, ``models.build_model``)."""
+        from ...models import build_model
+        return build_model(spec["name"], **spec.get("args", {}))
+
     def initialise(self, role: str, model: nn.Module) -> None:
         """Initial weights of a newly built model (the official ``initialize_weights``)."""
         initialise_weights(model)
@@ -86,3 +93,15 @@ class Stage:
     def pipeline_args(self) -> dict:
         """pipeline.json ``args`` entries this stage determines (e.g. slat_normalization)."""
         return {}
+
+    @classmethod
+    def export_role(cls, config: TrainConfig, role: str, state: Dict[str, torch.Tensor], folder: Path,
+                    torso_dtype: torch.dtype) -> Dict[str, str]:
+        """Write the trained model of ``role`` into the model folder being exported (default:
+        ``ckpts/NAME.json`` + ``.safetensors``, NAME from the config's ``export``); returns the
+        pipeline.json ``models`` entries it provides."""
+        from ..export import DEFAULT_CKPT_NAMES, write_checkpoint
+        name = config.export.get(role, DEFAULT_CKPT_NAMES.get((cls.name, role), f"{cls.name}_{role}_trained"))
+        write_checkpoint(folder / "ckpts" / name, config.models[role], state, torso_dtype)
+        key = cls.pipeline_keys.get(role)
+        return {} if key is None else {key: f"ckpts/{name}"}

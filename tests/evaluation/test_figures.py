@@ -1,0 +1,65 @@
+"""The quality figures of docs/demo_model.md against hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from trellis_impl.evaluation import (dominant_colour, front_camera, psnr, silhouette_iou, square_crop,
+                                     summarise, GenerationScore)
+
+
+def _disc(size: int, cy: float, cx: float, r: float) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    return (((yy - cy) ** 2 + (xx - cx) ** 2) < r ** 2).float()
+
+
+def test_psnr_of_a_known_error():
+    a = torch.zeros(3, 8, 8)
+    assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-6)  # 0.1 in float32
+    with pytest.raises(ValueError, match="shapes differ"):
+        psnr(a, torch.zeros(3, 8, 9))
+
+
+def test_silhouette_iou_ignores_scale_and_position_not_shape():
+    small = _disc(256, 60, 80, 30)
+    large = _disc(256, 150, 140, 90)
+    assert silhouette_iou(small, large) > 0.95
+    box = torch.zeros(256, 256)
+    box[50:200, 50:200] = 1
+    # a disc inscribed in a square: pi / 4 of it
+    assert silhouette_iou(large, box) == pytest.approx(math.pi / 4, abs=0.03)
+    wide = torch.zeros(256, 256)
+    wide[100:140, 20:220] = 1  # 5:1 box against a square: the square crop keeps the aspect
+    assert silhouette_iou(wide, box) == pytest.approx(0.2, abs=0.02)
+    with pytest.raises(ValueError, match="no object pixel"):
+        square_crop(torch.zeros(16, 16))
+
+
+def test_square_crop_of_an_object_at_the_border():
+    alpha = torch.zeros(64, 64)
+    alpha[0:10, 0:40] = 1  # the square of side 40 leaves the image: zeros are padded, not stretched
+    crop = square_crop(alpha, size=40)
+    assert crop.shape == (40, 40) and float(crop.sum()) == pytest.approx(400.0)
+
+
+def test_dominant_colour_is_the_majority_colour():
+    rgb = torch.zeros(3, 10, 10)
+    rgb[:, :, :7] = torch.tensor([0.8, 0.2, 0.1])[:, None, None]
+    rgb[:, :, 7:] = torch.tensor([0.1, 0.1, 0.9])[:, None, None]
+    alpha = torch.ones(10, 10)
+    assert torch.allclose(dominant_colour(rgb, alpha), torch.tensor([0.8, 0.2, 0.1]))
+    alpha[:, :5] = 0  # now the blue part is the larger share of the object
+    assert torch.allclose(dominant_colour(rgb, alpha), torch.tensor([0.1, 0.1, 0.9]))
+
+
+def test_front_camera_sits_on_minus_y():
+    camera = front_camera(pitch=0.0)
+    eye = -camera.extrinsics[:3, :3].T @ camera.extrinsics[:3, 3]
+    assert torch.allclose(eye.float(), torch.tensor([0.0, -2.0, 0.0]), atol=1e-6)
+
+
+def test_summary():
+    scores = [GenerationScore(0.8, [0, 0, 0], [0, 0, 0.05], 0.05), GenerationScore(0.6, [0, 0, 0], [0.2, 0, 0], 0.2)]
+    summary = summarise(scores, [30.0, 26.0])
+    assert summary == {"objects": 2, "mean_iou": pytest.approx(0.7), "mean_colour_error": pytest.approx(0.125),
+                       "colours_within_0.1": 0.5, "mean_psnr_db": 28.0}

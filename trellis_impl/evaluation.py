@@ -1,0 +1,143 @@
+"""Quality figures of a model folder on held-out objects (docs/demo_model.md, "Quality"):
+
+* reconstruction: encode a mesh (``encode_asset``), decode the Gaussians and compare their renders
+  with the mesh's own base-colour renders at the same cameras (PSNR, objects on black);
+* generation from one RGBA picture: the silhouette IoU between the picture's alpha and a render
+  of the generated asset from the picture's camera, both cropped to the square around their
+  bounding boxes (so the figure ignores scale and position, not shape), and the distance between
+  their dominant colours.
+
+Images are float tensors in [0, 1]: RGB [3, H, W], alpha [H, W].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .render.cameras import Camera
+
+__all__ = ["psnr", "square_crop", "silhouette_iou", "dominant_colour", "front_camera", "picture_of_mesh",
+           "reconstruction_psnr", "GenerationScore", "score_generation", "summarise"]
+
+ALPHA_THRESHOLD = 0.5
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two images (any equal shapes, values in [0, 1])."""
+    if a.shape != b.shape:
+        raise ValueError(f"psnr: shapes differ, {list(a.shape)} vs {list(b.shape)}")
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def square_crop(alpha: torch.Tensor, size: int = 128, threshold: float = ALPHA_THRESHOLD) -> torch.Tensor:
+    """The object's mask (``alpha > threshold``) cropped to the square around its bounding box
+    (the longer side, centred; zeros outside the image), resized to ``size`` x ``size``: float32
+    [size, size] in [0, 1] (area-averaged coverage). Raises ValueError when the mask is empty."""
+    mask = (alpha > threshold).float()
+    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+    if rows.numel() == 0:
+        raise ValueError("square_crop: the alpha has no object pixel")
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    side = max(bottom - top, right - left)
+    y0, x0 = (top + bottom - side) // 2, (left + right - side) // 2
+    padded = F.pad(mask, (side, side, side, side))  # room for a square that leaves the image
+    crop = padded[y0 + side:y0 + 2 * side, x0 + side:x0 + 2 * side]
+    return F.interpolate(crop[None, None], size=(size, size), mode="area")[0, 0]
+
+
+def silhouette_iou(alpha_a: torch.Tensor, alpha_b: torch.Tensor, size: int = 128) -> float:
+    """Intersection over union of two objects' masks after ``square_crop`` of each (mask pixels:
+    coverage >= 0.5 after the resize)."""
+    a, b = square_crop(alpha_a, size) >= 0.5, square_crop(alpha_b, size) >= 0.5
+    union = int((a | b).sum())
+    return float((a & b).sum()) / union if union else 0.0
+
+
+def dominant_colour(rgb: torch.Tensor, alpha: torch.Tensor, bins: int = 8,
+                    threshold: float = ALPHA_THRESHOLD) -> torch.Tensor:
+    """The mean colour float32 [3] of the object pixels (``alpha > threshold``) in the most
+    populous cell of a ``bins``^3 RGB histogram: the colour most of the object has."""
+    pixels = rgb.permute(1, 2, 0)[alpha > threshold].float()
+    if pixels.numel() == 0:
+        raise ValueError("dominant_colour: the alpha has no object pixel")
+    cells = (pixels.clamp(0, 1) * bins).long().clamp(max=bins - 1)
+    index = (cells[:, 0] * bins + cells[:, 1]) * bins + cells[:, 2]
+    winner = torch.bincount(index, minlength=bins ** 3).argmax()
+    return pixels[index == winner].mean(0)
+
+
+def front_camera(size: int = 256, pitch: float = 0.35, radius: float = 2.0, fov_degrees: float = 40.0) -> Camera:
+    """The camera of a front picture: on -Y (the TRELLIS frame's front), ``pitch`` radians above
+    the horizon, looking at the origin."""
+    return Camera.orbit(math.pi, pitch, radius, fov_degrees, size, size)
+
+
+def picture_of_mesh(mesh, camera: Camera, supersample: int = 2, device=None) -> torch.Tensor:
+    """An RGBA picture (float32 [4, H, W], straight alpha) of a ``TexturedMesh`` normalised into
+    the unit cube, unlit base colour, as the training renders."""
+    from .encoding.albedo import render_albedo
+    return render_albedo(mesh.normalized(), [camera], supersample, device)[0].permute(2, 0, 1).cpu()
+
+
+@torch.no_grad()
+def reconstruction_psnr(pipeline, mesh, cameras: Sequence[Camera], views: int = 150,
+                        device=None) -> float:
+    """Render PSNR (dB) of encode -> decode: ``mesh`` (a ``TexturedMesh``) encoded with the
+    pipeline's folder and encoder, its Gaussians decoded and rendered at ``cameras`` on black,
+    against the mesh's base-colour renders (premultiplied on black) at the same cameras; the mean
+    squared error is pooled over the views."""
+    from .encoding import encode_asset
+    from .encoding.albedo import render_albedo
+    from .render import render_gaussians
+    device = torch.device(device) if device is not None else pipeline.device
+    encoded = encode_asset(mesh, pipeline.folder, views, dinov2=pipeline.encoder, device=device)
+    gaussians = pipeline.decode(encoded.slat(device), ["gaussian"])["gaussian"][0]
+    truth = render_albedo(mesh.normalized(), list(cameras), 2, device)
+    decoded, reference = [], []
+    for camera, target in zip(cameras, truth):
+        decoded.append(render_gaussians(gaussians, camera)["color"].cpu())
+        reference.append((target[..., :3] * target[..., 3:]).permute(2, 0, 1).cpu())
+    return psnr(torch.stack(decoded), torch.stack(reference))
+
+
+@dataclass
+class GenerationScore:
+    """Figures of one generated asset against its input picture."""
+    iou: float                 # silhouette IoU (``silhouette_iou``)
+    colour_input: List[float]  # dominant colour of the picture, RGB in [0, 1]
+    colour_output: List[float]  # dominant colour of the asset's render from the picture's camera
+    colour_error: float        # largest channel difference of the two
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"iou": self.iou, "colour_input": self.colour_input, "colour_output": self.colour_output,
+                "colour_error": self.colour_error}
+
+
+@torch.no_grad()
+def score_generation(picture: torch.Tensor, gaussians, camera: Camera, size: int = 128) -> GenerationScore:
+    """Compare a generated asset (decoded Gaussians) with its input ``picture`` (float32 [4, H, W],
+    straight alpha) seen from ``camera``, the picture's own camera."""
+    from .render import render_gaussians
+    out = render_gaussians(gaussians, camera)
+    alpha = out["alpha"][0].cpu()
+    # the render is premultiplied on black; un-premultiply where covered for the colour
+    rgb = (out["color"].cpu() / alpha.clamp(min=1e-3)).clamp(0, 1)
+    colour_in = dominant_colour(picture[:3], picture[3])
+    colour_out = dominant_colour(rgb, alpha)
+    return GenerationScore(iou=silhouette_iou(picture[3], alpha, size), colour_input=colour_in.tolist(),
+                           colour_output=colour_out.tolist(), colour_error=float((colour_in - colour_out).abs().max()))
+
+
+def summarise(scores: Sequence[GenerationScore], psnrs: Optional[Sequence[float]] = None) -> Dict[str, float]:
+    """Means over held-out objects: IoU, colour error, share of colours within 0.1, and PSNR."""
+    summary = {"objects": len(scores), "mean_iou": sum(s.iou for s in scores) / max(len(scores), 1),
+               "mean_colour_error": sum(s.colour_error for s in scores) / max(len(scores), 1),
+               "colours_within_0.1": sum(s.colour_error <= 0.1 for s in scores) / max(len(scores), 1)}
+    if psnrs:
+        summary["mean_psnr_db"] = sum(psnrs) / len(psnrs)
+    return summary
