@@ -7,7 +7,9 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from ..trellis_impl.pipelines import ImageTo3DPipeline, TextTo3DPipeline
-from ..trellis_impl.pipelines.model_folder import KNOWN_REPOSITORIES, ModelFolder, ModelFolderError
+from ..trellis_impl.pipelines import model_folder
+from ..trellis_impl.pipelines.model_folder import (DEMO_MODEL, KNOWN_REPOSITORIES, ModelFolder, ModelFolderError,
+                                                   demo_model_path)
 from . import host
 
 DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -123,10 +125,12 @@ class TrellisModel:
 
 
 def model_choices():
-    """The known repository ids first (stable values for shared workflows: each resolves to its
-    folder when present under a 'trellis' model folder, else downloads), then other local folders."""
+    """The embedded demo model (no download; listed when this copy of the pack has it), the known
+    repository ids (stable values for shared workflows: each resolves to its folder when present
+    under a 'trellis' model folder, else downloads), then other local folders."""
     known = {r.split("/")[1] for r in KNOWN_REPOSITORIES}
-    return list(KNOWN_REPOSITORIES) + [m for m in host.model_folders() if m not in known]
+    demo = [DEMO_MODEL] if (model_folder.DEMO_MODEL_PATH / "pipeline.json").is_file() else []
+    return demo + list(KNOWN_REPOSITORIES) + [m for m in host.model_folders() if m not in known | {DEMO_MODEL}]
 
 
 def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -> TrellisModel:
@@ -136,7 +140,7 @@ def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -
     if torch_dtype is None:  # the released choice: half precision on a GPU, float32 on CPU
         torch_dtype = torch.float32 if host.torch_device().type == "cpu" else torch.float16
     offload = host.offload_device()
-    path: Optional[str] = host.resolve_model_folder(name)
+    path: Optional[str] = str(demo_model_path()) if name == DEMO_MODEL else host.resolve_model_folder(name)
     if path is None and name in KNOWN_REPOSITORIES:
         path = host.resolve_model_folder(name.split("/")[1])
         if path is not None and ModelFolder(path).missing_files():

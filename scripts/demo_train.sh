@@ -24,10 +24,23 @@ PREP=(--resolution 32 --views 24 --cond-views 8 --render-size 256 --seed 0)
 mkdir -p "$WORK/runs" "$WORK/configs" "$OUT"
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 say() { echo "[demo $(date +%H:%M:%S)] $*"; }
+# whatever happens (a time-out included), the logs come back: the last line of each progress bar
+save_logs() {  # one file: $OUT takes at most 8
+  for f in "$WORK"/*.log "$WORK"/runs/*.log; do
+    [ -e "$f" ] && { echo "== $f"; tr '\r' '\n' < "$f" | grep -v '^$' | tail -n 40; }
+  done > "$OUT/logs.txt"
+  return 0
+}
+trap save_logs EXIT
 
 step_setup() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+  # the rasterisers' CUDA builds (about 20 s and 60-80 s), once, while the data is made
+  python3 -c "import torch; from trellis_impl.render.mesh_raster import _nvdiffrast_context as n; \
+n(torch.device('cuda')); print('nvdiffrast ready', flush=True); \
+from trellis_impl.render.gaussian_raster import _gsplat_available as g; print('gsplat', g(torch.device('cuda'), torch.float32))" \
+    > "$WORK/warm.log" 2>&1 &
 }
 
 step_restore() {
@@ -42,19 +55,26 @@ step_data() {
   python3 -m trellis_impl procedural-meshes --out "$WORK/meshes" --count "$COUNT" --split train >/dev/null
   python3 -m trellis_impl procedural-meshes --out "$WORK/held" --count "$HELD" --split held_out >/dev/null
   if [ ! -e "$WORK/data/dataset.json" ]; then
-    # one small run first builds the rasteriser's extension once, before the parallel ones
+    # the shards use the rasteriser's extension built by setup
+    for _ in $(seq 120); do grep -q -E "nvdiffrast ready|Traceback" "$WORK/warm.log" 2>/dev/null && break; sleep 1; done
     mapfile -t files < <(ls "$WORK"/meshes/*.glb | sort)
+    shards=()
     for k in $(seq 0 $((SHARDS - 1))); do
       part=(); for i in "${!files[@]}"; do (( i % SHARDS == k )) && part+=("${files[$i]}"); done
-      python3 -m trellis_impl prepare-data "${part[@]}" --out "$WORK/part$k" "${PREP[@]}" > "$WORK/part$k.log" 2>&1 &
-      [ "$k" = 0 ] && sleep 25
+      # a share of the cores each: 4 processes of 16 threads thrash on 16 cores
+      OMP_NUM_THREADS=$(( $(nproc) / SHARDS )) python3 -m trellis_impl prepare-data "${part[@]}" --out "$WORK/part$k" \
+        "${PREP[@]}" > "$WORK/part$k.log" 2>&1 &
+      shards+=($!)
     done
-    wait
+    OMP_NUM_THREADS=2 python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" \
+      > "$WORK/held.log" 2>&1 &
+    shards+=($!)
+    for pid in "${shards[@]}"; do wait "$pid"; done
     python3 -c "import sys; from trellis_impl.training.dataset import merge_training_data as m; \
 d = m(sys.argv[2:], sys.argv[1]); print(len(d), 'assets,', len(d.manifest['failed']), 'failed')" \
       "$WORK/data" $(for k in $(seq 0 $((SHARDS - 1))); do echo "$WORK/part$k"; done)
   fi
-  python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" > "$WORK/held.log" 2>&1
+  python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" >> "$WORK/held.log" 2>&1
   say "data: $(ls "$WORK/data/assets" | wc -l) training assets, $(ls "$WORK/held_data/assets" | wc -l) held out"
 }
 
@@ -103,7 +123,6 @@ step_pack() {
       "runs/$stage/checkpoints/$(basename "$last")/ema.safetensors" > "$WORK/pack/$stage.tar"
   done
   for f in "$WORK"/pack/*.tar; do split -b 15M -d -a 2 "$f" "$OUT/$(basename "$f").part"; rm "$f"; done
-  cp "$WORK"/runs/*.log "$OUT/" 2>/dev/null || true
   ls -la "$OUT"
 }
 

@@ -32,6 +32,10 @@ from .export.asset_files import DEFAULT_FILE_KINDS, FILE_KINDS
 from .export.glb_export import BAKE_MODES, UNWRAP_METHODS
 from .editing import EDIT_METHODS, EDIT_MODES
 from .pipelines import FORMATS, MULTI_IMAGE_MODES, ImageTo3DPipeline, TextTo3DPipeline, write_random_model_folder
+from .pipelines.model_folder import DEMO_MODEL, demo_model_path
+
+# Commands that run a model folder (``--model``, default: the embedded demo model).
+_MODEL_COMMANDS = ("image", "text", "variant", "edit", "vary", "encode")
 
 _DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -42,8 +46,9 @@ def _sampler_overrides(args, stage: str) -> dict:
 
 
 def _add_common(parser: argparse.ArgumentParser, structure: bool = True) -> None:
-    parser.add_argument("--model", required=True,
-                        help="model folder (with pipeline.json) or a known repository id, e.g. microsoft/TRELLIS-image-large")
+    parser.add_argument("--model", default=None,
+                        help="model folder (with pipeline.json) or a known repository id, e.g. microsoft/TRELLIS-image-large "
+                             "(default: the embedded demo model TRELLIS-demo, image-conditioned)")
     parser.add_argument("--models-dir", default="models",
                         help="where repositories are looked up and downloaded (default: ./models)")
     parser.add_argument("--download", action="store_true", help="download missing models with huggingface_hub")
@@ -116,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     encode = sub.add_parser("encode", help="textured mesh -> STEM_slat.safetensors (structure and latents from the "
                                            "model's encoders, no sampling), the input of edit and vary")
     encode.add_argument("mesh", help=".glb .gltf .obj .ply .stl (UV texture, vertex or face colours; else grey)")
-    encode.add_argument("--model", required=True,
+    encode.add_argument("--model", default=None,
                         help="model folder (with pipeline.json and a ckpts/slat_enc* SLat encoder) or a known "
-                             "repository id, e.g. microsoft/TRELLIS-image-large")
+                             "repository id, e.g. microsoft/TRELLIS-image-large (default: the embedded TRELLIS-demo)")
     encode.add_argument("--models-dir", default="models", help="where repositories are looked up and downloaded")
     encode.add_argument("--download", action="store_true", help="download missing models with huggingface_hub")
     encode.add_argument("--out", default="out", help="output folder (files are never overwritten)")
@@ -332,6 +337,13 @@ def _phase_bars():
 def run(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command in _MODEL_COMMANDS and args.model is None:
+        if args.command == "text":
+            raise ValueError(f"text: give --model (the embedded demo model {DEMO_MODEL} is image-conditioned), "
+                             f"e.g. microsoft/TRELLIS-text-large")
+        args.model = DEMO_MODEL
+        print(f"no --model given: using the embedded demo model {DEMO_MODEL} ({demo_model_path()}), trained on simple "
+              f"procedural objects; for real assets use --model microsoft/TRELLIS-image-large")
     if args.command == "random-folder":
         print(write_random_model_folder(args.path, kind=args.kind, seed=args.seed))
         return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -273,3 +274,15 @@ def test_bad_prefix(pack, nodes, host2026, prefix):
         nodes["TrellisExportSplat"].export(asset, prefix, "ply")
     assert _files(host.output_dir) == []
     assert not os.path.exists(os.path.join(os.path.dirname(host.output_dir), "escape"))
+
+
+def test_embedded_demo_model_is_the_first_choice_and_needs_no_download(pack, nodes, host2026, model_root,
+                                                                       monkeypatch):
+    model_folder = sys.modules[pack.__name__ + ".trellis_impl.pipelines.model_folder"]
+    loader = pack.NODE_CLASS_MAPPINGS["TrellisModelLoader"]
+    monkeypatch.setattr(model_folder, "DEMO_MODEL_PATH", model_root / "absent")
+    assert "TRELLIS-demo" not in loader.INPUT_TYPES()["required"]["model"][0]  # not listed when not shipped
+    monkeypatch.setattr(model_folder, "DEMO_MODEL_PATH", model_root / "random-image")  # a stand-in, same layout
+    assert loader.INPUT_TYPES()["required"]["model"][0][0] == "TRELLIS-demo"
+    (model,) = nodes["TrellisModelLoader"].load("TRELLIS-demo")  # download stays off
+    assert model.folder.path == model_root / "random-image" and model.folder.kind == "image"

@@ -106,3 +106,23 @@ def test_cli_writes_asset_files_and_never_overwrites(folder, tmp_path, capsys):
     geom = list(trimesh.load(tmp_path / "out" / "thing.glb").geometry.values())[0]
     assert geom.visual.material.baseColorTexture.size == (512, 512) and len(geom.faces) > 0
     assert 0.0 <= geom.visual.uv.min() and geom.visual.uv.max() <= 1.0
+
+
+def test_no_model_runs_the_embedded_demo_model(folder, tmp_path, capsys, monkeypatch):
+    from trellis_impl.pipelines import model_folder
+    image_path = tmp_path / "thing.png"
+    object_image().save(image_path)
+    argv = ["image", str(image_path), "--out", str(tmp_path / "out"), "--structure-steps", "2", "--latent-steps", "2",
+            "--formats", "gaussian", "--files", "ply"]
+    monkeypatch.setattr(model_folder, "DEMO_MODEL_PATH", tmp_path / "absent")
+    with pytest.raises(ModelFolderError, match="embedded demo model TRELLIS-demo is not in"):
+        cli_run(argv)
+    monkeypatch.setattr(model_folder, "DEMO_MODEL_PATH", folder)  # a stand-in with the same layout
+    assert cli_run(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("no --model given: using the embedded demo model TRELLIS-demo") == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["thing_gaussians.ply"]
+    # the same name works wherever a model is named (library, nodes)
+    assert ImageTo3DPipeline.from_folder("TRELLIS-demo").folder.path == folder
+    with pytest.raises(ValueError, match="give --model .* image-conditioned"):
+        cli_run(["text", "a chair", "--out", str(tmp_path / "text")])

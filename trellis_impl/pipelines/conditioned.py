@@ -8,7 +8,8 @@ import torch
 
 from ..conditioning import BackgroundRemover, encode_image, load_dinov2, preprocess_image
 from .encoders import image_encoder_path, text_encoder_path
-from .model_folder import ModelFolder, ModelFolderError, download_model_folder, KNOWN_REPOSITORIES
+from .model_folder import (DEMO_MODEL, KNOWN_REPOSITORIES, ModelFolder, ModelFolderError, demo_model_path,
+                           download_model_folder)
 from .trellis_pipeline import FORMATS, GenerationResult, ProgressCallback, TrellisPipeline, stage_timer, views_options
 
 __all__ = ["ImageTo3DPipeline", "TextTo3DPipeline", "open_model_folder", "structure_from_mesh", "MULTI_IMAGE_MODES"]
@@ -18,9 +19,10 @@ MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 
 def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, None] = None, device="cpu",
                       dtype: Optional[torch.dtype] = None, download: bool = False) -> ModelFolder:
-    """A model folder from a path, or from a known repository id (``microsoft/TRELLIS-image-large``)
-    looked up in (and, with ``download``, fetched into) ``models_dir``."""
-    path = Path(model)
+    """A model folder from a path, the embedded demo model (``DEMO_MODEL``), or a known repository
+    id (``microsoft/TRELLIS-image-large``) looked up in (and, with ``download``, fetched into)
+    ``models_dir``."""
+    path = demo_model_path() if str(model) == DEMO_MODEL else Path(model)
     if (path / "pipeline.json").is_file():
         return ModelFolder(path, dtype=dtype, device=device)
     if str(model) in KNOWN_REPOSITORIES:

@@ -19,7 +19,7 @@ from ..models import load_model
 from ..models.base import TrellisModel
 
 __all__ = ["ModelFolder", "ModelFolderError", "KNOWN_REPOSITORIES", "download_model_folder", "PIPELINE_NAMES",
-           "ENCODER_KEY", "SLAT_ENCODER_KEY"]
+           "ENCODER_KEY", "SLAT_ENCODER_KEY", "DEMO_MODEL", "demo_model_path"]
 # The sparse-structure encoder (released beside the decoder, not listed in pipeline.json's models).
 ENCODER_KEY = "sparse_structure_encoder"
 # The SLat encoder (released as ckpts/slat_enc_swin8_B_64l8_fp16 of TRELLIS-image-large, not listed
@@ -35,8 +35,22 @@ KNOWN_REPOSITORIES = (
 )
 
 
+# The small image model trained with this project's code and shipped inside the package
+# (docs/demo_model.md): the default when no model is named, and a loader choice that needs no download.
+DEMO_MODEL = "TRELLIS-demo"
+DEMO_MODEL_PATH = Path(__file__).resolve().parents[1] / "demo_model"
+
+
 class ModelFolderError(ValueError):
     """A model folder that is missing, incomplete or of an unknown kind."""
+
+
+def demo_model_path() -> Path:
+    """The embedded demo model's folder; ModelFolderError when this copy of the package lacks it."""
+    if not (DEMO_MODEL_PATH / "pipeline.json").is_file():
+        raise ModelFolderError(f"the embedded demo model {DEMO_MODEL} is not in {DEMO_MODEL_PATH}; name a model "
+                               f"folder or one of {', '.join(KNOWN_REPOSITORIES)}")
+    return DEMO_MODEL_PATH
 
 
 class ModelFolder:
