@@ -1,31 +1,40 @@
 #!/usr/bin/env bash
 # The demo model's training on the device (docs/demo_model.md), one step per argument, in order:
 #
-#   bash scripts/demo_train.sh setup data "train vit_distill 6" "train ss_vae 6" ... pack
+#   bash scripts/demo_train.sh setup data "par train:vit_distill:4.5 train:ss_vae:4.5" ...
 #
-# Steps (each resumes what is already in $WORK, the device's disk while the machine is held):
-#   setup                  install the carried wheels (.whl/) into /tmp/site
-#   restore                unpack carried run state (models/demo_state/*.part*) into $WORK/runs
-#   data                   procedural meshes (train and held-out seeds) + renders, 4 prepare-data
-#                          processes on disjoint meshes, merged into $WORK/data
-#   train STAGE MINUTES    configs/training/demo/STAGE.json, frozen paths filled in, for at most MINUTES
-#   "par A B ..."          the quoted steps A, B... at the same time (one GPU, small models)
-#   export NAME STAGE...   the runs of STAGE... -> model folder $WORK/NAME
-#   features | latents     prepare-data's features (distilled ViT) / latents (exported encoders) phases
-#   pack                   runs' configs, logs and last weights (no optimizer state) -> $OUT, <= 15 MiB files
+# Everything lives in $WORK, the device's disk, which stays while the machine is held (several calls
+# of one session); a new session regenerates the data (deterministic) and restores the models.
+# Steps (each resumes what is already done):
+#   setup                  install the carried wheels (.whl/) into /tmp/site; build the rasterisers
+#   restore                unpack a carried model folder (models/demo_state/demo.tar.partNN) into
+#                          $WORK/prev: later trainings start from its weights (config 'init')
+#   data                   procedural meshes (train and held-out seeds) + renders, $SHARDS prepare-data
+#                          processes on disjoint meshes merged into $WORK/data; the held-out objects
+#                          into $WORK/held_data
+#   train:STAGE:MIN[:RES]  configs/training/demo/STAGE.json (frozen paths filled in) for at most MIN
+#                          minutes, and at most until RES seconds (default 60) before the call's budget
+#                          ($BUDGET seconds after the script started)
+#   par A B ...            the steps A, B... at the same time (one GPU, small models)
+#   export:NAME:STAGE,...  the runs of STAGE,... (or prev: the restored folder's) -> model folder $WORK/NAME
+#   features               prepare-data's features phase with the distilled ViT ($WORK/vit/dinov2)
+#   latents:NAME           prepare-data's latents phase with the encoders of model folder $WORK/NAME
+#   quality:NAME:N         scripts/demo_quality.py on N held-out objects -> $OUT/quality
+#   pack:NAME              model folder $WORK/NAME + the runs' logs -> $OUT/demo.tar.partNN (15 MiB each)
 set -euo pipefail
 export PYTHONUNBUFFERED=1
+START=$SECONDS
 WORK=${WORK:-/tmp/demo}
 OUT=${OUT:-$WORK/out}
+BUDGET=${BUDGET:-560}
 COUNT=${COUNT:-1200}
 HELD=${HELD:-60}
 SHARDS=${SHARDS:-4}
 PREP=(--resolution 32 --views 24 --cond-views 8 --render-size 256 --seed 0)
 mkdir -p "$WORK/runs" "$WORK/configs" "$OUT"
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
-say() { echo "[demo $(date +%H:%M:%S)] $*"; }
-# whatever happens (a time-out included), the logs come back: the last line of each progress bar
-save_logs() {  # one file: $OUT takes at most 8
+say() { echo "[demo $(date +%H:%M:%S) +$((SECONDS - START))s] $*"; }
+save_logs() {  # one file ($OUT takes at most 8), whatever happens (a time-out included)
   for f in "$WORK"/*.log "$WORK"/runs/*.log; do
     [ -e "$f" ] && { echo "== $f"; tr '\r' '\n' < "$f" | grep -v '^$' | tail -n 40; }
   done > "$OUT/logs.txt"
@@ -44,95 +53,135 @@ from trellis_impl.render.gaussian_raster import _gsplat_available as g; print('g
 }
 
 step_restore() {
-  for parts in models/demo_state/*.tar.part00; do
-    [ -e "$parts" ] || continue
-    cat "${parts%.part00}".part* | tar -x -C "$WORK"
-    say "restored $(basename "${parts%.tar.part00}")"
-  done
+  [ -e models/demo_state/demo.tar.part00 ] || { say "nothing to restore"; return 0; }
+  mkdir -p "$WORK/restore"
+  cat models/demo_state/demo.tar.part* | tar -x -C "$WORK/restore"
+  rm -rf "$WORK/prev"; mv "$WORK/restore/demo" "$WORK/prev"
+  say "restored: $(ls "$WORK/prev/ckpts" | tr '\n' ' ')"
 }
 
 step_data() {
   python3 -m trellis_impl procedural-meshes --out "$WORK/meshes" --count "$COUNT" --split train >/dev/null
   python3 -m trellis_impl procedural-meshes --out "$WORK/held" --count "$HELD" --split held_out >/dev/null
   if [ ! -e "$WORK/data/dataset.json" ]; then
-    # the shards use the rasteriser's extension built by setup
+    # the shards use the rasteriser's extension that setup builds
     for _ in $(seq 120); do grep -q -E "nvdiffrast ready|Traceback" "$WORK/warm.log" 2>/dev/null && break; sleep 1; done
     mapfile -t files < <(ls "$WORK"/meshes/*.glb | sort)
-    shards=()
+    local pids=() k part i
     for k in $(seq 0 $((SHARDS - 1))); do
       part=(); for i in "${!files[@]}"; do (( i % SHARDS == k )) && part+=("${files[$i]}"); done
-      # a share of the cores each: 4 processes of 16 threads thrash on 16 cores
+      # a share of the cores each: several processes of 16 threads thrash on 16 cores
       OMP_NUM_THREADS=$(( $(nproc) / SHARDS )) python3 -m trellis_impl prepare-data "${part[@]}" --out "$WORK/part$k" \
         "${PREP[@]}" > "$WORK/part$k.log" 2>&1 &
-      shards+=($!)
+      pids+=($!)
     done
     OMP_NUM_THREADS=2 python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" \
       > "$WORK/held.log" 2>&1 &
-    shards+=($!)
-    for pid in "${shards[@]}"; do wait "$pid"; done
+    pids+=($!)
+    for k in "${pids[@]}"; do wait "$k"; done
     python3 -c "import sys; from trellis_impl.training.dataset import merge_training_data as m; \
 d = m(sys.argv[2:], sys.argv[1]); print(len(d), 'assets,', len(d.manifest['failed']), 'failed')" \
       "$WORK/data" $(for k in $(seq 0 $((SHARDS - 1))); do echo "$WORK/part$k"; done)
   fi
-  python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" >> "$WORK/held.log" 2>&1
   say "data: $(ls "$WORK/data/assets" | wc -l) training assets, $(ls "$WORK/held_data/assets" | wc -l) held out"
 }
 
-config() {  # the demo config of stage $1 with the device's frozen paths -> $WORK/configs/$1.json
+config() {  # the demo config of stage $1 -> $WORK/configs/$1.json: the device's frozen paths, and
+            # 'init' from the restored folder's checkpoints when it has this stage's
   python3 - "$1" "$WORK" <<'EOF'
-import json, sys
+import json, os, sys
 stage, work = sys.argv[1], sys.argv[2]
 config = json.load(open(f"configs/training/demo/{stage}.json"))
 if "image_encoder" in config.get("frozen", {}):
     config["frozen"]["image_encoder"] = f"{work}/vit/dinov2"
+for role, name in config.get("export", {}).items():
+    if os.path.isfile(f"{work}/prev/ckpts/{name}.json"):
+        config.setdefault("init", {})[role] = f"{work}/prev/ckpts/{name}"
 json.dump(config, open(f"{work}/configs/{stage}.json", "w"), indent=2)
+print(stage, "starts from", config.get("init", "new weights"))
 EOF
 }
 
 step_train() {
-  config "$1"
-  say "train $1 for at most $2 min"
-  python3 -m trellis_impl train "$WORK/configs/$1.json" --data "$WORK/data" --out "$WORK/runs/$1" --minutes "$2" \
-    > "$WORK/runs/$1.log" 2>&1 || { tail -30 "$WORK/runs/$1.log"; return 1; }
-  tail -2 "$WORK/runs/$1.log"
+  local stage=$1 minutes=$2 reserve=${3:-60}
+  config "$stage"
+  minutes=$(python3 -c "print(max(0.1, min($minutes, ($BUDGET - $reserve - ($SECONDS - $START)) / 60)))")
+  say "train $stage for at most $minutes min"
+  python3 -m trellis_impl train "$WORK/configs/$stage.json" --data "$WORK/data" --out "$WORK/runs/$stage" \
+    --minutes "$minutes" > "$WORK/runs/$stage.log" 2>&1 || { tail -n 30 "$WORK/runs/$stage.log"; return 1; }
+  tail -n 2 "$WORK/runs/$stage.log"
 }
 
 step_export() {
-  name=$1; shift
+  local name=$1 runs=() stage
+  for stage in ${2//,/ }; do runs+=("$WORK/runs/$stage"); done
   rm -rf "${WORK:?}/$name"
-  python3 -m trellis_impl export-folder $(for s in "$@"; do echo "$WORK/runs/$s"; done) --out "$WORK/$name"
+  python3 -m trellis_impl export-folder "${runs[@]}" --out "$WORK/$name"
+  if [ -d "$WORK/prev" ]; then  # stages not trained in this session: the restored folder's files
+    python3 - "$WORK/prev" "$WORK/$name" <<'EOF'
+import json, shutil, sys
+from pathlib import Path
+prev, new = Path(sys.argv[1]), Path(sys.argv[2])
+old, fresh = json.loads((prev / "pipeline.json").read_text()), json.loads((new / "pipeline.json").read_text())
+for path in (prev / "ckpts").iterdir():
+    if not (new / "ckpts" / path.name).exists():
+        shutil.copy2(path, new / "ckpts" / path.name)
+for key, value in old["args"]["models"].items():
+    fresh["args"]["models"].setdefault(key, value)
+for key, value in old["args"].items():
+    fresh["args"].setdefault(key, value)
+if not (new / "dinov2").exists() and (prev / "dinov2").exists():
+    shutil.copytree(prev / "dinov2", new / "dinov2")
+(new / "pipeline.json").write_text(json.dumps(fresh, indent=4))
+EOF
+  fi
+  [ "$name" != vit ] || [ -d "$WORK/vit/dinov2" ]
 }
 
 step_features() {
-  python3 -m trellis_impl prepare-data "$WORK/meshes" --out "$WORK/data" "${PREP[@]}" --dinov2 "$WORK/vit/dinov2" 2>&1 | tail -2
-  python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" --dinov2 "$WORK/vit/dinov2" 2>&1 | tail -2
+  python3 -m trellis_impl prepare-data "$WORK/meshes" --out "$WORK/data" "${PREP[@]}" --dinov2 "$WORK/vit/dinov2" \
+    > "$WORK/features.log" 2>&1 &
+  local pid=$!
+  python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" --dinov2 "$WORK/vit/dinov2" \
+    >> "$WORK/held.log" 2>&1
+  wait $pid
+  tail -n 1 "$WORK/features.log"
 }
 
 step_latents() {
-  python3 -m trellis_impl prepare-data "$WORK/meshes" --out "$WORK/data" "${PREP[@]}" --model "$WORK/encoders" 2>&1 | tail -2
+  python3 -m trellis_impl prepare-data "$WORK/meshes" --out "$WORK/data" "${PREP[@]}" --model "$WORK/$1" \
+    > "$WORK/latents.log" 2>&1
+  tail -n 1 "$WORK/latents.log"
+}
+
+step_quality() {
+  python3 scripts/demo_quality.py --model "$WORK/$1" --out "$OUT/quality" --objects "$2" --views 24 \
+    > "$WORK/quality.log" 2>&1 || tail -n 20 "$WORK/quality.log"
+  tail -n 8 "$WORK/quality.log"
 }
 
 step_pack() {
-  mkdir -p "$WORK/pack"
+  rm -rf "$WORK/pack"; mkdir -p "$WORK/pack/demo/logs"
+  cp -r "$WORK/$1/." "$WORK/pack/demo/"
   for run in "$WORK"/runs/*/; do
-    stage=$(basename "$run")
-    last=$(ls -d "$run"checkpoints/step_* 2>/dev/null | sort | tail -1) || true
-    [ -n "$last" ] || continue
-    tar -c -C "$WORK" "runs/$stage/config.json" "runs/$stage/stage.json" "runs/$stage/log.jsonl" \
-      "runs/$stage/checkpoints/$(basename "$last")/models.safetensors" \
-      "runs/$stage/checkpoints/$(basename "$last")/ema.safetensors" > "$WORK/pack/$stage.tar"
+    [ -e "$run/log.jsonl" ] && cp "$run/log.jsonl" "$WORK/pack/demo/logs/$(basename "$run").jsonl"
   done
-  for f in "$WORK"/pack/*.tar; do split -b 15M -d -a 2 "$f" "$OUT/$(basename "$f").part"; rm "$f"; done
-  ls -la "$OUT"
+  tar -c -C "$WORK/pack" demo | split -b 15M -d -a 2 - "$OUT/demo.tar.part"
+  du -sh "$WORK/pack/demo"; ls -la "$OUT"
 }
 
 run_step() {
-  read -r -a words <<< "$1"
-  case "${words[0]}" in
-    par) local pids=(); for s in "${words[@]:1}"; do run_step "${s//+/ }" & pids+=($!); done
-         for p in "${pids[@]}"; do wait "$p"; done ;;
-    *) say "${words[*]}"; "step_${words[0]}" "${words[@]:1}" ;;
-  esac
+  local words
+  IFS=' ' read -r -a words <<< "$1"
+  if [ "${words[0]}" = par ]; then
+    local pids=() s p
+    for s in "${words[@]:1}"; do run_step "$s" & pids+=($!); done
+    for p in "${pids[@]}"; do wait "$p"; done
+    return
+  fi
+  IFS=: read -r -a words <<< "$1"
+  say "${words[*]}"
+  "step_${words[0]}" "${words[@]:1}"
 }
 
 for s in "$@"; do run_step "$s"; done

@@ -172,3 +172,27 @@ def test_merge_moves_the_assets_of_parts_prepared_apart(tmp_path):
     (other / "dataset.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="other settings"):
         merge_training_data([merged.path, other], tmp_path / "merged2")
+
+
+def test_latents_of_a_folder_with_one_encoder(sources, tmp_path):
+    """Stages trained in turn: a folder with only the structure encoder gives the structure latents;
+    the SLat comes later from a folder that has its encoder, without redoing the rest."""
+    import shutil
+    partial = tmp_path / "partial"
+    shutil.copytree(sources["model"], partial)
+    for path in (partial / "ckpts").glob("slat_enc*"):
+        path.unlink()
+    shutil.rmtree(partial / "dinov2")  # not needed once the features are there
+    out = tmp_path / "data"
+    prepare_data([sources["meshes"]], out, dinov2=sources["model"] / "dinov2", **OPTIONS)
+    data = prepare_data([sources["meshes"]], out, model=partial, **OPTIONS)
+    for name in data.names:
+        assert data.file(name, "ss_latent").is_file() and not data.file(name, "slat").is_file()
+    latent = data.file("red_box", "ss_latent").read_bytes()
+    data = prepare_data([sources["meshes"]], out, model=sources["model"], **OPTIONS)
+    assert data.file("red_box", "slat").is_file() and data.file("red_box", "ss_latent").read_bytes() == latent
+    for path in (partial / "ckpts").glob("ss_enc*"):
+        path.unlink()
+    with pytest.raises(ValueError, match="neither encoder"):
+        prepare_data([sources["meshes"]], tmp_path / "data2", model=partial, **OPTIONS)
+    assert not (tmp_path / "data2").exists()  # refused before any work

@@ -187,7 +187,8 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
             toolkit's Blender import), 'y' or 'z'.
         dinov2: the image encoder for the features (a DINOv2 folder or .pth); default the model
             folder's; without both the features phase is skipped.
-        model: a model folder with the structure and SLat encoders: adds the ``latents`` phase.
+        model: a model folder with the structure and / or SLat encoders: adds the ``latents`` phase
+            (``ss_latent`` and / or ``slat``, whichever encoders it holds).
         device: where to render and encode (default CUDA when available).
         progress: ``(phase, assets done, assets)`` after each asset of each phase; may raise to interrupt.
     Returns:
@@ -204,14 +205,36 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
     settings = {"resolution": resolution, "num_views": num_views, "cond_views": cond_views, "render_size": render_size,
                 "supersample": supersample, "seed": seed, "batch_size": batch_size, "up": up}
     folder = _model_folder(model, device)  # the encoders are found (or refused) before any work
-    encoder = _feature_encoder(dinov2, folder, device)
+    latent_kinds = () if folder is None else _latent_kinds(folder)
     job = _Preparer(Path(out), meshes, settings, device, progress)
+    # the image encoder is needed (and loaded, before any work) only while features are missing
+    needs_features = any(not job.file(name, "features").is_file() for name in job.pending())
+    encoder = _feature_encoder(dinov2, folder, device) if needs_features else None
     job.run_phase("meshes", ("voxels", "mesh", "renders", "cond"), job.meshes_phase)
     if encoder is not None:
         job.run_phase("features", ("features",), lambda name: _features(job, name, encoder))
     if folder is not None:
-        job.run_phase("latents", ("ss_latent", "slat"), lambda name: _latents(job, name, folder))
+        job.run_phase("latents", latent_kinds, lambda name: _latents(job, name, folder, latent_kinds))
     return TrainingData(job.out)
+
+
+def _latent_kinds(folder) -> tuple:
+    """The latents the folder's encoders give: ``ss_latent`` (structure encoder) and / or ``slat``
+    (SLat encoder); a folder may hold one of them, e.g. while the stages are trained in turn."""
+    from ..pipelines.model_folder import ENCODER_KEY, SLAT_ENCODER_KEY, ModelFolderError
+    kinds, reasons = [], []
+    for kind, key in (("ss_latent", ENCODER_KEY), ("slat", SLAT_ENCODER_KEY)):
+        try:
+            missing = folder.missing_files([key])
+        except ModelFolderError as error:
+            missing = [error]
+        if missing:
+            reasons.append(f"{kind}: {missing[0]}")
+        else:
+            kinds.append(kind)
+    if not kinds:
+        raise ValueError(f"{folder.path} has neither encoder for the latents ({'; '.join(reasons)})")
+    return tuple(kinds)
 
 
 def _model_folder(model, device):
@@ -250,18 +273,21 @@ def _features(job: _Preparer, name: str, dinov2) -> None:
 
 
 @torch.no_grad()
-def _latents(job: _Preparer, name: str, folder) -> None:
+def _latents(job: _Preparer, name: str, folder, kinds: Sequence[str]) -> None:
     from safetensors.torch import load_file
 
     from ..pipelines.model_folder import ENCODER_KEY, SLAT_ENCODER_KEY
     from ..sparse import SparseTensor
     coords = load_file(str(job.file(name, "voxels")))["coords"].int()
-    feats = load_file(str(job.file(name, "features")))["patchtokens"].float()
     full = torch.cat([torch.zeros_like(coords[:, :1]), coords], 1).to(job.device)
-    slat = folder.model(SLAT_ENCODER_KEY)(SparseTensor(feats.to(job.device), full, batch_size=1), sample_posterior=False)
-    grid = job.settings["resolution"]
-    occupancy = torch.zeros((1, 1, grid, grid, grid), device=job.device)
-    occupancy[0, 0, full[:, 1].long(), full[:, 2].long(), full[:, 3].long()] = 1.0
-    latent = folder.model(ENCODER_KEY)(occupancy, sample_posterior=False)
-    write_asset_tensors(job.file(name, "ss_latent"), {"latent": latent[0].float()})
-    write_asset_tensors(job.file(name, "slat"), {"feats": slat.feats.float()})
+    if "ss_latent" in kinds and not job.file(name, "ss_latent").is_file():
+        grid = job.settings["resolution"]
+        occupancy = torch.zeros((1, 1, grid, grid, grid), device=job.device)
+        occupancy[0, 0, full[:, 1].long(), full[:, 2].long(), full[:, 3].long()] = 1.0
+        latent = folder.model(ENCODER_KEY)(occupancy, sample_posterior=False)
+        write_asset_tensors(job.file(name, "ss_latent"), {"latent": latent[0].float()})
+    if "slat" in kinds and not job.file(name, "slat").is_file():
+        feats = load_file(str(job.file(name, "features")))["patchtokens"].float()
+        slat = folder.model(SLAT_ENCODER_KEY)(SparseTensor(feats.to(job.device), full, batch_size=1),
+                                              sample_posterior=False)
+        write_asset_tensors(job.file(name, "slat"), {"feats": slat.feats.float()})
