@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from ..models import build_model
 
-__all__ = ["write_random_model_folder", "randomise_weights", "RANDOM_COND_CHANNELS"]
+__all__ = ["write_random_model_folder", "randomise_weights", "target_occupancy", "RANDOM_COND_CHANNELS"]
 
 RANDOM_COND_CHANNELS = {"image": 48, "text": 48}
 _SWIN = {"resolution": 16, "model_channels": 64, "latent_channels": 8, "num_blocks": 2, "num_heads": 4,
@@ -60,7 +60,7 @@ def randomise_weights(model: torch.nn.Module, generator: torch.Generator) -> Non
         p.data = value.to(p.dtype)
 
 
-def _target_occupancy(decoder: torch.nn.Module, generator: torch.Generator, fraction: float = 0.08) -> None:
+def target_occupancy(decoder: torch.nn.Module, generator: torch.Generator, fraction: float = 0.08) -> None:
     """Shift the structure decoder's output bias so about ``fraction`` of the grid is occupied
     for unit-normal latents (a sphere-shell-like density instead of half the grid)."""
     z = torch.randn(4, decoder.latent_channels, 4, 4, 4, generator=generator)
@@ -98,7 +98,7 @@ def write_random_model_folder(path: Union[str, Path], kind: str = "image", seed:
         model = build_model(config["name"], **config["args"])
         randomise_weights(model, generator)
         if short == "ss_dec":
-            _target_occupancy(model, generator)
+            target_occupancy(model, generator)
             model.set_compute_dtype(torch.float16)
         name = f"{short}_random"
         (path / "ckpts" / f"{name}.json").write_text(json.dumps(config, indent=4))
