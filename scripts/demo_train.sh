@@ -36,7 +36,9 @@ export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 say() { echo "[demo $(date +%H:%M:%S) +$((SECONDS - START))s] $*"; }
 save_logs() {  # one file ($OUT takes at most 8), whatever happens (a time-out included)
   for f in "$WORK"/*.log "$WORK"/runs/*.log; do
-    [ -e "$f" ] && { echo "== $f"; tr '\r' '\n' < "$f" | grep -v '^$' | tail -n 40; }
+    # the first lines (backends chosen) and the last ones (progress bars end up one line per update)
+    [ -e "$f" ] && { echo "== $f"; tr '\r' '\n' < "$f" | grep -v '^$' | sed -n '1,6p'; echo ...;
+                     tr '\r' '\n' < "$f" | grep -v '^$' | tail -n 12; }
   done > "$OUT/logs.txt"
   return 0
 }
@@ -66,6 +68,7 @@ step_data() {
   if [ ! -e "$WORK/data/dataset.json" ]; then
     # the shards use the rasteriser's extension that setup builds
     for _ in $(seq 120); do grep -q -E "nvdiffrast ready|Traceback" "$WORK/warm.log" 2>/dev/null && break; sleep 1; done
+    say "rasteriser build: $(tail -n 3 "$WORK/warm.log" 2>/dev/null | tr '\n' ' ')"
     mapfile -t files < <(ls "$WORK"/meshes/*.glb | sort)
     local pids=() k part i
     for k in $(seq 0 $((SHARDS - 1))); do
@@ -185,4 +188,5 @@ run_step() {
 }
 
 for s in "$@"; do run_step "$s"; done
+wait  # a rasteriser build still running (setup) must not be cut: a killed build leaves its lock behind
 say done
