@@ -112,3 +112,21 @@ def test_each_choice_is_logged_once(caplog):
         "[trellis] attention backend: naive (from argument) on cpu/float32",
         "[trellis] attention backend: sdpa (auto) on cpu/float16",
     ])
+
+
+def test_every_declared_family_is_settable_in_a_fresh_process():
+    """set_backend imports the family's implementation on first use: no other import needed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from trellis_impl.backends.registry import FAMILIES
+    code = ("from trellis_impl.backends.registry import FAMILIES, set_backend, family\n"
+            "for name in FAMILIES:\n"
+            "    set_backend(name, 'torch' if name not in ('attention',) else 'sdpa')\n"
+            "    assert family(name).forced is not None, name\n"
+            "    set_backend(name, 'auto')\n"
+            "print(sorted(FAMILIES))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == str(sorted(FAMILIES))
+    assert set(FAMILIES) == {"attention", "sparse_conv", "gaussian_raster", "mesh_raster", "radiance_field_render"}

@@ -153,10 +153,7 @@ def _flash_attn_4_available(device, dtype) -> bool:
             and importable("flash_attn.cute"))
 
 
-ATTENTION = family("attention", "TRELLIS_ATTN_BACKEND", {
-    "cuda": ["torch_varlen", "flash_attn_4", "flash_attn", "sdpa"],
-    "default": ["sdpa"],
-})
+ATTENTION = family("attention")
 ATTENTION.register("sdpa", _varlen_sdpa, _anywhere)
 ATTENTION.register("naive", _varlen_naive, _anywhere)
 ATTENTION.register("torch_varlen", _varlen_torch_flash, _torch_varlen_available)

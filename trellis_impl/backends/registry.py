@@ -1,13 +1,16 @@
 """The backend registry: the one piece of global state in the library.
 
-Each backend family (attention, sparse convolution, later rasterisers) registers its
-implementations here. A family's choice is made once per (device type, dtype class), from,
-in order: the argument of the call, ``set_backend``, the family's environment variable, and
-finally the first available implementation in the family's preference order. Each choice is
-logged once.
+Every backend family is declared here (``FAMILIES``: its environment variable, its preference order
+per device type and the module that implements it). The implementing module registers its backends
+when it is imported, which happens on the family's first use (``family``, ``set_backend``,
+``available_backends``), so no kernel loads before it is needed. A family's choice is made once per
+(device type, dtype class), from, in order: the argument of the call, ``set_backend``, the family's
+environment variable, and finally the first available implementation in the family's preference
+order. Each choice is logged once.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,6 +19,20 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 log = logging.getLogger("trellis_impl")
+
+# name -> (environment variable, preference order per device type, implementing module under the
+# package root). The first available name of the device type's list is the automatic choice.
+FAMILIES: Dict[str, Tuple[str, Dict[str, List[str]], str]] = {
+    "attention": ("TRELLIS_ATTN_BACKEND", {"cuda": ["torch_varlen", "flash_attn_4", "flash_attn", "sdpa"],
+                                           "default": ["sdpa"]}, "backends.attention"),
+    "sparse_conv": ("TRELLIS_CONV_BACKEND", {"default": ["torch"]}, "backends.sparse_conv"),
+    "gaussian_raster": ("TRELLIS_GS_BACKEND", {"cuda": ["gsplat", "torch"], "default": ["torch"]},
+                        "render.gaussian_raster"),
+    "mesh_raster": ("TRELLIS_MESH_RASTER_BACKEND", {"cuda": ["nvdiffrast", "torch"], "default": ["torch"]},
+                    "render.mesh_raster"),
+    "radiance_field_render": ("TRELLIS_RF_BACKEND", {"default": ["torch"]}, "render.radiance_field_render"),
+}
+_PACKAGE = __name__.rsplit(".", 2)[0]  # 'trellis_impl', or its name inside a host's custom_nodes package
 
 
 @dataclass
@@ -103,23 +120,32 @@ class BackendFamily:
 _FAMILIES: Dict[str, BackendFamily] = {}
 
 
-def family(name: str, env_var: str, preference: Dict[str, List[str]]) -> BackendFamily:
-    """Create (once) and return the family called ``name``."""
+def family(name: str) -> BackendFamily:
+    """The declared family ``name`` (created on first call; its implementing module registers into it)."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown backend family {name!r}; allowed: {', '.join(FAMILIES)}")
     if name not in _FAMILIES:
+        env_var, preference, _ = FAMILIES[name]
         _FAMILIES[name] = BackendFamily(name, env_var, preference)
     return _FAMILIES[name]
 
 
+def _loaded(name: str) -> BackendFamily:
+    """The family with its implementations registered (their module imported)."""
+    found = family(name)
+    importlib.import_module(f"{_PACKAGE}.{FAMILIES[name][2]}")
+    return found
+
+
 def set_backend(family_name: str, backend: Optional[str]) -> None:
-    """Force ``backend`` for a family ('attention', 'sparse_conv', ...); None/'auto' resets."""
-    if family_name not in _FAMILIES:
-        raise ValueError(f"unknown backend family {family_name!r}; allowed: {', '.join(_FAMILIES)}")
-    _FAMILIES[family_name].set(backend)
+    """Force ``backend`` for a family (one of ``FAMILIES``) in this process; None/'auto' resets."""
+    _loaded(family_name).set(backend)
 
 
 def available_backends(device: torch.device, dtype: torch.dtype = torch.float16) -> Dict[str, List[str]]:
     """For each family, the backends that can run on ``device``/``dtype`` here."""
-    return {n: [b.name for b in f.backends.values() if b.available(device, dtype)] for n, f in _FAMILIES.items()}
+    families = [_loaded(name) for name in FAMILIES]
+    return {f.name: [b.name for b in f.backends.values() if b.available(device, dtype)] for f in families}
 
 
 def importable(module: str) -> bool:

@@ -145,7 +145,7 @@ def _spconv_available(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cuda" and dtype in (torch.float32, torch.float16) and importable("spconv.pytorch")
 
 
-SPARSE_CONV = family("sparse_conv", "TRELLIS_CONV_BACKEND", {"default": ["torch"]})
+SPARSE_CONV = family("sparse_conv")
 SPARSE_CONV.register("torch", _conv_torch, _torch_available)
 SPARSE_CONV.register("spconv", _conv_spconv, _spconv_available)
 

@@ -43,7 +43,7 @@ T_MIN = 1e-4
 TILE = 16
 CHUNK = 256
 
-GAUSSIAN_RASTER = family("gaussian_raster", "TRELLIS_GS_BACKEND", {"cuda": ["gsplat", "torch"], "default": ["torch"]})
+GAUSSIAN_RASTER = family("gaussian_raster")
 
 
 def quaternion_wxyz_to_matrix(q: torch.Tensor) -> torch.Tensor:

@@ -57,8 +57,7 @@ __all__ = ["covered_pixels", "rasterize", "rasterize_views", "interpolate", "tex
 PAIR_CHUNK = 1 << 20  # (triangle, pixel) candidate pairs per chunk
 _NO_HIT = torch.iinfo(torch.int64).max
 
-MESH_RASTER = family("mesh_raster", "TRELLIS_MESH_RASTER_BACKEND",
-                     {"cuda": ["nvdiffrast", "torch"], "default": ["torch"]})
+MESH_RASTER = family("mesh_raster")
 _log = logging.getLogger(__name__)
 
 

@@ -57,7 +57,7 @@ MAX_DENSE_RES = 64
 RAY_CHUNK = 4096
 SAMPLE_BLOCK = 64
 
-RADIANCE_FIELD_RENDER = family("radiance_field_render", "TRELLIS_RF_BACKEND", {"default": ["torch"]})
+RADIANCE_FIELD_RENDER = family("radiance_field_render")
 
 _ACTIVATIONS = {
     "softplus": F.softplus,
