@@ -192,21 +192,11 @@ class Gaussians:
         if len(aabb) != 6:
             raise ValueError(f"aabb must have 6 values (origin, size), got {len(aabb)}")
 
-        # Constructor arguments under their official names, for cloning: Gaussians(**g.init_params).
-        self.init_params = {
-            "aabb": aabb,
-            "sh_degree": sh_degree,
-            "mininum_kernel_size": mininum_kernel_size,
-            "scaling_bias": scaling_bias,
-            "opacity_bias": opacity_bias,
-            "scaling_activation": scaling_activation,
-        }
+        self._arguments = dict(aabb=aabb, sh_degree=sh_degree, mininum_kernel_size=mininum_kernel_size,
+                               scaling_bias=scaling_bias, opacity_bias=opacity_bias,
+                               scaling_activation=scaling_activation)
         self.sh_degree = sh_degree
-        self.active_sh_degree = sh_degree
-        self.mininum_kernel_size = mininum_kernel_size
-        self.scaling_bias = scaling_bias
-        self.opacity_bias = opacity_bias
-        self.scaling_activation_type = scaling_activation
+        self.mininum_kernel_size = mininum_kernel_size  # the released attribute name, spelling included
         self.aabb = torch.tensor(aabb, dtype=torch.float32, device=device)
 
         if scaling_activation == "exp":
@@ -225,6 +215,12 @@ class Gaussians:
         self._scaling: Optional[torch.Tensor] = None
         self._rotation: Optional[torch.Tensor] = None
         self._opacity: Optional[torch.Tensor] = None
+
+    @property
+    def init_params(self) -> dict:
+        """The constructor's arguments under their released names: ``Gaussians(**g.init_params)``
+        is an empty set with the same box and activations (a copy; changing it changes nothing)."""
+        return dict(self._arguments)
 
     @property
     def device(self) -> torch.device:
