@@ -59,7 +59,8 @@ try {
     const info = await page.evaluate((o) => window.runExtension(o), config.extension.output);
     const file = path.join(config.outDir, "extension.png");
     await page.locator(".trellis-preview > div:nth-child(2)").screenshot({ path: file });
-    results.push({ name: "extension", screenshot: file, effectiveMode: info.mode, status: info.status, ms: Date.now() - t0 });
+    results.push({ name: "extension", screenshot: file, effectiveMode: info.mode, status: info.status,
+                   foreignWidgets: info.foreignWidgets, ms: Date.now() - t0 });
     await page.evaluate(() => window.__node.onRemoved());
   }
 } catch (e) {

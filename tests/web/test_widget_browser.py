@@ -198,5 +198,7 @@ def test_viewer_renders_mesh_and_splats(server, tmp_path):
         assert s["red_up"] > 3 * s["red_down"] and s["blue_down"] > 3 * s["blue_up"], (res["name"], s)
     assert stats["side_by_side"]["mode"] == "side_by_side"
     assert stats["extension"]["mode"] == "mesh", stats["extension"]
+    extension = next(r for r in report["results"] if r["name"] == "extension")
+    assert extension["foreignWidgets"] == 0  # a core Trellis2* node is not this pack's
     assert stats["side_by_side"]["left_fraction"] > 0.05 and stats["side_by_side"]["right_fraction"] > 0.05
     print(json.dumps(stats, indent=1))

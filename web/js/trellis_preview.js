@@ -1,6 +1,7 @@
 // ComfyUI extension: 3D preview widget (GLB mesh + Gaussian splat) for TRELLIS nodes.
 //
-// A node whose python class name starts with "Trellis" and that returns
+// A node of this pack (its python_module is "custom_nodes.<this pack's folder>", the folder ComfyUI
+// serves this file from: /extensions/<folder>/js/) that returns
 //   {"ui": {"trellis_preview": [{"mesh": {filename, subfolder, type} | null,
 //                                "splat": {filename, subfolder, type} | null,
 //                                "splat_format": "ply" | "spz" | "splat",
@@ -17,6 +18,12 @@ const WIDGET_NAME = "trellis_preview";
 const MIN_HEIGHT = 320;
 let viewerModule = null;
 const loadViewerModule = () => (viewerModule ??= import(VIEWER_MODULE_URL));
+// Bound by module, not by name: other packs' and core "Trellis*" nodes (e.g. Trellis2*) are left alone.
+const PACK = decodeURIComponent(new URL(import.meta.url).pathname.split("/extensions/")[1]?.split("/")[0] ?? "");
+const isPackNode = (nodeData) => {
+  const module = String(nodeData?.python_module ?? "");
+  return PACK !== "" && (module === `custom_nodes.${PACK}` || module === PACK);
+};
 
 function viewUrl(file) {
   if (!file || !file.filename) return null;
@@ -131,7 +138,7 @@ function createPreviewWidget(node) {
 app.registerExtension({
   name: "trellis.preview",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!nodeData?.name || !String(nodeData.name).startsWith("Trellis")) return;
+    if (!isPackNode(nodeData)) return;
 
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
