@@ -246,3 +246,26 @@ def test_device_follows_the_gaussians_and_picks_the_view_defaults(monkeypatch):
         prepare_glb(mesh, gaussians, simplify=0.0, texture_size=512)
     assert seen == {"device": torch.device("cpu"), "views": 24, "resolution": 256}
     # (the CUDA side: tests/render/test_render_gpu.py::test_gpu_glb_export_matches_cpu)
+
+
+def test_fast_bake_reports_every_view_and_can_be_cancelled(tmp_path):
+    """The default bake reports after each rendered and each projected view, so a host's Cancel
+    (a progress callback that raises) stops it within one view; nothing is written."""
+    mesh, gaussians = _asset()
+    views = SMALL.get("bake_views", 16)
+    calls = []
+    to_glb(tmp_path / "f.glb", mesh, gaussians, simplify=0.0, bake="fast",
+           progress=lambda phase, done, total: calls.append((phase, done, total)), **SMALL)
+    bake = [(done, total) for phase, done, total in calls if phase == "bake"]
+    assert bake == [(i, 2 * views) for i in range(1, 2 * views + 1)]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at_third_view(phase, done, total):
+        if phase == "bake" and done == 3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        to_glb(tmp_path / "c.glb", mesh, gaussians, simplify=0.0, bake="fast", progress=cancel_at_third_view, **SMALL)
+    assert not (tmp_path / "c.glb").exists()

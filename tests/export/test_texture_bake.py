@@ -362,9 +362,10 @@ def test_bake_from_gaussians_opt():
     gaussians = cube_gaussians(3000)
     calls = []
     tex, timings = bake_from_gaussians(verts, faces, uvs, gaussians, texture_size=S, views=6, resolution=64,
-                                       mode="opt", steps=40, progress=lambda i, n: calls.append(i))
+                                       mode="opt", steps=40, progress=lambda i, n: calls.append((i, n)))
     assert tex.dtype == np.uint8 and tex.shape == (S, S, 3)
-    assert timings["mode"] == "opt" and timings["steps"] == 40 and calls == list(range(1, 41))
+    # 6 views rendered, then 40 steps
+    assert timings["mode"] == "opt" and timings["steps"] == 40 and calls == [(i, 46) for i in range(1, 47)]
     assert set(timings) >= {"render_s", "bake_s", "total_s", "coverage"}
     assert timings["coverage"] > 0.95
     t = torch.from_numpy(tex).float() / 255.0

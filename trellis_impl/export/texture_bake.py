@@ -276,9 +276,10 @@ def _project(cam: Camera, points: torch.Tensor) -> torch.Tensor:
 
 
 def _bake_fast(vertices, faces, uv, views, texture_size: int = 1024, depth_tolerance: float = 2e-3,
-               cos_power: float = 2.0, min_normal_cos: float = 0.7,
-               dilate_steps: int = 4) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`bake_texture_fast`, also returning the [S, S] mask of UV-covered texels.
+               cos_power: float = 2.0, min_normal_cos: float = 0.7, dilate_steps: int = 4,
+               progress: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`bake_texture_fast`, also returning the [S, S] mask of UV-covered texels;
+    ``progress(view, views)`` after each view (it may raise to interrupt).
 
     Everything runs on the device of ``vertices`` (views are moved there once); the per-view
     loop uses masks instead of boolean indexing so that it does not wait for the device.
@@ -308,7 +309,7 @@ def _bake_fast(vertices, faces, uv, views, texture_size: int = 1024, depth_toler
         plane_d = (fn_all * v[faces[:, 0]]).sum(1).float()           # plane: n . x = d
         normals32 = normals.float()
         points32 = points.float()
-        for cam, col, wmap in parsed:
+        for view, (cam, col, wmap) in enumerate(parsed, 1):
             H, W = cam.height, cam.width
             vis_tid = rasterize(vertices, faces, cam)["triangle_id"].reshape(-1).to(dev)
             colf = col.reshape(3, -1).T.float()                       # [H*W, 3]
@@ -361,6 +362,8 @@ def _bake_fast(vertices, faces, uv, views, texture_size: int = 1024, depth_toler
             sample = num / den.clamp_min(1e-30)[:, None]
             acc += sample * wv[:, None]
             wsum += wv
+            if progress is not None:
+                progress(view, len(parsed))
     texture = torch.zeros(size * size, 3, dtype=torch.float32, device=dev)
     coverage = torch.zeros(size * size, dtype=torch.bool, device=dev)
     got = wsum > 0
@@ -518,8 +521,10 @@ def bake_from_gaussians(vertices, faces, uv, gaussians, texture_size: int = 1024
     """Render ``gaussians`` from ``views`` orbit cameras and bake them into the mesh texture.
 
     ``mode`` 'fast' uses :func:`bake_texture_fast`, 'opt' :func:`bake_texture_optimised`
-    (``steps``, ``lambda_tv``, ``seed``, ``progress`` apply to it; it starts from the fast
-    bake). Rendering and baking run on the device of the Gaussians (the mesh is moved there).
+    (``steps``, ``lambda_tv``, ``seed`` apply to it; it starts from the fast bake). Rendering and
+    baking run on the device of the Gaussians (the mesh is moved there). ``progress(done, total)``
+    is called after every view rendered, then after every view projected ('fast', total = 2 views)
+    or every optimisation step ('opt', total = views + steps); it may raise to interrupt.
 
     Returns (texture uint8 [S, S, 3], timings dict with ``render_s``, ``bake_s``, ``total_s``,
     ``mode``, ``steps`` and ``coverage`` = fraction of UV-covered texels seen by some view).
@@ -535,9 +540,12 @@ def bake_from_gaussians(vertices, faces, uv, gaussians, texture_size: int = 1024
     cams = bake_cameras(views, resolution, radius, fov_degrees)
     g = gaussian_tensors(gaussians)
     dev = g["xyz"].device
+    # progress over the whole bake: the renders, then the projection (fast) or the steps (opt)
+    total = len(cams) + (len(cams) if mode == "fast" else steps)
+    report = (lambda done: progress(done, total)) if progress is not None else (lambda done: None)
     rendered = []
     with torch.no_grad():
-        for cam in cams:
+        for index, cam in enumerate(cams, 1):
             out = render_gaussians(g, cam, (0.0, 0.0, 0.0), backend=backend)
             color = out["color"].detach().float()
             alpha = out["alpha"].detach().float()
@@ -545,13 +553,15 @@ def bake_from_gaussians(vertices, faces, uv, gaussians, texture_size: int = 1024
             color = torch.where(alpha > 0.1, color / alpha.clamp_min(1e-3), color).clamp(0.0, 1.0)
             # alpha weights the pixels: where the Gaussians do not cover the mesh, no colour
             rendered.append((cam, color, alpha[0]))
+            report(index)
     t1 = time.perf_counter()
     vertices, faces, uv = vertices.to(dev), faces.to(dev), uv.to(dev)
     if mode == "fast":
-        tex, cov, in_uv = _bake_fast(vertices, faces, uv, rendered, size, 2e-3, 2.0, 0.7, 4)
+        tex, cov, in_uv = _bake_fast(vertices, faces, uv, rendered, size, 2e-3, 2.0, 0.7, 4,
+                                     progress=lambda view, _: report(len(cams) + view))
     else:
-        tex, cov = bake_texture_optimised(vertices, faces, uv, rendered, size, steps=steps,
-                                          lambda_tv=lambda_tv, init="fast", seed=seed, progress=progress)
+        tex, cov = bake_texture_optimised(vertices, faces, uv, rendered, size, steps=steps, lambda_tv=lambda_tv,
+                                          init="fast", seed=seed, progress=lambda step, _: report(len(cams) + step))
         in_uv = uv_rasterize(uv, faces, size)[0] >= 0
     tex = tex.cpu()
     t2 = time.perf_counter()
