@@ -198,6 +198,42 @@ def _add_asset_inputs(parser: argparse.ArgumentParser, condition_required: bool)
     parser.add_argument("--border", type=int, default=0, help="grow the region by this many voxels")
 
 
+def _check_run_args(args) -> dict:
+    """Every option and input of a model command, checked before any model loads (one-line
+    ValueErrors naming the option); returns the decoded input images by option name."""
+    from .export import check_file_kinds
+    from .export.glb_export import check_glb_options
+    from .pipelines.voxelize import check_mesh_path
+    from .validation import (check_count, check_device, check_output_folder, check_sampler_options, check_seed,
+                             read_image)
+    images = {}
+    if args.command == "image":
+        images["images"] = [read_image(p, "image") for p in args.images]
+        if args.mask is not None:
+            images["mask"] = [read_image(p, "--mask") for p in args.mask]
+    for option in ("image", "source_image"):
+        if getattr(args, option, None) is not None:
+            images[option] = read_image(getattr(args, option), "--" + option.replace("_", "-"))
+    for option in ("mesh", "region_mesh"):
+        if getattr(args, option, None) is not None:
+            check_mesh_path(getattr(args, option))
+    if getattr(args, "asset", None) is not None and not Path(args.asset).is_file():
+        raise ValueError(f"asset {args.asset}: no such file")
+    check_output_folder(args.out)
+    check_seed(args.seed, "--seed")
+    check_device(args.device, "--device")
+    if args.command == "encode":
+        return images
+    check_count(args.num_samples, "--num-samples", 1, 64)
+    for stage in ("structure", "latent"):
+        if hasattr(args, f"{stage}_steps"):
+            check_sampler_options(f"--{stage}", *(_sampler_overrides(args, stage).values()))
+    check_file_kinds(args.files, args.formats)
+    if {"glb", "obj", "mesh_ply"} & set(args.files):
+        check_glb_options(args.simplify, args.texture_size, args.bake, args.bake_steps, args.unwrap, args.origin)
+    return images
+
+
 def _load(cls, args):
     return cls.from_folder(args.model, models_dir=args.models_dir, device=args.device, dtype=_DTYPES[args.dtype],
                            download=args.download)
@@ -337,6 +373,7 @@ def _phase_bars():
 def run(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    images = _check_run_args(args) if args.command in _MODEL_COMMANDS else {}
     if args.command in _MODEL_COMMANDS and args.model is None:
         if args.command == "text":
             raise ValueError(f"text: give --model (the embedded demo model {DEMO_MODEL} is image-conditioned), "
@@ -394,9 +431,8 @@ def run(argv: Optional[List[str]] = None) -> int:
         result, stem, summary = _edit(args)
     elif args.command == "image":
         pipeline = _load(ImageTo3DPipeline, args)
-        images = [Image.open(p) for p in args.images]
-        masks = None if args.mask is None else [Image.open(p).convert("L") for p in args.mask]
-        result = pipeline.run(images, masks=masks, multi_image_mode=args.multi_image_mode,
+        masks = None if args.mask is None else [m.convert("L") for m in images["mask"]]
+        result = pipeline.run(images["images"], masks=masks, multi_image_mode=args.multi_image_mode,
                               view_weights=args.view_weights, structure_params=_sampler_overrides(args, "structure"),
                               slat_params=_sampler_overrides(args, "latent"), **common)
         stem = args.name or Path(args.images[0]).stem
@@ -411,7 +447,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         vertices, faces = load_mesh(args.mesh)
         pipeline = _load(TextTo3DPipeline if args.prompt is not None else ImageTo3DPipeline, args)
         coords = structure_from_mesh(pipeline, vertices, faces)
-        condition = args.prompt if args.prompt is not None else Image.open(args.image)
+        condition = args.prompt if args.prompt is not None else images["image"]
         result = pipeline.run_variant(coords, condition, slat_params=_sampler_overrides(args, "latent"), **common)
         stem = args.name or f"{Path(args.mesh).stem}_variant"
     start = time.perf_counter()
@@ -436,3 +472,6 @@ def main() -> None:
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:  # bad input: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # files are written whole or not at all, so nothing partial is left
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -49,8 +49,8 @@ def test_edit_replace_keeps_the_outside_of_a_slat_file(asset, tmp_path, capsys):
     assert "with new latents" in capsys.readouterr().out
     assert cli_run(argv) == 0  # a second run never overwrites: it gets the next free names
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "thing_edit_gaussians.ply", "thing_edit_gaussians_1.ply", "thing_edit_slat.safetensors",
-        "thing_edit_slat_1.safetensors"]
+        "thing_edit_1_gaussians.ply", "thing_edit_1_slat.safetensors", "thing_edit_gaussians.ply",
+        "thing_edit_slat.safetensors"]
     original, edited = load_slat_file(asset["slat"]), load_slat_file(tmp_path / "thing_edit_slat.safetensors")
     region = box_region([float(v) for v in TOP], resolution=16)
     outside, orig_outside = ~coords_in_region(edited.coords, region), ~coords_in_region(original.coords, region)
@@ -60,7 +60,7 @@ def test_edit_replace_keeps_the_outside_of_a_slat_file(asset, tmp_path, capsys):
     for c, f in zip(edited.coords[outside].tolist(), edited.feats[outside]):
         assert torch.equal(f, before[tuple(c)])
     # the same seed gives the same edit
-    assert torch.equal(load_slat_file(tmp_path / "thing_edit_slat_1.safetensors").feats, edited.feats)
+    assert torch.equal(load_slat_file(tmp_path / "thing_edit_1_slat.safetensors").feats, edited.feats)
 
 
 def test_edit_delete_needs_no_condition_and_empties_the_box(asset, tmp_path):
@@ -128,6 +128,6 @@ def test_a_file_that_is_not_a_slat_file_is_refused(asset, tmp_path):
     for path, message in ((other, "not a TRELLIS slat file"), (garbage, "not a safetensors file")):
         with pytest.raises(ValueError, match=message):
             cli_run(["vary", str(path), "--image", asset["second"], "--model", asset["folder"]])
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="missing_slat.safetensors: no such file"):
         cli_run(["vary", str(tmp_path / "missing_slat.safetensors"), "--image", asset["second"],
                  "--model", asset["folder"]])

@@ -107,8 +107,8 @@ def test_cli_encode_then_edit_and_vary(folder, meshes, tmp_path, capsys):
     assert torch.equal(encoded.coords, voxelize_mesh(*load_mesh(meshes["quad"]), resolution=16))
     assert encoded.feats.shape[1] == 8 and encoded.structure_latent.shape == (1, 8, 4, 4, 4)
     assert cli_run(argv + ["--name", "named"]) == 0 and cli_run(argv) == 0  # never overwritten
-    assert sorted(p.name for p in out.iterdir()) == ["named_slat.safetensors", "quad_slat.safetensors",
-                                                     "quad_slat_1.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["named_slat.safetensors", "quad_1_slat.safetensors",
+                                                     "quad_slat.safetensors"]
     image = tmp_path / "cond.png"
     from PIL import Image, ImageDraw
     picture = Image.new("RGBA", (32, 32), (0, 0, 0, 0))

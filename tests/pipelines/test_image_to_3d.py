@@ -98,8 +98,8 @@ def test_cli_writes_asset_files_and_never_overwrites(folder, tmp_path, capsys):
     assert cli_run(argv) == 0
     assert cli_run(argv) == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["thing.glb", "thing.spz", "thing_1.glb", "thing_1.spz", "thing_gaussians.ply",
-                     "thing_gaussians_1.ply", "thing_slat.safetensors", "thing_slat_1.safetensors"]
+    assert names == ["thing.glb", "thing.spz", "thing_1.glb", "thing_1.spz", "thing_1_gaussians.ply",
+                     "thing_1_slat.safetensors", "thing_gaussians.ply", "thing_slat.safetensors"]
     out = capsys.readouterr().out
     assert "structure" in out and "latent" in out and "glb_bake" in out and "export" in out
     import trimesh

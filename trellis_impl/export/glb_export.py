@@ -33,7 +33,7 @@ from .mesh_visibility import remove_invisible_and_fill_holes
 from .texture_bake import bake_from_gaussians, MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 from .uv_atlas import unwrap
 
-__all__ = ["TexturedMesh", "prepare_glb", "to_glb", "BAKE_MODES", "UNWRAP_METHODS", "PHASES"]
+__all__ = ["TexturedMesh", "prepare_glb", "to_glb", "check_glb_options", "BAKE_MODES", "UNWRAP_METHODS", "PHASES"]
 
 BAKE_MODES = ("fast", "opt", "vertex_colors", "none")
 UNWRAP_METHODS = ("fast", "xatlas")
@@ -97,7 +97,8 @@ def _mesh_arrays(mesh):
     return vertices, faces, colors
 
 
-def _check_options(simplify, texture_size, bake, bake_steps, unwrap_method, origin):
+def check_glb_options(simplify, texture_size, bake, bake_steps, unwrap_method, origin) -> None:
+    """ValueError naming the first GLB option out of its allowed range (checked before any work)."""
     if simplify is not None and not (isinstance(simplify, (int, float)) and 0.0 <= simplify < 1.0):
         raise ValueError(f"simplify (fraction of faces removed) must be in [0, 1), got {simplify!r}")
     if bake not in BAKE_MODES:
@@ -164,7 +165,7 @@ def prepare_glb(mesh, gaussians=None, *, simplify: Optional[float] = 0.95, fill_
             or Gaussian parameters, ``bake`` needing Gaussians without them.
     """
     t_start = time.perf_counter()
-    _check_options(simplify, texture_size, bake, bake_steps, unwrap_method, origin)
+    check_glb_options(simplify, texture_size, bake, bake_steps, unwrap_method, origin)
     if bake in ("fast", "opt") and gaussians is None:
         raise ValueError(f"bake={bake!r} bakes the texture from the Gaussians: pass gaussians, "
                          "or use bake='vertex_colors' or 'none'")
