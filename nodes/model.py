@@ -163,4 +163,5 @@ def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -
                                    f"folders {host.register_model_folder()} and not a known repository "
                                    f"({', '.join(KNOWN_REPOSITORIES)})")
     folder = ModelFolder(path, dtype=torch_dtype, device=offload)
+    folder.verify()  # a damaged checkpoint fails in the loader, not after sampling
     return TrellisModel(name, folder, download)

@@ -57,8 +57,8 @@ def _add_common(parser: argparse.ArgumentParser, structure: bool = True) -> None
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--formats", nargs="+", default=["gaussian", "mesh"], choices=FORMATS)
-    parser.add_argument("--files", nargs="+", default=list(DEFAULT_FILE_KINDS), choices=FILE_KINDS,
-                        help="files to write per asset (default: glb ply spz slat)")
+    parser.add_argument("--files", nargs="+", default=None, choices=FILE_KINDS,
+                        help="files to write per asset (default: those of glb ply spz slat that --formats can make)")
     parser.add_argument("--simplify", type=float, default=0.95, help="GLB: fraction of faces removed (0.95)")
     parser.add_argument("--texture-size", type=int, default=1024, help="GLB texture side, 512-4096")
     parser.add_argument("--bake", default="fast", choices=BAKE_MODES,
@@ -202,6 +202,7 @@ def _check_run_args(args) -> dict:
     """Every option and input of a model command, checked before any model loads (one-line
     ValueErrors naming the option); returns the decoded input images by option name."""
     from .export import check_file_kinds
+    from .export.asset_files import NEEDED_FORMATS
     from .export.glb_export import check_glb_options
     from .pipelines.voxelize import check_mesh_path
     from .validation import (check_count, check_device, check_output_folder, check_sampler_options, check_seed,
@@ -225,6 +226,8 @@ def _check_run_args(args) -> dict:
     if args.command == "encode":
         return images
     check_count(args.num_samples, "--num-samples", 1, 64)
+    if args.files is None:  # the default set, as far as the decoded formats allow
+        args.files = [k for k in DEFAULT_FILE_KINDS if NEEDED_FORMATS.get(k, args.formats[0]) in args.formats]
     for stage in ("structure", "latent"):
         if hasattr(args, f"{stage}_steps"):
             check_sampler_options(f"--{stage}", *(_sampler_overrides(args, stage).values()))

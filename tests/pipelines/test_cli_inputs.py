@@ -2,6 +2,8 @@
 and what is allowed, with nothing written; a run's files named as one set."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -87,3 +89,29 @@ def test_ctrl_c_is_one_line(setup, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "bad_json", "wrong_shape"])
+def test_a_damaged_late_checkpoint_fails_before_sampling(setup, tmp_path, damage, monkeypatch):
+    """The mesh decoder is used last; its damage is found when the folder opens."""
+    import json
+    import shutil
+    from safetensors.torch import save_file
+    root, folder = setup
+    broken = tmp_path / "model"
+    shutil.copytree(folder, broken)
+    base = broken / json.loads((broken / "pipeline.json").read_text())["args"]["models"]["slat_decoder_mesh"]
+    weights, config = Path(f"{base}.safetensors"), Path(f"{base}.json")
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif damage == "missing":
+        weights.unlink()
+    elif damage == "bad_json":
+        config.write_text("{not json")
+    else:
+        save_file({"out_layer.weight": torch.zeros(3, 3)}, str(weights))
+    from trellis_impl.sampling import flow_euler
+    monkeypatch.setattr(flow_euler.FlowEulerSampler, "sample_once", lambda *a, **k: pytest.fail("sampling started"))
+    with pytest.raises(ValueError, match=base.name):
+        cli_run(["image", str(root / "ok.png"), "--model", str(broken), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ from .slat_vae import (ElasticSLatEncoder, ElasticSLatGaussianDecoder, ElasticSL
 from .sparse_structure_flow import SparseStructureFlowModel
 from .sparse_structure_vae import SparseStructureDecoder, SparseStructureEncoder
 
-__all__ = ["MODEL_CLASSES", "build_model", "load_model", "from_pretrained", "CheckpointError", "read_torch_state_dict"]
+__all__ = ["MODEL_CLASSES", "build_model", "load_model", "from_pretrained", "CheckpointError", "read_torch_state_dict", "check_checkpoint"]
 
 MODEL_CLASSES: Dict[str, Type[TrellisModel]] = {cls.__name__: cls for cls in (
     SparseStructureEncoder, SparseStructureDecoder, SparseStructureFlowModel,
@@ -105,6 +105,25 @@ def check_state_dict(model: torch.nn.Module, weights: Dict[str, torch.Tensor], s
         problems.append(f"mis-shaped: {_listing(misshaped)}")
     if problems:
         raise CheckpointError(f"{source} does not match {type(model).__name__}: " + "; ".join(problems))
+
+
+def check_checkpoint(path: str) -> None:
+    """Check ``path.json`` + ``path.safetensors`` without reading the weights: the config parses
+    and names a known class, and the safetensors header (which the library validates against the
+    file's length) lists exactly the model's keys and shapes. CheckpointError naming the file."""
+    from safetensors import safe_open
+    config = _read_config(path + ".json")
+    with torch.device("meta"):
+        model = build_model(config["name"], **config.get("args", {}))
+    weights_path = path + ".safetensors"
+    if not os.path.exists(weights_path):
+        raise CheckpointError(f"{weights_path}: weights file not found")
+    try:
+        with safe_open(weights_path, "pt") as f:
+            shapes = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except Exception as e:  # safetensors raises several error types for damaged files
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file (truncated or damaged?): {e}") from None
+    check_state_dict(model, shapes, weights_path)
 
 
 def load_model(path: str, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None,

@@ -24,7 +24,9 @@ def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, None
     ``models_dir``."""
     path = demo_model_path() if str(model) == DEMO_MODEL else Path(model)
     if (path / "pipeline.json").is_file():
-        return ModelFolder(path, dtype=dtype, device=device)
+        folder = ModelFolder(path, dtype=dtype, device=device)
+        folder.verify()  # a damaged late-stage checkpoint fails now, not after sampling
+        return folder
     if str(model) in KNOWN_REPOSITORIES:
         root = Path(models_dir or ".")
         local = root / str(model).split("/")[1]
@@ -33,7 +35,9 @@ def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, None
                 raise ModelFolderError(f"{model} is not in {local} (or is incomplete); download it there "
                                        f"(pass download=True / --download when online)")
             download_model_folder(str(model), root)
-        return ModelFolder(local, dtype=dtype, device=device)
+        folder = ModelFolder(local, dtype=dtype, device=device)
+        folder.verify()
+        return folder
     raise ModelFolderError(f"{model}: not a model folder (no pipeline.json) and not a known repository "
                            f"({', '.join(KNOWN_REPOSITORIES)})")
 

@@ -147,6 +147,19 @@ class ModelFolder:
             missing += [p for p in (Path(f"{base}.json"), Path(f"{base}.safetensors")) if not p.is_file()]
         return missing
 
+    def verify(self, keys: Optional[List[str]] = None) -> None:
+        """Check the checkpoints of ``keys`` (default: every model pipeline.json lists) before any
+        of them is used: files present, configs parse, weight headers match the models
+        (``check_checkpoint``; the weights themselves are read on first use)."""
+        from ..models.registry import check_checkpoint
+        missing = self.missing_files(keys)
+        if missing:
+            raise ModelFolderError(f"model folder {self.path} is incomplete: missing "
+                                   + ", ".join(str(p) for p in missing))
+        for key in keys or list(self.args["models"]):
+            if key not in self._models:
+                check_checkpoint(str(self.checkpoint_path(key)))
+
     def model(self, key: str) -> TrellisModel:
         """Load (once) and return model ``key``, e.g. 'sparse_structure_flow_model'."""
         if key not in self._models:
