@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from trellis_impl.conditioning import (IMAGENET_MEAN, IMAGENET_STD, BackgroundRemover, images_to_tensor,
                                        normalize_imagenet, object_crop_box, preprocess_image, to_rgb_or_rgba)
@@ -149,9 +149,11 @@ def test_bad_images():
 
 
 def test_background_removal_fallback(monkeypatch):
-    opaque = Image.new("RGBA", (1100, 20), (10, 20, 30, 255))  # all alpha 255: not a usable alpha
+    noise = np.random.default_rng(0).integers(0, 256, (20, 1100, 3), dtype=np.uint8)
+    opaque = Image.fromarray(noise).convert("RGBA")  # all alpha 255: not a usable alpha; a busy background
     monkeypatch.setitem(sys.modules, "rembg", None)  # rembg not installed
-    with pytest.raises(ImportError, match="give an RGBA image with transparency or a mask, or `pip install rembg`"):
+    with pytest.raises(ImportError, match="background is not plain.*give an RGBA image with transparency or a mask, "
+                                          "or `pip install rembg`"):
         preprocess_image(opaque)
 
     calls = []
@@ -192,3 +194,38 @@ def test_images_to_tensor_and_normalisation():
     normalized = normalize_imagenet(pixels)
     for c in range(3):
         torch.testing.assert_close(normalized[:, c], (pixels[:, c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+
+
+def _disc_on(background, size=(160, 120), colour=(200, 40, 30), hole=None):
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((50, 30, 110, 90), fill=colour)
+    if hole is not None:  # a patch of the background's colour inside the object
+        draw.rectangle((74, 54, 86, 66), fill=hole)
+    return image
+
+
+@pytest.mark.parametrize("file_format", ["PNG", "JPEG"])
+def test_plain_background_is_keyed_without_rembg(monkeypatch, tmp_path, file_format):
+    from trellis_impl.conditioning.image_preprocess import key_plain_background
+    monkeypatch.setitem(sys.modules, "rembg", None)
+    path = tmp_path / f"disc.{file_format.lower()}"
+    _disc_on((255, 255, 255), hole=(255, 255, 255)).save(path, format=file_format, quality=90)
+    keyed = key_plain_background(Image.open(path))
+    alpha = np.asarray(keyed.getchannel("A")) / 255.0
+    yy, xx = np.mgrid[:120, :160] + 0.5
+    radius = np.sqrt((xx - 80) ** 2 + (yy - 60) ** 2)  # the disc's radius is 30 px
+    assert alpha[radius < 27].min() > 0.95  # the enclosed white patch stays opaque
+    assert alpha[radius > 36].max() == 0.0 and alpha[(radius > 32) & (radius <= 36)].mean() < 0.02  # JPEG halo
+    out = np.asarray(preprocess_image(Image.open(path))).astype(float)
+    assert out[259, 151, 0] > 150 and out[259, 151, 1] < 90  # the red object, cropped and centred
+    assert out[5, 5].max() < 10  # on black
+
+
+def test_keying_refuses_a_busy_background_and_keys_a_flat_colour():
+    from trellis_impl.conditioning.image_preprocess import key_plain_background
+    busy = Image.fromarray(np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    assert key_plain_background(busy) is None
+    green = key_plain_background(_disc_on((40, 160, 60)))
+    alpha = np.asarray(green.getchannel("A"))
+    assert alpha[60, 80] == 255 and alpha[5, 5] == 0

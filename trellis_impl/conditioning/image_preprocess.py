@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 __all__ = ["TRELLIS_IMAGE_SIZE", "MIN_OBJECT_SPAN", "IMAGENET_MEAN", "IMAGENET_STD", "to_rgb_or_rgba",
-           "object_crop_box", "BackgroundRemover", "preprocess_image", "images_to_tensor", "normalize_imagenet"]
+           "object_crop_box", "BackgroundRemover", "key_plain_background", "preprocess_image", "images_to_tensor",
+           "normalize_imagenet"]
 
 TRELLIS_IMAGE_SIZE = 518  # px; DINOv2 ViT-L/14 at its native 37 x 37 patch grid
 ALPHA_THRESHOLD = 0.8 * 255  # object pixels: alpha strictly above this (204)
@@ -171,13 +172,50 @@ def object_crop_box(alpha: np.ndarray) -> Tuple[float, float, float, float]:
     return (cx - side // 2, cy - side // 2, cx + side // 2, cy + side // 2)
 
 
+# Plain-background keying (no rembg): the border must be this uniform, and pixels this far from
+# its colour (Euclidean, RGB in [0, 1]) are object; in between, alpha ramps.
+PLAIN_BORDER_SHARE = 0.95
+KEY_LOW, KEY_HIGH = 0.06, 0.14
+
+
+def key_plain_background(image: Image.Image) -> Optional[Image.Image]:
+    """RGBA of an RGB picture of an object on a plain background (studio white, a flat colour),
+    or None when the background is not plain.
+
+    The background colour is the median of the image border (a frame of 1% of the side, at least
+    2 px); the background is plain when at least 95% of the border lies within ``KEY_HIGH`` of it.
+    Background pixels are those close to that colour *and* connected to the border, so object
+    parts of the background's colour enclosed by the object stay opaque; alpha ramps from 0 at
+    ``KEY_LOW`` to 1 at ``KEY_HIGH`` along the background's edge (soft, JPEG-tolerant edges).
+    """
+    from scipy import ndimage
+    rgb = np.asarray(image.convert("RGB")).astype(np.float32) / 255.0
+    h, w = rgb.shape[:2]
+    frame = max(2, round(0.01 * max(h, w)))
+    border = np.concatenate([rgb[:frame].reshape(-1, 3), rgb[-frame:].reshape(-1, 3),
+                             rgb[:, :frame].reshape(-1, 3), rgb[:, -frame:].reshape(-1, 3)])
+    colour = np.median(border, axis=0)
+    if (np.linalg.norm(border - colour, axis=1) <= KEY_HIGH).mean() < PLAIN_BORDER_SHARE:
+        return None
+    distance = np.linalg.norm(rgb - colour, axis=2)
+    near = distance < KEY_HIGH
+    labels, _ = ndimage.label(near)
+    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    background = np.isin(labels, edge_labels[edge_labels > 0])
+    alpha = np.where(background, np.clip((distance - KEY_LOW) / (KEY_HIGH - KEY_LOW), 0.0, 1.0), 1.0)
+    rgba = image.convert("RGB")
+    rgba.putalpha(Image.fromarray((alpha * 255 + 0.5).astype(np.uint8), "L"))
+    return rgba
+
+
 class BackgroundRemover:
     """Official background removal: RGB image -> RGBA with the object's alpha.
 
     Shrinks the image (LANCZOS) so that its longer side is at most 1024 px (new size
     ``int(w * s), int(h * s)``), then ``rembg.remove`` with a ``u2net`` session, created on the
-    first call and kept by this object (a pipeline holds one). Calling it raises ImportError when
-    the ``rembg`` package is not installed.
+    first call and kept by this object (a pipeline holds one). Without the ``rembg`` package (or
+    its model, offline), a picture on a plain background is keyed instead
+    (``key_plain_background``); any other raises ImportError saying what to do.
     """
 
     def __init__(self):
@@ -187,8 +225,12 @@ class BackgroundRemover:
         try:
             import rembg
         except ImportError:
-            raise ImportError("background removal needs the 'rembg' package: give an RGBA image with "
-                              "transparency or a mask, or `pip install rembg`") from None
+            keyed = key_plain_background(image)
+            if keyed is None:
+                raise ImportError("the image has no transparency and its background is not plain, so it needs "
+                                  "background removal: give an RGBA image with transparency or a mask, or "
+                                  "`pip install rembg`") from None
+            return keyed
         image = image.convert("RGB")
         scale = min(1, REMBG_MAX_SIDE / max(image.size))
         if scale < 1:
@@ -211,7 +253,8 @@ def preprocess_image(image: ImageLike, mask: Optional[MaskLike] = None,
         1. ``mask`` when given (the image's own alpha is then ignored; the image is not shrunk).
         2. the image's alpha when it has one with some value below 255 (the official rule).
         3. otherwise background removal with ``rembg`` (``remover``, a ``BackgroundRemover``;
-           a new one per call when None); without rembg installed this raises ImportError.
+           a new one per call when None); without rembg, a plain background is keyed
+           (``key_plain_background``), any other raises ImportError.
 
     Then (official): bounding box of the pixels with alpha > 0.8 * 255, square crop 1.2 x its
     longer side (``object_crop_box``; parts outside the image transparent black), LANCZOS
@@ -221,7 +264,7 @@ def preprocess_image(image: ImageLike, mask: Optional[MaskLike] = None,
         ValueError: unsupported input (see ``to_rgb_or_rgba``), a mask of another size, an image
             smaller than 3 px on its longer side, a fully transparent alpha, no pixel above the
             alpha threshold, or an object under 3 px (``object_crop_box``).
-        ImportError: background removal needed but ``rembg`` is not installed.
+        ImportError: background removal needed, ``rembg`` not installed and the background not plain.
     """
     rgb_or_rgba = to_rgb_or_rgba(image, "image")
     width, height = rgb_or_rgba.size
