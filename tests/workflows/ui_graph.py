@@ -1,5 +1,5 @@
 """UI-format workflow JSON -> API prompt, and a small executor, following the host contract
-(../shared/comfyui/CONTRACT.md sections 2, 9, 11): widget values map positionally onto the
+(ComfyUI's workflow format: the front end's graph JSON): widget values map positionally onto the
 widget inputs in INPUT_TYPES order (required, then optional); a seed INT (control_after_generate,
 or named seed/noise_seed) is followed by its control slot, a COMBO with control_after_generate by
 two, an image_upload COMBO by an ``upload`` slot; links become ``[source id, output index]``;

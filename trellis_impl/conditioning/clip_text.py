@@ -1,4 +1,4 @@
-"""CLIP text encoder of the TRELLIS text-to-3D pipelines (shared/conformance/dinov2.md, "Text pipeline (CLIP)").
+"""CLIP text encoder of the TRELLIS text-to-3D pipelines (tests/fixtures/conformance/dinov2.md, "Text pipeline (CLIP)").
 
 As the official ``TrellisTextTo3DPipeline`` (``_init_text_cond_model``, ``encode_text``, ``get_cond``):
 ``transformers.CLIPTextModel`` + ``AutoTokenizer`` of ``openai/clip-vit-large-patch14`` in float32,

@@ -3,7 +3,7 @@
 The official pipeline loads ``torch.hub.load('facebookresearch/dinov2', 'dinov2_vitl14_reg')``
 and uses the last block's output *before* DINOv2's final norm (``x_prenorm``), followed by a
 non-affine LayerNorm, as the condition ``cond`` ``[B, 1374, 1024]``
-(shared/conformance/dinov2.md, "encode_image").
+(tests/fixtures/conformance/dinov2.md, "encode_image").
 
 Parameter names equal the hub checkpoint ``dinov2_vitl14_reg4_pretrain.pth``. The Hugging Face
 layout (``facebook/dinov2-with-registers-large``: ``model.safetensors`` + ``config.json``) is

@@ -1,4 +1,4 @@
-"""Image preparation of the official TRELLIS image-to-3D pipeline (shared/conformance/dinov2.md):
+"""Image preparation of the official TRELLIS image-to-3D pipeline (tests/fixtures/conformance/dinov2.md):
 object crop (``preprocess_image``) and the pixel tensor fed to DINOv2 (``images_to_tensor``,
 ``normalize_imagenet``).
 
