@@ -61,3 +61,18 @@ def test_accelerators_can_be_skipped(install, monkeypatch):
     monkeypatch.setenv("TRELLIS_NO_ACCELERATORS", "1")
     assert install.main([]) == 0
     assert install.calls == [["numpy"], ["numpy"]]
+
+
+def test_pip_builds_the_library_and_cli(tmp_path):
+    """`pip install .` carries the library and the `trellis-3d` command, not the tests or nodes."""
+    import subprocess
+    import sys
+    import zipfile
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+                    str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "trellis_impl/cli.py" in names and "trellis_impl/training/stages/encoder_distill.py" in names
+    assert not any(n.startswith(("tests/", "nodes/", "web/")) for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "trellis-3d = trellis_impl.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
