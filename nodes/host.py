@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import io
 import os
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -63,11 +63,12 @@ def step_callback(total: int) -> Callable[[str, int, int], None]:
 
 # ----------------------------------------------------------------------------- output files
 
-def output_directory() -> str:
+def output_directory(kind: str = "output") -> str:
+    """ComfyUI's output folder, or its temp folder (``kind='temp'``: previews, emptied at start-up)."""
     fp = _module("folder_paths")
     if fp is None:
         raise RuntimeError("folder_paths is not importable: the TRELLIS nodes run inside ComfyUI")
-    return fp.get_output_directory()
+    return fp.get_temp_directory() if kind == "temp" else fp.get_output_directory()
 
 
 def input_path(path: str) -> str:
@@ -95,30 +96,36 @@ def check_filename_prefix(filename_prefix: str) -> str:
     return prefix
 
 
-def save_new_output(filename_prefix: str, extension: str, save: Callable[[str], object]) -> dict:
-    """Call ``save(path)`` on a new file ``<prefix>_NNNNN_.<extension>`` under the output folder
-    (``folder_paths.get_save_image_path`` counters; ``save`` must raise FileExistsError rather
-    than overwrite). Returns {'path', 'filename', 'subfolder', 'type': 'output', 'relative'}."""
+def save_output_set(filename_prefix: str, saves: Dict[str, Callable[[str], object]], kind: str = "output"
+                    ) -> Dict[str, dict]:
+    """Write the files of one asset as one set ``<prefix>_NNNNN_.<extension>``: one counter N
+    (from ``folder_paths.get_save_image_path``, then the next one free for every extension), so
+    the set's files share their number. ``saves`` maps extension -> ``save(path)``, which must
+    raise FileExistsError rather than overwrite. ``kind``: 'output' or 'temp' (previews).
+    Returns per extension {'path', 'filename', 'subfolder', 'type', 'relative'}."""
     prefix = check_filename_prefix(filename_prefix)
     fp = _module("folder_paths")
-    out_dir = output_directory()
+    out_dir = output_directory(kind)
     folder, filename, counter, subfolder, _ = fp.get_save_image_path(prefix, out_dir)
     real_out = os.path.realpath(out_dir)
     if os.path.commonpath([real_out, os.path.realpath(folder)]) != real_out:
-        raise ValueError(f"filename_prefix {filename_prefix!r} leads outside the output folder")
+        raise ValueError(f"filename_prefix {filename_prefix!r} leads outside the {kind} folder")
     os.makedirs(folder, exist_ok=True)
-    for _ in range(100000):
-        name = f"{filename}_{counter:05}_.{extension}"
-        path = os.path.join(folder, name)
-        try:
-            save(path)
-            break
-        except FileExistsError:
-            counter += 1
-    else:  # pragma: no cover
-        raise RuntimeError(f"no free file name for {prefix!r}")
-    relative = os.path.relpath(path, out_dir).replace(os.sep, "/")
-    return {"path": path, "filename": name, "subfolder": subfolder, "type": "output", "relative": relative}
+    name = lambda n, ext: f"{filename}_{n:05}_.{ext}"  # noqa: E731
+    while any(os.path.lexists(os.path.join(folder, name(counter, ext))) for ext in saves):
+        counter += 1
+    written = {}
+    for ext, save in saves.items():
+        path = os.path.join(folder, name(counter, ext))
+        save(path)
+        written[ext] = {"path": path, "filename": name(counter, ext), "subfolder": subfolder, "type": kind,
+                        "relative": os.path.relpath(path, out_dir).replace(os.sep, "/")}
+    return written
+
+
+def save_new_output(filename_prefix: str, extension: str, save: Callable[[str], object], kind: str = "output") -> dict:
+    """``save_output_set`` of one file."""
+    return save_output_set(filename_prefix, {extension: save}, kind)[extension]
 
 
 # ----------------------------------------------------------------------------- model folders

@@ -1,5 +1,6 @@
 """TrellisPreview: the asset's mesh (quick vertex-colour GLB) and splat (.spz) side by side in the
-pack's viewer widget (web/js/trellis_preview.js)."""
+pack's viewer widget (web/js/trellis_preview.js). The files are previews, so they go to ComfyUI's
+temp folder (emptied at start-up), not to the output folder."""
 from __future__ import annotations
 
 from ..trellis_impl.export.glb_export import to_glb
@@ -15,7 +16,7 @@ class TrellisPreview:
     RETURN_TYPES = ()
     RETURN_NAMES = ()
     DESCRIPTION = ("Shows the decoded mesh and Gaussians in the node's viewer (toggle or side by side); writes "
-                   "a quick vertex-colour GLB and an .spz under the output folder.")
+                   "a quick vertex-colour GLB and an .spz (one number) under ComfyUI's temp folder.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -38,14 +39,17 @@ class TrellisPreview:
             host.check_interrupt()
             item = {"mesh": None, "splat": None, "splat_format": "spz",
                     "edit_boxes": [] if region is None else list(region.boxes)}
+            saves = {}
             if i < len(meshes):
                 g = gaussians[i] if i < len(gaussians) else None
-                info = host.save_new_output(filename_prefix, "glb", lambda p, m=meshes[i], g=g: to_glb(
-                    p, m, g, bake="vertex_colors", simplify=0.9, fill_holes=False,
-                    origin="none"))
-                item["mesh"] = {k: info[k] for k in ("filename", "subfolder", "type")}
+                saves["glb"] = lambda p, m=meshes[i], g=g: to_glb(p, m, g, bake="vertex_colors", simplify=0.9,
+                                                                   fill_holes=False, origin="none")
             if i < len(gaussians):
-                info = host.save_new_output(filename_prefix, "spz", lambda p, g=gaussians[i]: save_spz(g, p))
-                item["splat"] = {k: info[k] for k in ("filename", "subfolder", "type")}
+                saves["spz"] = lambda p, g=gaussians[i]: save_spz(g, p)
+            # previews are not results: ComfyUI's temp folder, emptied at start-up; one number per item
+            written = host.save_output_set(filename_prefix, saves, kind="temp")
+            for key, ext in (("mesh", "glb"), ("splat", "spz")):
+                if ext in written:
+                    item[key] = {k: written[ext][k] for k in ("filename", "subfolder", "type")}
             items.append(item)
         return {"ui": {"trellis_preview": items}, "result": ()}

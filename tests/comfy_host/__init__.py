@@ -34,6 +34,7 @@ class Host:
         self.root, self.variant = Path(root), variant
         self.models_dir = self.root / "models"
         self.output_dir = self.root / "output"
+        self.temp_dir = self.root / "temp"
         self.input_dir = self.root / "input"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -51,6 +52,7 @@ class Host:
         fp = types.ModuleType("folder_paths")
         fp.models_dir = str(self.models_dir)
         fp.output_directory = str(self.output_dir)
+        fp.temp_directory = str(self.temp_dir)
         fp.input_directory = str(self.input_dir)
         fp.folder_names_and_paths = {}
 
@@ -71,6 +73,9 @@ class Host:
         def get_input_directory():
             return fp.input_directory
 
+        def get_temp_directory():
+            return fp.temp_directory
+
         def get_save_image_path(filename_prefix, output_dir, image_width=0, image_height=0):
             subfolder = os.path.dirname(os.path.normpath(filename_prefix))
             filename = os.path.basename(os.path.normpath(filename_prefix))
@@ -88,6 +93,7 @@ class Host:
         fp.get_folder_paths = get_folder_paths
         fp.get_output_directory = get_output_directory
         fp.get_input_directory = get_input_directory
+        fp.get_temp_directory = get_temp_directory
         fp.get_save_image_path = get_save_image_path
         return fp
 

@@ -146,8 +146,11 @@ def test_image_chain(nodes, host):
     preview = nodes["TrellisPreview"].preview(asset, "trellis/preview")
     (item,) = preview["ui"]["trellis_preview"]
     assert item["mesh"]["filename"].endswith(".glb") and item["splat"]["filename"].endswith(".spz")
-    for key in ("mesh", "splat"):
-        assert (host.output_dir / item[key]["subfolder"] / item[key]["filename"]).is_file()
+    assert item["mesh"]["filename"][:-4] == item["splat"]["filename"][:-4]  # one number for the pair
+    for key in ("mesh", "splat"):  # previews go to temp/, not output/
+        assert item[key]["type"] == "temp"
+        assert (host.temp_dir / item[key]["subfolder"] / item[key]["filename"]).is_file()
+        assert not (host.output_dir / item[key]["subfolder"] / item[key]["filename"]).exists()
 
 
 def test_text_chain_and_variant(nodes, host2026):
