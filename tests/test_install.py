@@ -75,4 +75,4 @@ def test_pip_builds_the_library_and_cli(tmp_path):
     assert "trellis_impl/cli.py" in names and "trellis_impl/training/stages/encoder_distill.py" in names
     assert not any(n.startswith(("tests/", "nodes/", "web/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "trellis-3d = trellis_impl.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "trellis-3d = trellis_impl.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
