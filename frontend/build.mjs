@@ -7,7 +7,9 @@ import path from "node:path";
 import fs from "node:fs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const outfile = path.resolve(here, "../web/js/trellis_viewer.mjs");
+// --outfile PATH writes elsewhere (the test that the committed bundle is this build uses it)
+const outArg = process.argv.indexOf("--outfile");
+const outfile = outArg > 0 ? path.resolve(process.argv[outArg + 1]) : path.resolve(here, "../web/js/trellis_viewer.mjs");
 const pkg = (name) => JSON.parse(fs.readFileSync(path.join(here, "node_modules", name, "package.json"), "utf8")).version;
 
 const result = await build({

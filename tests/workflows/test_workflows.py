@@ -168,3 +168,13 @@ def _ancestors(prompt, node_id):
                 seen.add(value[0])
                 stack.append(value[0])
     return seen
+
+
+def test_shipped_workflows_are_what_the_builder_makes():
+    """workflows/*.json are generated (python tests/workflows/build.py); an edit by hand or a node
+    change without regenerating them shows here."""
+    import build
+    classes = build.node_classes()
+    for name, describe in build.WORKFLOWS.items():
+        shipped = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+        assert shipped == build.build(describe(), classes), f"{name}.json differs from its description: run build.py"
