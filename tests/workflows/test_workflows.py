@@ -131,10 +131,11 @@ def test_workflow_runs(host, path):
             assert splat.positions.dim() == 3 and splat.positions.shape[-1] == 3
         else:
             assert splat is None
-    for result in by_type.get("TrellisPreview", []):
+    for result in by_type.get("TrellisPreview", []):  # previews go to the temp folder
         (item,) = result["ui"]["trellis_preview"]
         for key in ("mesh", "splat"):
-            assert (out / item[key]["subfolder"] / item[key]["filename"]).is_file()
+            assert item[key]["type"] == "temp"
+            assert (host.temp_dir / item[key]["subfolder"] / item[key]["filename"]).is_file()
     for result in by_type.get("Preview3D", []):
         assert (out / result["ui"]["result"][0]).is_file()
     for result in by_type.get("SaveGLB", []):  # the core node took the pack's MESH
