@@ -8,7 +8,8 @@
 # Steps (each resumes what is already done):
 #   setup                  install the carried wheels (.whl/) into /tmp/site; build the rasterisers
 #   restore                unpack a carried model folder (models/demo_state/demo.tar.partNN) into
-#                          $WORK/prev: later trainings start from its weights (config 'init')
+#                          $WORK/prev: later trainings start from its weights (config 'init'); its
+#                          ViT becomes $WORK/vit (never retrained: the VAE learnt its features)
 #   data                   procedural meshes (train and held-out seeds) + renders, $SHARDS prepare-data
 #                          processes on disjoint meshes merged into $WORK/data; the held-out objects
 #                          into $WORK/held_data
@@ -59,6 +60,9 @@ step_restore() {
   mkdir -p "$WORK/restore"
   cat models/demo_state/demo.tar.part* | tar -x -C "$WORK/restore"
   rm -rf "$WORK/prev"; mv "$WORK/restore/demo" "$WORK/prev"
+  if [ -d "$WORK/prev/dinov2" ]; then  # the ViT is never trained again: features stay those the VAE learnt
+    rm -rf "$WORK/vit"; mkdir -p "$WORK/vit"; cp -r "$WORK/prev/dinov2" "$WORK/vit/dinov2"
+  fi
   say "restored: $(ls "$WORK/prev/ckpts" | tr '\n' ' ')"
 }
 
