@@ -88,9 +88,17 @@ def _prompt(path, classes):
     return prompt
 
 
+# On the older host (no core 3D types) the workflows that cover its distinct paths (the pack's own
+# types in place of MESH / SPLAT / FILE_3D, image and mesh inputs, an edit) run; every workflow runs
+# on the newer one, and every workflow's nodes and widgets are checked on both.
+OLDER_HOST_RUNS = ("trellis_image_to_3d", "trellis_variant_from_mesh", "trellis_edit_replace_part")
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs(host, path):
     import trimesh
+    if host.variant == "2025" and path.stem not in OLDER_HOST_RUNS:
+        pytest.skip("run on the 2026 host only (keeps the suite within its time budget); see OLDER_HOST_RUNS")
     classes, _ = _classes()
     prompt = _prompt(path, classes)
     if path.stem == "trellis_sdxl_to_3d":
