@@ -226,8 +226,15 @@ def _check_run_args(args) -> dict:
     if args.command == "encode":
         return images
     check_count(args.num_samples, "--num-samples", 1, 64)
+    if args.command in ("edit", "vary") and args.num_samples != 1:
+        raise ValueError("--num-samples: edits make one asset; give 1 (and other --seed values for alternatives)")
+    if args.command == "edit":
+        if not args.box and not args.region_mesh:
+            raise ValueError("edit needs a region: --box XMIN YMIN ZMIN XMAX YMAX ZMAX (GLB axes) or --region-mesh")
+        if args.image is None and args.prompt is None and args.mode != "delete":
+            raise ValueError(f"mode {args.mode} needs the new condition: --image or --prompt")
     if args.files is None:  # the default set, as far as the decoded formats allow
-        args.files = [k for k in DEFAULT_FILE_KINDS if NEEDED_FORMATS.get(k, args.formats[0]) in args.formats]
+        args.files = [k for k in DEFAULT_FILE_KINDS if k not in NEEDED_FORMATS or NEEDED_FORMATS[k] in args.formats]
     for stage in ("structure", "latent"):
         if hasattr(args, f"{stage}_steps"):
             check_sampler_options(f"--{stage}", *(_sampler_overrides(args, stage).values()))
@@ -247,24 +254,22 @@ def _print_timings(timings: dict, export_seconds: float) -> None:
         print(f"  {stage:<24s} {seconds:8.2f} s")
 
 
-def _condition(pipeline, image: Optional[str], prompt: Optional[str]) -> Optional[dict]:
+def _condition(pipeline, image, prompt: Optional[str]) -> Optional[dict]:
+    """The condition of a prompt, or of an image already read (``_check_run_args``), or None."""
     if prompt is not None:
         return pipeline.get_cond([prompt])
     if image is None:
         return None
-    from PIL import Image
-
     from .conditioning import preprocess_image
-    return pipeline.get_cond([preprocess_image(Image.open(image), remover=pipeline.background_remover)])
+    return pipeline.get_cond([preprocess_image(image, remover=pipeline.background_remover)])
 
 
 def _read_asset(pipeline, path: str):
-    """(coords int32 [N, 4], SLat or None, structure latent or None) of a slat file or a mesh."""
+    """(coords int32 [N, 4], SLat or None, structure latent or None) of a slat file or a mesh
+    (its existence checked by ``_check_run_args``)."""
     from .pipelines.conditioned import structure_from_mesh
     from .pipelines.voxelize import load_mesh
     from .sparse import SparseTensor
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"asset: {path} does not exist")
     feats = latent = None
     if path.endswith(".safetensors"):
         from .export import load_slat_file
@@ -292,14 +297,12 @@ def _region(args, resolution: int):
     return functools.reduce(torch.logical_or, parts) if parts else None
 
 
-def _edit(args):
+def _edit(args, images: dict):
     """``edit`` / ``vary``: (GenerationResult of the edited asset, file stem, a summary line)."""
     from .editing import detail_variation, region_edit, structure_resolution
     from .pipelines import GenerationResult, TrellisPipeline
     from .pipelines.conditioned import open_model_folder
     from .pipelines.trellis_pipeline import stage_timer
-    if args.num_samples != 1:
-        raise ValueError("--num-samples: edits make one asset; give 1 (and other --seed values for alternatives)")
     source_prompt, source_image = getattr(args, "source_prompt", None), getattr(args, "source_image", None)
     if args.prompt is not None or source_prompt is not None:
         pipeline = _load(TextTo3DPipeline, args)
@@ -308,7 +311,7 @@ def _edit(args):
     else:  # delete: no condition, no condition encoder
         pipeline = TrellisPipeline(open_model_folder(args.model, args.models_dir, args.device, _DTYPES[args.dtype],
                                                      args.download))
-    cond = _condition(pipeline, args.image, args.prompt)
+    cond = _condition(pipeline, images.get("image"), args.prompt)
     coords, slat, latent = _read_asset(pipeline, args.asset)
     region = _region(args, structure_resolution(pipeline))
     base = Path(args.asset).stem.removesuffix("_slat")
@@ -317,11 +320,7 @@ def _edit(args):
                                params=_sampler_overrides(args, "latent"))
         stem = args.name or f"{base}_variation"
     else:
-        if region is None:
-            raise ValueError("edit needs a region: --box XMIN YMIN ZMIN XMAX YMAX ZMAX (GLB axes) or --region-mesh")
-        if cond is None and args.mode != "delete":
-            raise ValueError(f"mode {args.mode} needs the new condition: --image or --prompt")
-        source = _condition(pipeline, source_image, source_prompt)
+        source = _condition(pipeline, images.get("source_image"), source_prompt)
         out = region_edit(pipeline, cond or {}, coords, slat, region, mode=args.mode, method=args.method,
                           seed=args.seed, structure_params=_sampler_overrides(args, "structure"),
                           slat_params=_sampler_overrides(args, "latent"), structure_latent=latent,
@@ -431,7 +430,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     common = dict(seed=args.seed, num_samples=args.num_samples, formats=args.formats)
     summary = None
     if args.command in ("edit", "vary"):
-        result, stem, summary = _edit(args)
+        result, stem, summary = _edit(args, images)
     elif args.command == "image":
         pipeline = _load(ImageTo3DPipeline, args)
         masks = None if args.mask is None else [m.convert("L") for m in images["mask"]]

@@ -28,12 +28,11 @@ def read_image(path: Union[str, os.PathLike], what: str = "image"):
     if path.stat().st_size == 0:
         raise ValueError(f"{what} {path}: the file is empty")
     try:
-        with Image.open(path) as probe:
-            width, height = probe.size
+        image = Image.open(path)  # reads the header only
+        width, height = image.size
         if width * height > MAX_IMAGE_PIXELS:
             raise ValueError(f"{what} {path}: {width} x {height} px is over the {MAX_IMAGE_PIXELS // 1_000_000} "
                              f"megapixels allowed; downscale it")
-        image = Image.open(path)
         image.load()  # decodes now: a truncated file fails here, not in the middle of a run
         return image
     except ValueError:

@@ -108,8 +108,7 @@ def save_generation(result, out_dir: Union[str, os.PathLike], stem: str,
     from .mesh_files import save_glb, save_mesh_ply, save_obj
     from .splat_files import save_splat, save_spz
 
-    check_file_kinds(files, [f for f in ("gaussian", "mesh", "radiance_field") if f in result.decoded]
-                     if result.decoded else [])
+    check_file_kinds(files, list(result.decoded))
     out_dir = Path(out_dir)
     layout = result.slat.layout
     decoded = result.decoded

@@ -23,23 +23,20 @@ def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, None
     id (``microsoft/TRELLIS-image-large``) looked up in (and, with ``download``, fetched into)
     ``models_dir``."""
     path = demo_model_path() if str(model) == DEMO_MODEL else Path(model)
-    if (path / "pipeline.json").is_file():
-        folder = ModelFolder(path, dtype=dtype, device=device)
-        folder.verify()  # a damaged late-stage checkpoint fails now, not after sampling
-        return folder
-    if str(model) in KNOWN_REPOSITORIES:
+    if not (path / "pipeline.json").is_file():
+        if str(model) not in KNOWN_REPOSITORIES:
+            raise ModelFolderError(f"{model}: not a model folder (no pipeline.json) and not a known repository "
+                                   f"({', '.join(KNOWN_REPOSITORIES)})")
         root = Path(models_dir or ".")
-        local = root / str(model).split("/")[1]
-        if not (local / "pipeline.json").is_file() or ModelFolder(local).missing_files():
+        path = root / str(model).split("/")[1]
+        if not (path / "pipeline.json").is_file() or ModelFolder(path).missing_files():
             if not download:
-                raise ModelFolderError(f"{model} is not in {local} (or is incomplete); download it there "
+                raise ModelFolderError(f"{model} is not in {path} (or is incomplete); download it there "
                                        f"(pass download=True / --download when online)")
             download_model_folder(str(model), root)
-        folder = ModelFolder(local, dtype=dtype, device=device)
-        folder.verify()
-        return folder
-    raise ModelFolderError(f"{model}: not a model folder (no pipeline.json) and not a known repository "
-                           f"({', '.join(KNOWN_REPOSITORIES)})")
+    folder = ModelFolder(path, dtype=dtype, device=device)
+    folder.verify()  # a damaged late-stage checkpoint fails now, not after sampling
+    return folder
 
 
 def _require_kind(folder: ModelFolder, kind: str) -> None:
