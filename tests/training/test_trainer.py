@@ -234,3 +234,19 @@ def test_time_limit_stops_with_a_checkpoint_and_weights_alone_resume(workspace):
         assert all(torch.equal(v, saved[f"{role}.{k}"]) for k, v in model.state_dict().items())
     assert not resumed.optimizer.state  # fresh moments
     assert resumed.run() == 6
+
+
+def test_loading_samples_on_threads_gives_the_same_batches(workspace):
+    batches = {}
+    for threads in (1, 8):
+        trainer = make_trainer(workspace, tiny_config(workspace, "slat_vae_gs", loader_threads=threads, batch_split=2),
+                               f"threads_{threads}")
+        batches[threads] = trainer.micro_batches(3)
+    for serial, threaded in zip(batches[1], batches[8]):
+        assert serial.keys() == threaded.keys()
+        for key in ("image", "alpha", "background"):  # the random view and background of each sample
+            assert torch.equal(serial[key], threaded[key]), key
+        assert torch.equal(serial["feats"].coords, threaded["feats"].coords)
+        assert torch.equal(serial["feats"].feats, threaded["feats"].feats)
+        for a, b in zip(serial["generators"], threaded["generators"]):
+            assert torch.equal(a.get_state(), b.get_state())

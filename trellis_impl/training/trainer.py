@@ -135,6 +135,8 @@ class Trainer:
         self.step = 0
         self.bad_assets: set = set()
         self._bad_lock = threading.Lock()  # samples load on threads
+        threads = t["loader_threads"]
+        self._loader = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None  # one pool for the run
         self._epoch_cache: Dict[int, torch.Tensor] = {}
         self._prepare_run_dir()
 
@@ -203,10 +205,8 @@ class Trainer:
                 position = (m * w + r) * b + j
                 jobs.append((self._dataset_index(step * global_batch + position), sample_generator(self.seed, step, position)))
         # each sample depends only on its own generator, so loading them on threads changes nothing
-        threads = min(self.config.trainer["loader_threads"], len(jobs))
-        if threads > 1:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                items = list(pool.map(lambda job: self._load_sample(*job), jobs))
+        if self._loader is not None:
+            items = list(self._loader.map(lambda job: self._load_sample(*job), jobs))
         else:
             items = [self._load_sample(*job) for job in jobs]
         return [self.stage.collate(items[m * b:(m + 1) * b]) for m in range(self.batch_split)]
