@@ -13,13 +13,18 @@
 #   data                   procedural meshes (train and held-out seeds) + renders, $SHARDS prepare-data
 #                          processes on disjoint meshes merged into $WORK/data; the held-out objects
 #                          into $WORK/held_data
-#   train:STAGE:MIN[:RES]  configs/training/demo/STAGE.json (frozen paths filled in) for at most MIN
-#                          minutes, and at most until RES seconds (default 60) before the call's budget
-#                          ($BUDGET seconds after the script started)
+#   train:RUN:MIN[:RES[:new]]
+#                          run RUN for at most MIN minutes, and at most until RES seconds (default 60)
+#                          before the call's budget ($BUDGET seconds after the script started). A run
+#                          that exists goes on with its own config; a new one takes
+#                          configs/training/demo/RUN.json (or demo/variants/RUN.json), frozen paths
+#                          filled in, starting from the restored folder's weights unless 'new'
+#   pick:NAME:RUN,RUN...   the run whose last three logged losses are lowest -> runs/NAME (a link)
 #   par A B ...            the steps A, B... at the same time (one GPU, small models)
 #   export:NAME:STAGE,...  the runs of STAGE,... (or prev: the restored folder's) -> model folder $WORK/NAME
 #   features               prepare-data's features phase with the distilled ViT ($WORK/vit/dinov2)
-#   latents:NAME           prepare-data's latents phase with the encoders of model folder $WORK/NAME
+#   latents:NAME[:KINDS]   prepare-data's latents phase with the encoders of model folder $WORK/NAME
+#                          (KINDS: ss_latent,slat or one of them; default every kind it has encoders for)
 #   quality:NAME:N         scripts/demo_quality.py on N held-out objects -> $OUT/quality
 #   pack:NAME              model folder $WORK/NAME + the runs' logs -> $OUT/demo.tar.partNN (15 MiB each)
 set -euo pipefail
@@ -93,30 +98,54 @@ d = m(sys.argv[2:], sys.argv[1]); print(len(d), 'assets,', len(d.manifest['faile
   say "data: $(ls "$WORK/data/assets" | wc -l) training assets, $(ls "$WORK/held_data/assets" | wc -l) held out"
 }
 
-config() {  # the demo config of stage $1 -> $WORK/configs/$1.json: the device's frozen paths, and
-            # 'init' from the restored folder's checkpoints when it has this stage's
-  python3 - "$1" "$WORK" <<'EOF'
+config() {  # the demo config of run $1 -> $WORK/configs/$1.json: the device's frozen paths, and
+            # 'init' from the restored folder's checkpoints when it has this stage's (unless $2 = new)
+  python3 - "$1" "$WORK" "${2:-}" <<'EOF'
 import json, os, sys
-stage, work = sys.argv[1], sys.argv[2]
-config = json.load(open(f"configs/training/demo/{stage}.json"))
+run, work, fresh = sys.argv[1], sys.argv[2], sys.argv[3] == "new"
+path = next(p for p in (f"configs/training/demo/{run}.json", f"configs/training/demo/variants/{run}.json")
+            if os.path.isfile(p))
+config = json.load(open(path))
 if "image_encoder" in config.get("frozen", {}):
     config["frozen"]["image_encoder"] = f"{work}/vit/dinov2"
 for role, name in config.get("export", {}).items():
-    if os.path.isfile(f"{work}/prev/ckpts/{name}.json"):
+    if not fresh and os.path.isfile(f"{work}/prev/ckpts/{name}.json"):
         config.setdefault("init", {})[role] = f"{work}/prev/ckpts/{name}"
-json.dump(config, open(f"{work}/configs/{stage}.json", "w"), indent=2)
-print(stage, "starts from", config.get("init", "new weights"))
+json.dump(config, open(f"{work}/configs/{run}.json", "w"), indent=2)
+print(run, "starts from", config.get("init", "new weights"))
 EOF
 }
 
 step_train() {
-  local stage=$1 minutes=$2 reserve=${3:-60}
-  config "$stage"
+  local run=$1 minutes=$2 reserve=${3:-60} config
+  if [ -e "$WORK/runs/$run/config.json" ]; then  # goes on (the trainer refuses a changed config)
+    config="$WORK/runs/$run/config.json"
+  else
+    config "$run" "${4:-}"
+    config="$WORK/configs/$run.json"
+  fi
   minutes=$(python3 -c "print(max(0.1, min($minutes, ($BUDGET - $reserve - ($SECONDS - $START)) / 60)))")
-  say "train $stage for at most $minutes min"
-  python3 -m trellis_impl train "$WORK/configs/$stage.json" --data "$WORK/data" --out "$WORK/runs/$stage" \
-    --minutes "$minutes" > "$WORK/runs/$stage.log" 2>&1 || { tail -n 30 "$WORK/runs/$stage.log"; return 1; }
-  tail -n 2 "$WORK/runs/$stage.log"
+  say "train $run for at most $minutes min"
+  python3 -m trellis_impl train "$config" --data "$WORK/data" --out "$WORK/runs/$run" \
+    --minutes "$minutes" >> "$WORK/runs/$run.log" 2>&1 || { tail -n 30 "$WORK/runs/$run.log"; return 1; }
+  tail -n 2 "$WORK/runs/$run.log"
+}
+
+step_pick() {
+  local name=$1
+  python3 - "$WORK/runs" "$name" ${2//,/ } <<'EOF'
+import json, os, sys
+runs, name, candidates = sys.argv[1], sys.argv[2], sys.argv[3:]
+def last_loss(run):
+    lines = open(f"{runs}/{run}/log.jsonl").read().splitlines()[-3:]
+    return sum(json.loads(line)["loss"] for line in lines) / len(lines)
+losses = {run: last_loss(run) for run in candidates}
+best = min(losses, key=losses.get)
+if os.path.lexists(f"{runs}/{name}"):
+    os.remove(f"{runs}/{name}")
+os.symlink(best, f"{runs}/{name}")
+print("pick", name, "=", best, {run: round(loss, 5) for run, loss in losses.items()})
+EOF
 }
 
 step_export() {
@@ -156,8 +185,10 @@ step_features() {
 }
 
 step_latents() {
+  local kinds=()
+  [ -z "${2:-}" ] || kinds=(--latents ${2//,/ })
   python3 -m trellis_impl prepare-data "$WORK/meshes" --out "$WORK/data" "${PREP[@]}" --model "$WORK/$1" \
-    > "$WORK/latents.log" 2>&1
+    "${kinds[@]}" > "$WORK/latents.log" 2>&1
   tail -n 1 "$WORK/latents.log"
 }
 
@@ -171,6 +202,7 @@ step_pack() {
   rm -rf "$WORK/pack"; mkdir -p "$WORK/pack/demo/logs"
   cp -r "$WORK/$1/." "$WORK/pack/demo/"
   for run in "$WORK"/runs/*/; do
+    [ -L "${run%/}" ] && continue  # a pick's link: its run is copied under its own name
     [ -e "$run/log.jsonl" ] && cp "$run/log.jsonl" "$WORK/pack/demo/logs/$(basename "$run").jsonl"
   done
   tar -c -C "$WORK/pack" demo | split -b 15M -d -a 2 - "$OUT/demo.tar.part"

@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--dinov2", default=None, help="DINOv2 folder or .pth for the features (default: --model's)")
     prepare.add_argument("--model", default=None, help="model folder with the structure and SLat encoders: adds "
                                                         "the latents the flows and the decoder stages train on")
+    prepare.add_argument("--latents", nargs="+", default=None, choices=["ss_latent", "slat"],
+                         help="with --model: only these latents (default: every kind its encoders give)")
     prepare.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     procedural = sub.add_parser("procedural-meshes", help="write procedural coloured objects (KIND_SEED.glb) for "
                                                           "prepare-data; files already there are kept")
@@ -394,7 +396,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         data = prepare_data(args.meshes, args.out, resolution=args.resolution, num_views=args.views,
                             cond_views=args.cond_views, render_size=args.render_size, supersample=args.supersample,
                             seed=args.seed, batch_size=args.batch_size, up=args.up, dinov2=args.dinov2, model=args.model,
-                            device=args.device, progress=_phase_bars())
+                            latents=args.latents, device=args.device, progress=_phase_bars())
         print(f"{data.path}: {len(data.names)} assets prepared, {len(data.manifest['failed'])} skipped")
         for name, reason in data.manifest["failed"].items():
             print(f"  skipped {name}: {reason}")

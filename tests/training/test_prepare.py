@@ -191,6 +191,14 @@ def test_latents_of_a_folder_with_one_encoder(sources, tmp_path):
     latent = data.file("red_box", "ss_latent").read_bytes()
     data = prepare_data([sources["meshes"]], out, model=sources["model"], **OPTIONS)
     assert data.file("red_box", "slat").is_file() and data.file("red_box", "ss_latent").read_bytes() == latent
+    # only some kinds: the structure latents from a full folder (its SLat encoder about to be replaced)
+    from trellis_impl.pipelines.model_folder import ModelFolder
+    from trellis_impl.training.prepare import _latent_kinds
+    assert _latent_kinds(ModelFolder(sources["model"], device="cpu"), ["ss_latent"]) == ("ss_latent",)
+    with pytest.raises(ValueError, match="lacks the encoder of a wanted latent"):
+        prepare_data([sources["meshes"]], tmp_path / "data2", model=partial, latents=["slat"], **OPTIONS)
+    with pytest.raises(ValueError, match="latents must name some of"):
+        prepare_data([sources["meshes"]], tmp_path / "data2", model=partial, latents=["features"], **OPTIONS)
     for path in (partial / "ckpts").glob("ss_enc*"):
         path.unlink()
     with pytest.raises(ValueError, match="neither encoder"):

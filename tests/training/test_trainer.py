@@ -123,6 +123,19 @@ def test_export_uses_the_ema_by_default(workspace):
     assert (folder / "dinov2" / "model.safetensors").is_file()  # the flow's condition encoder travels with it
 
 
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_warmup_weights_the_first_steps(workspace, warmup):
+    """Step k's EMA update keeps min(rate, (1 + k) / (10 + k)) of the average with the warm-up, the
+    rate alone without: the first step's average is 0.1 initial + 0.9 new weights, not 0.99 initial."""
+    trainer = make_trainer(workspace, tiny_config(workspace, "ss_flow", max_steps=1, ema_warmup=warmup),
+                           f"ema_warmup_{warmup}")
+    initial = [p.detach().clone() for p in trainer.params]
+    trainer.run()
+    keep = 0.1 if warmup else 0.99
+    for before, after, average in zip(initial, trainer.params, trainer.ema[0.99]):
+        torch.testing.assert_close(average, keep * before + (1 - keep) * after.detach())
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(workspace):
     grads = []
     for flag in (False, True):

@@ -34,6 +34,7 @@ TRAINER_DEFAULTS: Dict[str, Any] = {
     "batch_split": 1,            # micro-batches per step (gradient accumulation)
     "optimizer": {"name": "AdamW", "args": {"lr": 1e-4, "weight_decay": 0.0}},
     "ema_rate": [0.9999],
+    "ema_warmup": False,         # rate min(r, (1 + step) / (10 + step)): a short run's EMA forgets the initial weights
     "mixed_precision": "bf16",   # autocast dtype on the device; 'fp16' adds a gradient scaler
     "grad_clip": {"max_norm": 1.0, "clip_percentile": 95},  # official AdaptiveGradClipper; null: none
     "grad_checkpoint": False,    # recompute block activations in backward (the models' use_checkpoint)
@@ -104,6 +105,8 @@ class TrainConfig:
         if not all(isinstance(r, (int, float)) and 0 < r < 1 for r in rates):
             raise ConfigError(f"{src}: trainer.ema_rate must be rates in (0, 1), got {t['ema_rate']!r}")
         t["ema_rate"] = [float(r) for r in rates]
+        if not isinstance(t["ema_warmup"], bool):
+            raise ConfigError(f"{src}: trainer.ema_warmup must be true or false, got {t['ema_warmup']!r}")
 
     def path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""

@@ -174,7 +174,7 @@ class _Preparer:
 def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, resolution: int = 64,
                  num_views: int = 150, cond_views: int = 24, render_size: int = 512, supersample: int = 2,
                  seed: int = 0, batch_size: int = 16, up: str = "auto", dinov2: Union[str, Path, None] = None,
-                 model: Union[str, Path, None] = None, device=None,
+                 model: Union[str, Path, None] = None, latents: Optional[Sequence[str]] = None, device=None,
                  progress: Optional[PrepareProgress] = None) -> TrainingData:
     """Prepare (or resume preparing) the training-data folder ``out`` from mesh files/folders.
 
@@ -189,6 +189,8 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
             folder's; without both the features phase is skipped.
         model: a model folder with the structure and / or SLat encoders: adds the ``latents`` phase
             (``ss_latent`` and / or ``slat``, whichever encoders it holds).
+        latents: the latent kinds to compute (default every kind the folder's encoders give), e.g.
+            ``["ss_latent"]`` while its SLat encoder is still to be replaced.
         device: where to render and encode (default CUDA when available).
         progress: ``(phase, assets done, assets)`` after each asset of each phase; may raise to interrupt.
     Returns:
@@ -205,7 +207,7 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
     settings = {"resolution": resolution, "num_views": num_views, "cond_views": cond_views, "render_size": render_size,
                 "supersample": supersample, "seed": seed, "batch_size": batch_size, "up": up}
     folder = _model_folder(model, device)  # the encoders are found (or refused) before any work
-    latent_kinds = () if folder is None else _latent_kinds(folder)
+    latent_kinds = () if folder is None else _latent_kinds(folder, latents)
     job = _Preparer(Path(out), meshes, settings, device, progress)
     # the image encoder is needed (and loaded, before any work) only while features are missing
     needs_features = any(not job.file(name, "features").is_file() for name in job.pending())
@@ -218,12 +220,18 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
     return TrainingData(job.out)
 
 
-def _latent_kinds(folder) -> tuple:
+def _latent_kinds(folder, wanted: Optional[Sequence[str]] = None) -> tuple:
     """The latents the folder's encoders give: ``ss_latent`` (structure encoder) and / or ``slat``
-    (SLat encoder); a folder may hold one of them, e.g. while the stages are trained in turn."""
+    (SLat encoder); a folder may hold one of them, e.g. while the stages are trained in turn.
+    ``wanted`` (default both) restricts them; a wanted kind without its encoder is refused."""
     from ..pipelines.model_folder import ENCODER_KEY, SLAT_ENCODER_KEY, ModelFolderError
+    known = ("ss_latent", "slat")
+    if wanted is not None and (not wanted or set(wanted) - set(known)):
+        raise ValueError(f"latents must name some of {', '.join(known)}, got {list(wanted)!r}")
     kinds, reasons = [], []
     for kind, key in (("ss_latent", ENCODER_KEY), ("slat", SLAT_ENCODER_KEY)):
+        if wanted is not None and kind not in wanted:
+            continue
         try:
             missing = folder.missing_files([key])
         except ModelFolderError as error:
@@ -232,6 +240,8 @@ def _latent_kinds(folder) -> tuple:
             reasons.append(f"{kind}: {missing[0]}")
         else:
             kinds.append(kind)
+    if wanted is not None and reasons:
+        raise ValueError(f"{folder.path} lacks the encoder of a wanted latent ({'; '.join(reasons)})")
     if not kinds:
         raise ValueError(f"{folder.path} has neither encoder for the latents ({'; '.join(reasons)})")
     return tuple(kinds)
