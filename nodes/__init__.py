@@ -3,6 +3,10 @@
 Node ids are prefixed ``Trellis`` (never ``Trellis2*``, never a core id); widget order is part
 of the contract (saved workflows bind widget values by position): append, never reorder.
 """
+import logging
+import os
+
+from . import host
 from .edit import TrellisDetailVariation, TrellisEditRegion, TrellisInvertAsset, TrellisRegionEdit
 from .export import TrellisExportGLB, TrellisExportSplat, TrellisTurntable
 from .preview import TrellisPreview
@@ -49,4 +53,18 @@ from .encode import TrellisEncodeMesh  # noqa: E402
 NODE_CLASS_MAPPINGS["TrellisEncodeMesh"] = TrellisEncodeMesh
 NODE_DISPLAY_NAME_MAPPINGS["TrellisEncodeMesh"] = "TRELLIS Encode Mesh (no sampling)"
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+# The example workflows' inputs, under names of their own: ComfyUI ships an example.png of its own
+# (no alpha), which a workflow naming 'example.png' would silently take instead.
+EXAMPLE_INPUTS = {
+    "trellis_example.png": os.path.join(_ASSETS, "example.png"),
+    "trellis_example_side.png": os.path.join(_ASSETS, "example_side.png"),
+    "3d/trellis_example_mesh.obj": os.path.join(_ASSETS, "example_mesh.obj"),
+}
+try:
+    host.install_example_inputs(EXAMPLE_INPUTS)
+except OSError as error:  # e.g. a read-only input folder: the nodes still load
+    logging.getLogger(__name__).warning("[trellis] the example workflows' inputs were not copied into ComfyUI's "
+                                        "input folder (%s); copy assets/ there by hand", error)
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "EXAMPLE_INPUTS"]

@@ -7,7 +7,7 @@ import torch
 
 from . import host
 from .model import TrellisModel
-from .stages import TrellisSlat, TrellisStructure, _latent_resolution, _model_input
+from .stages import TrellisSlat, TrellisStructure, _latent_resolution, _mesh_path_input, _model_input, check_mesh_path
 
 
 def _core_mesh(mesh):
@@ -69,10 +69,13 @@ class TrellisEncodeMesh:
         }, "optional": {
             "mesh": ("MESH", {"tooltip": "A core MESH (glTF frame, Y up; its uvs + texture or vertex colours are "
                                          "used when present, else grey); its first batch item is used."}),
-            "mesh_path": ("STRING", {"default": "", "tooltip": "Or a mesh file, relative to ComfyUI's input folder "
-                                                               "(.glb/.gltf read as Y up; .obj/.ply/.stl as Z up). "
-                                                               "Used when no mesh is linked."}),
+            "mesh_path": _mesh_path_input("Or a mesh file from ComfyUI's input folder (.glb/.gltf read as Y up; "
+                                          ".obj/.ply/.stl as Z up). Used when no mesh is linked."),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, mesh_path=""):
+        return check_mesh_path(mesh_path)
 
     def encode(self, model: TrellisModel, views=150, seed=0, mesh=None, mesh_path=""):
         from ..trellis_impl.encoding import encode_asset

@@ -81,6 +81,58 @@ def input_path(path: str) -> str:
     return os.path.join(base, path)
 
 
+# the mesh files the mesh nodes read (the command line's formats)
+MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl")
+
+
+def input_mesh_files() -> List[str]:
+    """Mesh files under ComfyUI's input folder, relative to it with '/' separators, sorted (the
+    choices of a mesh widget; uploads through the core Load 3D node land in ``input/3d``)."""
+    fp = _module("folder_paths")
+    if fp is None or not hasattr(fp, "get_input_directory"):
+        return []
+    base = fp.get_input_directory()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [os.path.relpath(os.path.join(dirpath, f), base).replace(os.sep, "/")
+                  for f in filenames if f.lower().endswith(MESH_EXTENSIONS)]
+    return sorted(found)
+
+
+def install_example_inputs(sources: Dict[str, str]) -> List[str]:
+    """Copy the example workflows' input files into ComfyUI's input folder: ``sources`` maps a
+    path relative to the input folder (names of the pack's own, never a core example's) to the
+    file to copy. A file already there is kept, whatever it holds; a copy is written whole (temporary
+    name, then rename). Returns the paths written. Outside ComfyUI nothing is done."""
+    fp = _module("folder_paths")
+    if fp is None or not hasattr(fp, "get_input_directory"):
+        return []
+    base = fp.get_input_directory()
+    written = []
+    for relative, source in sources.items():
+        target = os.path.join(base, relative)
+        if os.path.lexists(target):
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        partial = f"{target}.{os.getpid()}.partial"
+        with open(source, "rb") as src, open(partial, "xb") as dst:
+            dst.write(src.read())
+        try:
+            os.link(partial, target)  # fails if another process made the file meanwhile: theirs is kept
+            written.append(relative)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not os.path.lexists(target):
+                os.replace(partial, target)
+                written.append(relative)
+        finally:
+            if os.path.lexists(partial):
+                os.remove(partial)
+    return written
+
+
 def check_filename_prefix(filename_prefix: str) -> str:
     """Refuse prefixes that could leave the output folder."""
     prefix = str(filename_prefix or "").strip()

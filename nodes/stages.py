@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -62,6 +62,26 @@ class TrellisAsset:
 
 def _model_input():
     return ("TRELLIS_V1_MODEL", {"tooltip": "A TRELLIS model from 'TRELLIS Model Loader'."})
+
+
+def _mesh_path_input(tooltip: str):
+    """A choice of the mesh files under ComfyUI's input folder ('' = none: a linked MESH is used)."""
+    return ([""] + host.input_mesh_files(), {"default": "", "tooltip": tooltip})
+
+
+def check_mesh_path(mesh_path) -> Union[bool, str]:
+    """VALIDATE_INPUTS of a mesh_path choice, so a bad value is refused before anything runs: ''
+    or a mesh file (relative to the input folder, or absolute as the API may send it). Returns True
+    or the error line."""
+    value = str(mesh_path or "").strip()
+    if not value:
+        return True
+    if not value.lower().endswith(host.MESH_EXTENSIONS):
+        return f"mesh_path {value!r}: not a mesh file; allowed: {', '.join(host.MESH_EXTENSIONS)}"
+    if not os.path.isfile(host.input_path(value)):
+        return (f"mesh_path {value!r}: no such file in ComfyUI's input folder (upload it with the core "
+                "'Load 3D model' node, or copy it into input/3d)")
+    return True
 
 
 def _sampler_inputs(steps: int, cfg: float) -> dict:
@@ -368,10 +388,14 @@ class TrellisMeshToStructure:
             "model": _model_input(),
         }, "optional": {
             "mesh": ("MESH", {"tooltip": "A core MESH (glTF frame, Y up); its first batch item is used."}),
-            "mesh_path": ("STRING", {"default": "", "tooltip": "Or a mesh file, relative to ComfyUI's input folder "
-                                                               "(.glb/.gltf read as Y up; .obj/.ply/.stl as Z up, "
-                                                               "like the command line). Used when no mesh is linked."}),
+            "mesh_path": _mesh_path_input("Or a mesh file from ComfyUI's input folder (.glb/.gltf read as Y up; "
+                                          ".obj/.ply/.stl as Z up, like the command line). Used when no mesh is "
+                                          "linked."),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, mesh_path=""):
+        return check_mesh_path(mesh_path)
 
     def convert(self, model: TrellisModel, mesh=None, mesh_path=""):
         from ..trellis_impl.export.mesh_files import from_gltf_frame

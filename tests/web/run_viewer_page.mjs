@@ -60,7 +60,7 @@ try {
     const file = path.join(config.outDir, "extension.png");
     await page.locator(".trellis-preview > div:nth-child(2)").screenshot({ path: file });
     results.push({ name: "extension", screenshot: file, effectiveMode: info.mode, status: info.status,
-                   foreignWidgets: info.foreignWidgets, ms: Date.now() - t0 });
+                   foreignWidgets: info.foreignWidgets, configuredSize: info.configuredSize, ms: Date.now() - t0 });
     await page.evaluate(() => window.__node.onRemoved());
   }
 } catch (e) {

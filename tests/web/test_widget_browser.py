@@ -200,5 +200,7 @@ def test_viewer_renders_mesh_and_splats(server, tmp_path):
     assert stats["extension"]["mode"] == "mesh", stats["extension"]
     extension = next(r for r in report["results"] if r["name"] == "extension")
     assert extension["foreignWidgets"] == 0  # a core Trellis2* node is not this pack's
+    # a saved size smaller than the widgets is grown on load (the fake node's computeSize is 300 x 460)
+    assert extension["configuredSize"] == [400, 460], extension["configuredSize"]
     assert stats["side_by_side"]["left_fraction"] > 0.05 and stats["side_by_side"]["right_fraction"] > 0.05
     print(json.dumps(stats, indent=1))

@@ -24,12 +24,22 @@ from ui_graph import _inputs_in_order, is_widget, widget_slots  # noqa: E402
 IMAGE_MODEL, TEXT_MODEL = "microsoft/TRELLIS-image-large", "microsoft/TRELLIS-text-large"
 SAMPLER = {"seed": 1, "steps": 25, "cfg": 5.0}
 NOTE = ("Put the model folders under ComfyUI/models/trellis (or tick 'download' in the loader). "
-        "Input files go to ComfyUI/input.")
+        "The pack copies the example inputs into ComfyUI/input (trellis_example*.png, 3d/trellis_example_mesh.obj).")
+# What the front end's missing-model dialog offers to download (node properties and the workflow's list).
+SDXL_BASE = {"name": "sd_xl_base_1.0.safetensors", "directory": "checkpoints",
+             "url": "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/"
+                    "sd_xl_base_1.0.safetensors"}
+# Node sizes in px, so widgets and previews do not overlap once loaded: the title bar, one row per
+# socket pair and per widget, plus the previews' heights (the pack's preview widget is at least
+# MIN_HEIGHT = 320 px, web/js/trellis_preview.js).
+TITLE, SOCKET_ROW, WIDGET_ROW = 30, 22, 26
+PREVIEWS = {"LoadImage": 280, "Preview3D": 420, "SaveImage": 300}
+PACK_PREVIEW, GAP = 340, 40
 
 
 def image_to_3d():
     return {"nodes": {
-        1: ("LoadImage", {"image": "example.png"}),
+        1: ("LoadImage", {"image": "trellis_example.png"}),
         2: ("TrellisModelLoader", {"model": IMAGE_MODEL}),
         3: ("TrellisImageCondition", {}),
         4: ("TrellisStructureSampler", SAMPLER),
@@ -70,8 +80,8 @@ def text_to_3d():
 
 def multi_image():
     return {"nodes": {
-        1: ("LoadImage", {"image": "example.png"}),
-        2: ("LoadImage", {"image": "example_side.png"}),
+        1: ("LoadImage", {"image": "trellis_example.png"}),
+        2: ("LoadImage", {"image": "trellis_example_side.png"}),
         3: ("JoinImageWithAlpha", {}),
         4: ("JoinImageWithAlpha", {}),
         5: ("ImageBatch", {}),
@@ -94,8 +104,8 @@ def multi_image():
 def variant_from_mesh():
     return {"nodes": {
         1: ("TrellisModelLoader", {"model": IMAGE_MODEL}),
-        2: ("TrellisMeshToStructure", {"mesh_path": "3d/example_mesh.obj"}),
-        3: ("LoadImage", {"image": "example.png"}),
+        2: ("TrellisMeshToStructure", {"mesh_path": "3d/trellis_example_mesh.obj"}),
+        3: ("LoadImage", {"image": "trellis_example.png"}),
         4: ("TrellisImageCondition", {}),
         5: ("TrellisLatentSampler", SAMPLER),
         6: ("TrellisDecode", {}),
@@ -111,7 +121,7 @@ def sdxl_to_3d():
     """A core 2D generator chain into TRELLIS; with no alpha the condition node removes the background
     (background auto: needs rembg)."""
     return {"nodes": {
-        1: ("CheckpointLoaderSimple", {"ckpt_name": "sd_xl_base_1.0.safetensors"}),
+        1: ("CheckpointLoaderSimple", {"ckpt_name": SDXL_BASE["name"]}),
         2: ("CLIPTextEncode", {"text": "a red toy robot, full body, centered, plain white background, studio light"}),
         3: ("CLIPTextEncode", {"text": "blurry, cropped, text, watermark"}),
         4: ("EmptyLatentImage", {"width": 1024, "height": 1024}),
@@ -131,7 +141,8 @@ def sdxl_to_3d():
                  ((7, "model"), (9, "model")), ((8, "cond"), (9, "cond")),
                  ((7, "model"), (10, "model")), ((8, "cond"), (10, "cond")), ((9, "structure"), (10, "structure")),
                  ((7, "model"), (11, "model")), ((10, "slat"), (11, "slat")), ((11, "asset"), (12, "asset")),
-                 ((12, "model_file"), (13, "model_file"))]}
+                 ((12, "model_file"), (13, "model_file"))],
+        "models": {1: [SDXL_BASE]}}
 
 
 def _generation(image: str, start: int = 1):
@@ -149,9 +160,9 @@ def _generation(image: str, start: int = 1):
 
 def edit_replace_part():
     """Generate an asset, then regenerate its top part from another image (region edit, replace)."""
-    nodes, links = _generation("example.png")
+    nodes, links = _generation("trellis_example.png")
     nodes.update({
-        6: ("LoadImage", {"image": "example_side.png"}),
+        6: ("LoadImage", {"image": "trellis_example_side.png"}),
         7: ("TrellisImageCondition", {}),
         8: ("TrellisEditRegion", {"boxes": "-0.5 0.1 -0.5 0.5 0.5 0.5", "border": 1}),
         9: ("TrellisRegionEdit", {**SAMPLER, "seed": 2, "mode": "replace", "method": "repaint"}),
@@ -169,7 +180,7 @@ def edit_replace_part():
 
 def edit_delete_and_fill():
     """Generate an asset, empty a region of it (delete), then grow new structure there (add)."""
-    nodes, links = _generation("example.png")
+    nodes, links = _generation("trellis_example.png")
     nodes.update({
         6: ("TrellisEditRegion", {"boxes": "-0.5 -0.5 0.0 0.5 0.5 0.5", "border": 0}),
         7: ("TrellisRegionEdit", {**SAMPLER, "seed": 3, "mode": "delete", "method": "repaint"}),
@@ -198,8 +209,33 @@ def _outputs(cls):
     return list(zip(names, cls.RETURN_TYPES))
 
 
+def node_size(node_type: str, cls, sockets: int, widgets: int) -> list:
+    """[width, height] px that shows every socket, widget and preview of the node."""
+    height = TITLE + SOCKET_ROW * sockets + WIDGET_ROW * widgets + 10
+    if node_type.startswith("Trellis") and getattr(cls, "OUTPUT_NODE", False):
+        return [420, height + PACK_PREVIEW]
+    if node_type in PREVIEWS:
+        return [420 if node_type == "Preview3D" else 340, height + PREVIEWS[node_type]]
+    return [340, height]
+
+
+def layout(sizes: list, columns: int = 5) -> list:
+    """Positions of nodes in rows of ``columns``: each column as wide as its widest node, each row
+    below the tallest node of the row above, GAP px apart."""
+    widths = [max(s[0] for s in sizes[c::columns]) for c in range(min(columns, len(sizes)))]
+    positions, y = [], 60
+    for row in range(0, len(sizes), columns):
+        x = 40
+        for c, size in enumerate(sizes[row:row + columns]):
+            positions.append([x, y])
+            x += widths[c] + GAP
+        y += max(s[1] for s in sizes[row:row + columns]) + GAP
+    return positions
+
+
 def build(description: dict, classes: dict) -> dict:
     nodes, links = description["nodes"], description["links"]
+    models = description.get("models", {})
     ui_nodes, ui_links = [], []
     inputs = {}
     outputs = {}
@@ -230,13 +266,18 @@ def build(description: dict, classes: dict) -> dict:
         for name, kind, opts in _inputs_in_order(cls):
             if not is_widget(kind, opts):
                 ins.append({"name": name, "type": kind, "link": None})
-        node = {"id": node_id, "type": node_type, "pos": [40 + 340 * (index % 5), 60 + 420 * (index // 5)],
-                "size": [315, 130], "flags": {}, "order": index, "mode": 0, "inputs": ins,
-                "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(_outputs(cls))],
-                "properties": {"Node name for S&R": node_type}, "widgets_values": widget_values}
+        outs = _outputs(cls)
+        node = {"id": node_id, "type": node_type, "pos": None,
+                "size": node_size(node_type, cls, max(len(ins), len(outs)), len(widget_values)), "flags": {},
+                "order": index, "mode": 0, "inputs": ins,
+                "outputs": [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(outs)],
+                "properties": {"Node name for S&R": node_type, **({"models": models[node_id]} if node_id in models else {})},
+                "widgets_values": widget_values}
         ui_nodes.append(node)
         inputs[node_id] = node["inputs"]
         outputs[node_id] = node["outputs"]
+    for node, position in zip(ui_nodes, layout([node["size"] for node in ui_nodes])):
+        node["pos"] = position
     for link_id, ((src, out_name), (dst, in_name)) in enumerate(links, start=1):
         out_slot = next(i for i, o in enumerate(outputs[src]) if o["name"] == out_name)
         out_type = outputs[src][out_slot]["type"]
@@ -248,8 +289,11 @@ def build(description: dict, classes: dict) -> dict:
         targets[slot]["link"] = link_id
         outputs[src][out_slot]["links"].append(link_id)
         ui_links.append([link_id, src, out_slot, dst, slot, out_type])
-    return {"last_node_id": max(nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": ui_links,
-            "groups": [], "config": {}, "extra": {"trellis_note": NOTE}, "version": 0.4}
+    workflow = {"last_node_id": max(nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": ui_links,
+                "groups": [], "config": {}, "extra": {"trellis_note": NOTE}, "version": 0.4}
+    if models:
+        workflow["models"] = [m for node_models in models.values() for m in node_models]
+    return workflow
 
 
 def node_classes() -> dict:

@@ -10,7 +10,6 @@ image (as LoadImage + JoinImageWithAlpha give it)."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -43,10 +42,10 @@ def model_root(tmp_path_factory):
 def host(request, tmp_path, model_root):
     h = comfy_host.install(tmp_path, request.param)
     h.folder_paths.add_model_folder_path("trellis", str(model_root))
-    (h.input_dir / "3d").mkdir(parents=True, exist_ok=True)
-    for name in ("example.png", "example_side.png"):
-        shutil.copy(REPO / "assets" / name, h.input_dir / name)
-    shutil.copy(REPO / "assets" / "example_mesh.obj", h.input_dir / "3d" / "example_mesh.obj")
+    # the pack copies the inputs when ComfyUI imports it; this process imports it once, so for each
+    # new host folder the same call is made again (test_importing_the_pack_copies_the_example_inputs)
+    pack = comfy_host.import_pack(REPO)
+    pack.nodes.host.install_example_inputs(pack.nodes.EXAMPLE_INPUTS)
     CORE_NODES["LoadImage"].input_dir = h.input_dir
     for name in ("SaveImage", "Preview3D", "SaveGLB"):
         CORE_NODES[name].output_dir = h.output_dir
@@ -57,6 +56,40 @@ def host(request, tmp_path, model_root):
 def _classes():
     pack = comfy_host.import_pack(REPO)
     return {**CORE_NODES, **pack.NODE_CLASS_MAPPINGS}, pack
+
+
+def test_importing_the_pack_copies_the_example_inputs(host):
+    """A user's ComfyUI gets the workflows' inputs on start-up, under the pack's own names: the core's
+    example.png (no alpha) and any file already there are left as they are; the mesh choice lists the
+    example mesh, and a bad mesh_path is refused before anything runs."""
+    name = str(REPO.resolve()).replace(".", "_x_")
+    imported = {k: m for k, m in sys.modules.items() if k == name or k.startswith(name + ".")}
+    for key in imported:
+        del sys.modules[key]
+    for path in host.input_dir.rglob("*"):
+        if path.is_file():
+            path.unlink()
+    (host.input_dir / "example.png").write_bytes(b"the core's own example")
+    (host.input_dir / "trellis_example_side.png").write_bytes(b"a user's file")
+    try:
+        pack = comfy_host.import_pack(REPO)
+        assert (host.input_dir / "trellis_example.png").read_bytes() == (REPO / "assets" / "example.png").read_bytes()
+        mesh = host.input_dir / "3d" / "trellis_example_mesh.obj"
+        assert mesh.read_bytes() == (REPO / "assets" / "example_mesh.obj").read_bytes()
+        assert (host.input_dir / "trellis_example_side.png").read_bytes() == b"a user's file"
+        assert (host.input_dir / "example.png").read_bytes() == b"the core's own example"
+        assert not [p for p in host.input_dir.rglob("*") if p.name.endswith(".partial")]
+        node = pack.NODE_CLASS_MAPPINGS["TrellisMeshToStructure"]
+        choices = node.INPUT_TYPES()["optional"]["mesh_path"][0]
+        assert choices[0] == "" and "3d/trellis_example_mesh.obj" in choices
+        assert node.VALIDATE_INPUTS(mesh_path="3d/trellis_example_mesh.obj") is True
+        assert node.VALIDATE_INPUTS(mesh_path="") is True
+        assert "no such file" in node.VALIDATE_INPUTS(mesh_path="3d/missing.obj")
+        assert "not a mesh file" in node.VALIDATE_INPUTS(mesh_path="trellis_example.png")
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+        sys.modules.update(imported)
 
 
 def test_there_are_the_five_example_workflows():
@@ -104,7 +137,7 @@ def test_workflow_runs(host, path):
     if path.stem == "trellis_sdxl_to_3d":
         # cut point: the 2D chain's image is replaced by the example image (RGBA)
         decode_id = next(i for i, e in prompt.items() if e["class_type"] == "VAEDecode")
-        prompt["900"] = {"class_type": "LoadImage", "inputs": {"image": "example.png"}}
+        prompt["900"] = {"class_type": "LoadImage", "inputs": {"image": "trellis_example.png"}}
         prompt["901"] = {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["900", 0], "alpha": ["900", 1]}}
         for entry in prompt.values():
             for key, value in entry["inputs"].items():

@@ -149,6 +149,18 @@ app.registerExtension({
       return r;
     };
 
+    // A saved workflow's size is applied after onNodeCreated; one smaller than the widgets (older
+    // workflows saved 315 x 130) would put the preview over them, so it is grown to fit.
+    const onConfigure = nodeType.prototype.onConfigure;
+    nodeType.prototype.onConfigure = function () {
+      const r = onConfigure?.apply(this, arguments);
+      if (nodeData.output_node && this.computeSize && this.setSize) {
+        const min = this.computeSize();
+        this.setSize([Math.max(this.size?.[0] || 0, 400, min[0]), Math.max(this.size?.[1] || 0, min[1])]);
+      }
+      return r;
+    };
+
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       const r = onExecuted?.apply(this, arguments);
