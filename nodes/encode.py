@@ -14,7 +14,7 @@ def _core_mesh(mesh):
     """A TexturedMesh (TRELLIS frame) from a core MESH's first item: glTF-frame vertices, and its
     uvs + texture (glTF convention) or vertex colours when the MESH carries them."""
     from ..trellis_impl.encoding import TexturedMesh
-    from ..trellis_impl.export.mesh_files import from_gltf_frame
+    from ..trellis_impl.frames import from_gltf_frame
     items = host.mesh_items(mesh)
     if not items:
         raise ValueError("mesh: the MESH batch is empty")
@@ -35,7 +35,7 @@ def _file_mesh(mesh_path: str):
     from dataclasses import replace
 
     from ..trellis_impl.encoding import load_textured_mesh
-    from ..trellis_impl.export.mesh_files import from_gltf_frame
+    from ..trellis_impl.frames import from_gltf_frame
     path = host.input_path(mesh_path)
     if not os.path.isfile(path):
         raise ValueError(f"mesh_path: no file {path!r} (relative paths are read from ComfyUI's input folder, "

@@ -398,7 +398,7 @@ class TrellisMeshToStructure:
         return check_mesh_path(mesh_path)
 
     def convert(self, model: TrellisModel, mesh=None, mesh_path=""):
-        from ..trellis_impl.export.mesh_files import from_gltf_frame
+        from ..trellis_impl.frames import from_gltf_frame
         from ..trellis_impl.pipelines.conditioned import structure_from_mesh
         if mesh is not None:
             items = host.mesh_items(mesh)

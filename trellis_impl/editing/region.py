@@ -16,21 +16,18 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..frames import convert
+
 __all__ = ["box_region", "mesh_region", "points_region", "dilate_region", "fill_inside", "latent_region",
-           "coords_in_region", "gltf_to_trellis", "check_region", "FRAMES"]
+           "coords_in_region", "check_region", "FRAMES"]
 
 FRAMES = ("gltf", "trellis")
-
-
-def gltf_to_trellis(points: torch.Tensor) -> torch.Tensor:
-    """[..., 3] glTF (X, Y, Z) -> TRELLIS (x, y, z) = (X, -Z, Y)."""
-    return torch.stack([points[..., 0], -points[..., 2], points[..., 1]], -1)
 
 
 def _to_trellis(points: torch.Tensor, frame: str) -> torch.Tensor:
     if frame not in FRAMES:
         raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
-    return gltf_to_trellis(points) if frame == "gltf" else points
+    return convert(points, frame, "trellis")
 
 
 def _check_resolution(resolution: int) -> None:

@@ -19,7 +19,8 @@ outputs assets in the canonical Objaverse orientation. Note that the official
 (sin 0, cos 0, .) = TRELLIS +Y, i.e. it looks at the canonical back; yaw = pi views the front.
 
 ComfyUI's MESH type, and every writer in this module, take vertices already in the glTF frame
-(callers convert with :func:`to_gltf_frame` first). Units are metres: the TRELLIS unit cube is 1 m
+(callers convert with :func:`to_gltf_frame` first). The frames and their transforms live in
+``trellis_impl/frames.py``; they are re-exported here. Units are metres: the TRELLIS unit cube is 1 m
 across, no scaling is applied.
 """
 from __future__ import annotations
@@ -33,17 +34,12 @@ from typing import Optional
 import numpy as np
 
 from .. import files
+from ..frames import GLTF_TO_TRELLIS, TRELLIS_TO_GLTF, from_gltf_frame, to_gltf_frame
 
 __all__ = [
     "TRELLIS_TO_GLTF", "GLTF_TO_TRELLIS", "to_gltf_frame", "from_gltf_frame", "place",
     "save_glb", "save_obj", "save_mesh_ply",
 ]
-
-#: Row-vector matrix: ``gltf = trellis @ TRELLIS_TO_GLTF``, (x, y, z) -> (x, z, -y).
-TRELLIS_TO_GLTF = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
-#: Its inverse (= transpose): ``trellis = gltf @ GLTF_TO_TRELLIS``, (x, y, z) -> (x, -z, y).
-GLTF_TO_TRELLIS = TRELLIS_TO_GLTF.T.copy()
-
 
 def _as_numpy(array):
     if array is None:
@@ -51,25 +47,6 @@ def _as_numpy(array):
     if hasattr(array, "detach"):  # torch tensor
         array = array.detach().cpu().numpy()
     return np.asarray(array)
-
-
-def _transform(vertices, matrix):
-    is_torch = hasattr(vertices, "detach")
-    if is_torch:
-        import torch
-        return vertices @ torch.as_tensor(matrix, dtype=vertices.dtype, device=vertices.device)
-    v = np.asarray(vertices)
-    return (v @ matrix).astype(v.dtype if v.dtype.kind == "f" else np.float64)
-
-
-def to_gltf_frame(vertices):
-    """TRELLIS frame (Z up, front -Y) -> glTF frame (Y up, front +Z). [V, 3] numpy or torch."""
-    return _transform(vertices, TRELLIS_TO_GLTF)
-
-
-def from_gltf_frame(vertices):
-    """glTF frame (Y up, front +Z) -> TRELLIS frame (Z up, front -Y). Inverse of to_gltf_frame."""
-    return _transform(vertices, GLTF_TO_TRELLIS)
 
 
 def place(vertices, origin: str = "center"):

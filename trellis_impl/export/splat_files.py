@@ -53,6 +53,7 @@ from typing import Dict, Union
 import numpy as np
 
 from ..files import write_new_file
+from ..frames import transform
 from ..representations.gaussians import DEFAULT_PLY_TRANSFORM
 
 __all__ = ["save_spz", "load_spz", "save_splat", "load_splat",
@@ -66,8 +67,9 @@ SPZ_COLOR_SCALE = 0.15
 SH_C0 = 0.28209479177387814
 _SQRT1_2 = math.sqrt(0.5)
 _SPZ_HEADER = struct.Struct("<IIIBBBB")
-# RDF <-> RUB: x kept, y and z negated (reference CoordinateConverter, x=+1, y=z=-1).
-_FLIP_P = np.array([1.0, -1.0, -1.0], dtype=np.float64)
+# RDF <-> RUB, the PLY frame <-> the glTF frame (trellis_impl/frames.py): x kept, y and z negated
+# (reference CoordinateConverter, x=+1, y=z=-1).
+_FLIP_P = np.diag(transform("ply", "gltf"))
 _FLIP_Q_XYZ = np.array([1.0, -1.0, -1.0], dtype=np.float64)  # (y*z, x*z, x*y)
 _FLIP_SH = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], dtype=np.float64)  # degrees 1..3
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..files import write_new_file
+from ..frames import TRELLIS_TO_PLY
 from ..sequences import radical_inverse
 
 __all__ = [
@@ -28,9 +29,10 @@ __all__ = [
     "read_ply_vertices",
 ]
 
-#: Axis change applied by ``save_ply`` by default: stored (x, y, z) = (x, -z, y), i.e. TRELLIS's
-#: z-up frame to the y-up frame 3DGS viewers expect. A rotation of +90 degrees about x.
-DEFAULT_PLY_TRANSFORM = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0))
+#: Axis change applied by ``save_ply`` by default: stored (x, y, z) = (x, -z, y), TRELLIS's frame to
+#: the 3DGS PLY frame (``trellis_impl/frames.py``). As a matrix on column vectors (ply = R @ xyz),
+#: the form of the official save_ply's transform argument.
+DEFAULT_PLY_TRANSFORM = tuple(tuple(float(v) for v in row) for row in TRELLIS_TO_PLY.T)
 
 #: The box TRELLIS decoders place their output in: origin (-0.5, -0.5, -0.5), size 1.
 TRELLIS_AABB = (-0.5, -0.5, -0.5, 1.0, 1.0, 1.0)

@@ -144,7 +144,7 @@ class _Preparer:
         if s["up"] == "y" or (s["up"] == "auto" and self.meshes[name].suffix.lower() in _Y_UP_FORMATS):
             from dataclasses import replace
 
-            from ..export.mesh_files import from_gltf_frame
+            from ..frames import from_gltf_frame
             mesh = replace(mesh, vertices=from_gltf_frame(mesh.vertices))
         if not self.file(name, "voxels").is_file():
             coords = voxelize_mesh(mesh.vertices, mesh.faces, resolution=s["resolution"])

@@ -813,7 +813,7 @@ def _file_bytes(mesh, file_format: str) -> bytes:
     """A GLB in glTF's own frame (Y up, front +Z), which prepare-data turns back Z up; a PLY in the
     TRELLIS frame, which it reads as it is."""
     if file_format == "glb":
-        from ..export.mesh_files import to_gltf_frame
+        from ..frames import to_gltf_frame
         mesh = mesh.copy()
         mesh.vertices = to_gltf_frame(np.asarray(mesh.vertices))
     return mesh.export(file_type=file_format)
