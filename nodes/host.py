@@ -15,6 +15,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from ..trellis_impl.readers import MESH_EXTENSIONS
+
 TRELLIS_FOLDER = "trellis"
 
 
@@ -79,10 +81,6 @@ def input_path(path: str) -> str:
     fp = _module("folder_paths")
     base = fp.get_input_directory() if fp is not None and hasattr(fp, "get_input_directory") else os.getcwd()
     return os.path.join(base, path)
-
-
-# the mesh files the mesh nodes read (the command line's formats)
-MESH_EXTENSIONS = (".glb", ".gltf", ".obj", ".ply", ".stl")
 
 
 def input_mesh_files() -> List[str]:

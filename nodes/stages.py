@@ -14,6 +14,7 @@ from ..trellis_impl.backends.sparse_conv import SPARSE_CONV
 from ..trellis_impl.conditioning import preprocess_image
 from ..trellis_impl.pipelines import MULTI_IMAGE_MODES
 from ..trellis_impl.pipelines.trellis_pipeline import views_options
+from ..trellis_impl.readers import MESH_EXTENSIONS
 from . import host
 from .model import DTYPES, TrellisModel, load_trellis_model, model_choices
 
@@ -76,8 +77,8 @@ def check_mesh_path(mesh_path) -> Union[bool, str]:
     value = str(mesh_path or "").strip()
     if not value:
         return True
-    if not value.lower().endswith(host.MESH_EXTENSIONS):
-        return f"mesh_path {value!r}: not a mesh file; allowed: {', '.join(host.MESH_EXTENSIONS)}"
+    if not value.lower().endswith(MESH_EXTENSIONS):
+        return f"mesh_path {value!r}: not a mesh file; allowed: {', '.join(MESH_EXTENSIONS)}"
     if not os.path.isfile(host.input_path(value)):
         return (f"mesh_path {value!r}: no such file in ComfyUI's input folder (upload it with the core "
                 "'Load 3D model' node, or copy it into input/3d)")
@@ -407,7 +408,7 @@ class TrellisMeshToStructure:
             vertices, faces = items[0]
             vertices = torch.as_tensor(from_gltf_frame(vertices.double()))
         elif mesh_path and str(mesh_path).strip():
-            from ..trellis_impl.pipelines.voxelize import load_mesh
+            from ..trellis_impl.readers import load_mesh
             path = host.input_path(str(mesh_path).strip())
             if not os.path.isfile(path):
                 raise ValueError(f"mesh_path: no file {path!r} (relative paths are read from ComfyUI's input "

@@ -206,7 +206,7 @@ def _check_run_args(args) -> dict:
     from .export import check_file_kinds
     from .export.asset_files import NEEDED_FORMATS
     from .export.glb_export import check_glb_options
-    from .pipelines.voxelize import check_mesh_path
+    from .readers import check_mesh_path
     from .validation import (check_count, check_device, check_output_folder, check_sampler_options, check_seed,
                              read_image)
     images = {}
@@ -270,7 +270,7 @@ def _read_asset(pipeline, path: str):
     """(coords int32 [N, 4], SLat or None, structure latent or None) of a slat file or a mesh
     (its existence checked by ``_check_run_args``)."""
     from .pipelines.conditioned import structure_from_mesh
-    from .pipelines.voxelize import load_mesh
+    from .readers import load_mesh
     from .sparse import SparseTensor
     feats = latent = None
     if path.endswith(".safetensors"):
@@ -289,7 +289,7 @@ def _read_asset(pipeline, path: str):
 def _region(args, resolution: int):
     """The union of --box and --region-mesh, or None when neither is given."""
     from .editing import box_region, mesh_region
-    from .pipelines.voxelize import load_mesh
+    from .readers import load_mesh
     parts = []
     if args.box:
         parts.append(box_region(args.box, resolution=resolution, frame="gltf", dilate=args.border))
@@ -426,8 +426,6 @@ def run(argv: Optional[List[str]] = None) -> int:
         print(export_model_folder(args.runs, args.out, weights=args.weights, torso_dtype=args.torso_dtype,
                                   condition_encoder=args.condition_encoder))
         return 0
-    from PIL import Image
-
     from .export import save_generation
     common = dict(seed=args.seed, num_samples=args.num_samples, formats=args.formats)
     summary = None
@@ -447,7 +445,7 @@ def run(argv: Optional[List[str]] = None) -> int:
         stem = args.name or "_".join(args.prompt.split()[:4]) or "text"
     else:
         from .pipelines.conditioned import structure_from_mesh
-        from .pipelines.voxelize import load_mesh
+        from .readers import load_mesh
         vertices, faces = load_mesh(args.mesh)
         pipeline = _load(TextTo3DPipeline if args.prompt is not None else ImageTo3DPipeline, args)
         coords = structure_from_mesh(pipeline, vertices, faces)

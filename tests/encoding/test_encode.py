@@ -17,7 +17,8 @@ from trellis_impl.encoding import encode_asset, load_textured_mesh
 from trellis_impl.export import load_slat_file
 from trellis_impl.pipelines import ModelFolder, write_random_model_folder
 from trellis_impl.pipelines.model_folder import SLAT_ENCODER_KEY, ModelFolderError
-from trellis_impl.pipelines.voxelize import load_mesh, voxelize_mesh
+from trellis_impl.pipelines.voxelize import voxelize_mesh
+from trellis_impl.readers import load_mesh
 
 FAST = dict(num_views=3, resolution=48, supersample=1, batch_size=2)
 

@@ -14,7 +14,7 @@ from meshes import BLUE, RED, box, coloured_box, textured_quad, write  # noqa: E
 
 from trellis_impl.encoding import (TexturedMesh, blender_camera, camera_from_frame, camera_to_frame,
                                    hammersley_cameras, hammersley_yaw_pitch, load_textured_mesh, render_albedo)
-from trellis_impl.pipelines.voxelize import load_mesh
+from trellis_impl.readers import load_mesh
 
 
 def test_hammersley_cameras_sit_where_blender_puts_them():

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from trellis_impl.pipelines import voxelize as voxelize_module
-from trellis_impl.pipelines.voxelize import load_mesh, normalize_vertices, voxelize_mesh
+from trellis_impl import readers as readers_module
+from trellis_impl.pipelines.voxelize import normalize_vertices, voxelize_mesh
+from trellis_impl.readers import load_mesh
 
 R = 64
 CUBE_VERTICES = torch.tensor(list(itertools.product((0.0, 1.0), repeat=3)), dtype=torch.float64)
@@ -92,7 +93,7 @@ def icosphere(subdivisions: int):
 @pytest.fixture
 def without_trimesh(monkeypatch):
     """The built-in readers, as on an install without trimesh."""
-    monkeypatch.setattr(voxelize_module, "_import_trimesh", lambda: None)
+    monkeypatch.setattr(readers_module, "_import_trimesh", lambda: None)
 
 
 # ------------------------------------------------------------------------------------ voxelization
@@ -245,7 +246,7 @@ def test_trimesh_reads_what_the_builtin_readers_read(tmp_path, monkeypatch):
     path = tmp_path / "cube.ply"
     write_ply(path, CUBE_VERTICES.tolist(), CUBE_QUADS, "binary_little_endian")
     with_trimesh = voxelize_mesh(*load_mesh(path))
-    monkeypatch.setattr(voxelize_module, "_import_trimesh", lambda: None)
+    monkeypatch.setattr(readers_module, "_import_trimesh", lambda: None)
     assert torch.equal(with_trimesh, voxelize_mesh(*load_mesh(path)))
 
 

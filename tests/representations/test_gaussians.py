@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from trellis_impl import files as files_module
+from trellis_impl.readers import read_ply
 from trellis_impl.representations.gaussians import (
     DEFAULT_PLY_TRANSFORM,
     Gaussian,
@@ -17,7 +18,6 @@ from trellis_impl.representations.gaussians import (
     gaussians_from_decoder_output,
     matrix_to_quaternion,
     quaternion_to_matrix,
-    read_ply_vertices,
 )
 
 CONFORMANCE = Path(__file__).resolve().parents[1] / "fixtures" / "conformance"
@@ -107,8 +107,8 @@ def test_save_ply_matches_official_file(name, item, tmp_path):
     path = tmp_path / "out.ply"
     gaussians.save_ply(path)
 
-    header, properties = read_ply_vertices(path)
-    official_header, official_properties = read_ply_vertices(official_ply(name, item))
+    header, properties = _vertex_table(path)
+    official_header, official_properties = _vertex_table(official_ply(name, item))
     assert header == official_header
     assert path.stat().st_size == official_ply(name, item).stat().st_size
     assert list(properties) == list(official_properties)
@@ -155,7 +155,7 @@ def test_save_ply_refuses_to_overwrite(tmp_path):
         gaussians.save_ply(path)
     assert path.read_bytes() == b"keep me"
     gaussians.save_ply(path, overwrite=True)
-    assert read_ply_vertices(path)[0].startswith("ply\n")
+    assert _vertex_table(path)[0].startswith("ply\n")
     assert os.listdir(tmp_path) == ["existing.ply"]
 
 
@@ -262,8 +262,27 @@ def test_quaternion_matrix_conversions():
                           torch.tensor(DEFAULT_PLY_TRANSFORM, dtype=torch.float64), atol=1e-15)
 
 
-def test_read_ply_vertices_rejects_ascii(tmp_path):
-    path = tmp_path / "ascii.ply"
-    path.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n0\n")
-    with pytest.raises(ValueError, match="ascii"):
-        read_ply_vertices(path)
+def _vertex_table(path):
+    """(header, {property: values}) of a PLY's vertex element, through the one PLY reader."""
+    ply = read_ply(path)
+    return ply.header, ply.elements["vertex"]
+
+
+def test_gaussians_load_from_ascii_and_refuse_a_truncated_file(tmp_path):
+    gaussians, _, _ = gaussians_from_raw("slat_dec_gs_elastic", 1)
+    binary = tmp_path / "binary.ply"
+    gaussians.save_ply(binary)
+    header, table = _vertex_table(binary)
+    names = list(table)
+    lines = ["ply", "format ascii 1.0", f"element vertex {len(table['x'])}"]
+    lines += [f"property float {name}" for name in names] + ["end_header"]
+    lines += [" ".join(repr(float(table[name][i])) for name in names) for i in range(len(table["x"]))]
+    ascii_path = tmp_path / "ascii.ply"
+    ascii_path.write_text("\n".join(lines) + "\n")
+    ctor = dict(aabb=[-0.5, -0.5, -0.5, 1.0, 1.0, 1.0])
+    a, b = Gaussians.load_ply(ascii_path, **ctor), Gaussians.load_ply(binary, **ctor)
+    assert torch.equal(a.get_xyz, b.get_xyz) and torch.equal(a.get_opacity, b.get_opacity)
+    truncated = tmp_path / "truncated.ply"
+    truncated.write_bytes(binary.read_bytes()[:-7])
+    with pytest.raises(ValueError, match="truncated.ply"):
+        Gaussians.load_ply(truncated, **ctor)

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from trellis_impl.export.mesh_files import from_gltf_frame
-from trellis_impl.pipelines.voxelize import load_mesh, voxelize_mesh
+from trellis_impl.pipelines.voxelize import voxelize_mesh
+from trellis_impl.readers import load_mesh
 from trellis_impl.training.dataset import TrainingData
 from trellis_impl.training.prepare import conditioning_cameras, prepare_data
 

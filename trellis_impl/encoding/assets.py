@@ -1,6 +1,6 @@
 """Textured meshes for encoding: geometry plus a base colour per pixel of the surface.
 
-A :class:`TexturedMesh` keeps the file's vertices and faces exactly as ``pipelines.voxelize.load_mesh``
+A :class:`TexturedMesh` keeps the file's vertices and faces exactly as ``readers.load_mesh``
 reads them (the same arrays, so the same normalisation and voxels), and its appearance per face
 corner, so that per-face colours and per-part materials need no vertex splitting:
 
@@ -22,7 +22,8 @@ from typing import List, Optional, Union
 import numpy as np
 import torch
 
-from ..pipelines.voxelize import _check_mesh, check_mesh_path, normalize_vertices
+from ..pipelines.voxelize import normalize_vertices
+from ..readers import check_mesh, check_mesh_path
 
 __all__ = ["TexturedMesh", "load_textured_mesh", "NEUTRAL_GREY"]
 
@@ -47,7 +48,7 @@ class TexturedMesh:
     face_texture: Optional[torch.Tensor] = None
 
     def __post_init__(self):
-        _check_mesh(self.vertices, self.faces, "mesh")
+        check_mesh(self.vertices, self.faces, "mesh")
         faces = self.faces.shape[0]
         if tuple(self.corner_colors.shape) != (faces, 3, 3):
             raise ValueError(f"mesh: corner_colors must be [F={faces}, 3, 3], got {tuple(self.corner_colors.shape)}")
@@ -70,7 +71,7 @@ class TexturedMesh:
         (0..1 floats or uint8). Without colours the surface is grey 0.5."""
         vertices = torch.as_tensor(np.asarray(vertices), dtype=torch.float64)
         faces = torch.as_tensor(np.asarray(faces), dtype=torch.long)
-        _check_mesh(vertices, faces, "mesh")
+        check_mesh(vertices, faces, "mesh")
         colors = (torch.full((vertices.shape[0], 3), NEUTRAL_GREY) if vertex_colors is None
                   else _unit_colors(vertex_colors, "vertex_colors", vertices.shape[0]))
         textures, face_texture, corner_uv = [], None, None
@@ -149,7 +150,7 @@ def _part_appearance(geometry, textures: List[torch.Tensor]):
 def load_textured_mesh(path: Union[str, Path]) -> TexturedMesh:
     """Read a mesh file with its base colour (.glb .gltf .obj .ply .stl, through trimesh).
 
-    The vertices and faces are those ``pipelines.voxelize.load_mesh`` returns for the file (the
+    The vertices and faces are those ``readers.load_mesh`` returns for the file (the
     scene's parts with their node transforms, concatenated in order; no axis change, no vertex
     merging). Per part: UV + base-colour texture and factor, vertex colours, face colours or
     material colour, else grey 0.5 (see the module docstring)."""

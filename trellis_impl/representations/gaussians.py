@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..files import write_new_file
 from ..frames import TRELLIS_TO_PLY
+from ..readers import read_ply
 from ..sequences import radical_inverse
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "Gaussians",
     "gaussian_offset_perturbation",
     "gaussians_from_decoder_output",
-    "read_ply_vertices",
 ]
 
 #: Axis change applied by ``save_ply`` by default: stored (x, y, z) = (x, -z, y), TRELLIS's frame to
@@ -36,14 +36,6 @@ DEFAULT_PLY_TRANSFORM = tuple(tuple(float(v) for v in row) for row in TRELLIS_TO
 
 #: The box TRELLIS decoders place their output in: origin (-0.5, -0.5, -0.5), size 1.
 TRELLIS_AABB = (-0.5, -0.5, -0.5, 1.0, 1.0, 1.0)
-
-_PLY_SCALAR_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}
-_PLY_BYTE_ORDER = {"binary_little_endian": "<", "binary_big_endian": ">"}
 
 PathLike = Union[str, os.PathLike]
 
@@ -422,7 +414,7 @@ class Gaussians:
             ``ctor_args['device']`` (CPU by default).
         """
         gaussians = cls(**ctor_args)
-        properties = read_ply_vertices(path)[1]
+        properties = read_ply(path).elements.get("vertex", {})
         missing = [name for name in ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity") if name not in properties]
         if missing:
             raise ValueError(f"{os.fspath(path)!r} is not a 3DGS PLY: missing properties {missing}")
@@ -464,58 +456,6 @@ class Gaussians:
 
 #: Official class name.
 Gaussian = Gaussians
-
-
-def read_ply_vertices(path: PathLike) -> Tuple[str, Dict[str, np.ndarray]]:
-    """Read the vertex properties of a binary PLY with scalar properties only.
-
-    Returns:
-        (header text up to and including ``end_header\\n``, {property name: [N] array} in file
-        order, in the stored dtype).
-    Raises:
-        ValueError: not a PLY, ASCII format, list properties, or truncated data.
-    """
-    with open(path, "rb") as file:
-        data = file.read()
-    if not data.startswith(b"ply\n"):
-        raise ValueError(f"{os.fspath(path)!r} is not a PLY file")
-    end = data.find(b"end_header\n")
-    if end < 0:
-        raise ValueError(f"{os.fspath(path)!r}: PLY header has no end_header")
-    header = data[: end + len(b"end_header\n")].decode("ascii")
-
-    byte_order = None
-    elements = []  # [name, count, [(property, dtype)]]
-    for line in header.splitlines()[1:-1]:
-        words = line.split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        if words[0] == "format":
-            if words[1] not in _PLY_BYTE_ORDER:
-                raise ValueError(f"{os.fspath(path)!r}: unsupported PLY format {words[1]!r} (binary only)")
-            byte_order = _PLY_BYTE_ORDER[words[1]]
-        elif words[0] == "element":
-            elements.append([words[1], int(words[2]), []])
-        elif words[0] == "property":
-            if words[1] == "list" or words[1] not in _PLY_SCALAR_TYPES or not elements:
-                raise ValueError(f"{os.fspath(path)!r}: unsupported PLY property line {line!r}")
-            elements[-1][2].append((words[2], _PLY_SCALAR_TYPES[words[1]]))
-        else:
-            raise ValueError(f"{os.fspath(path)!r}: unexpected PLY header line {line!r}")
-    if byte_order is None:
-        raise ValueError(f"{os.fspath(path)!r}: PLY header has no format line")
-
-    offset = len(header)
-    for name, count, properties in elements:
-        record = np.dtype([(prop, byte_order + kind) for prop, kind in properties])
-        if offset + count * record.itemsize > len(data):
-            raise ValueError(f"{os.fspath(path)!r}: PLY data is truncated in element {name!r}")
-        if name == "vertex":
-            table = np.frombuffer(data, dtype=record, count=count, offset=offset)
-            return header, {prop: table[prop].astype(table[prop].dtype.newbyteorder("="))
-                            for prop, _ in properties}
-        offset += count * record.itemsize
-    raise ValueError(f"{os.fspath(path)!r}: PLY has no vertex element")
 
 
 def gaussian_offset_perturbation(num_gaussians: int, voxel_size: float) -> torch.Tensor:

@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from ..pipelines.voxelize import MESH_EXTENSIONS, voxelize_mesh
+from ..pipelines.voxelize import voxelize_mesh
+from ..readers import MESH_EXTENSIONS
 from .dataset import (ASSET_KINDS, TrainingData, camera_tensors, new_dataset_manifest, stored_camera,
                       write_asset_tensors, write_json_atomic)
 
