@@ -245,32 +245,11 @@ def offload_device() -> torch.device:
     return torch.device(mm.unet_offload_device()) if mm is not None else torch.device("cpu")
 
 
-_SETTABLE_DEVICE_CLASSES: dict = {}
-
-
-def _allow_device_assignment(module: torch.nn.Module) -> None:
-    """ComfyUI's ``ModelPatcher`` assigns ``model.device = ...`` (``unpatch_model``, ``load``), but
-    TRELLIS modules expose ``device`` as a read-only property (the device of their parameters).
-    Give the instance a subclass whose ``device`` accepts (and ignores) the assignment: the getter
-    keeps answering where the weights really are. The module object itself stays the same."""
-    cls = type(module)
-    prop = getattr(cls, "device", None)
-    if not isinstance(prop, property) or prop.fset is not None:
-        return
-    sub = _SETTABLE_DEVICE_CLASSES.get(cls)
-    if sub is None:
-        sub = type(cls.__name__, (cls,), {"device": property(prop.fget, lambda self, value: None, doc=prop.__doc__),
-                                          "__module__": cls.__module__, "__qualname__": cls.__qualname__})
-        _SETTABLE_DEVICE_CLASSES[cls] = sub
-    module.__class__ = sub
-
-
 def make_patcher(module: torch.nn.Module):
     """A ``ModelPatcher`` so that ComfyUI offloads the module when other models need the GPU."""
     mp = _module("comfy.model_patcher")
     if mp is None:
         return None
-    _allow_device_assignment(module)
     return mp.ModelPatcher(module, load_device=torch_device(), offload_device=offload_device())
 
 

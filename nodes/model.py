@@ -115,8 +115,7 @@ class TrellisModel:
         patchers = []
         if encoder:
             enc = self._load_encoder()
-            module = enc if isinstance(enc, torch.nn.Module) else enc.model
-            patchers.append(self._patcher("encoder", module))
+            patchers.append(self._patcher("encoder", enc))
         for stage in stages:
             for key in STAGE_KEYS[stage]:
                 patchers.append(self._patcher(key, self.folder.model(key)))

@@ -114,3 +114,15 @@ def test_wrong_channel_and_condition_shapes_are_refused():
         ss_flow(torch.zeros(1, 8, 4, 4, 4), torch.tensor([1.0]), torch.zeros(1, 2, 48))
     with pytest.raises(ValueError, match=r"cond must be \[1, tokens, 48\]"):
         ss_flow(torch.zeros(1, 8, 8, 8, 8), torch.tensor([1.0]), torch.zeros(1, 2, 47))
+
+
+def test_a_host_may_assign_device():
+    """ComfyUI's ModelPatcher assigns ``model.device`` after moving the weights; the models accept
+    it without patching their class, and ``device`` keeps reporting where the weights are."""
+    model = load_model(ckpt_path("ss_dec"))
+    cls = type(model)
+    model.device = "cpu"
+    model.device = torch.device("meta")  # a record only: the weights did not move
+    assert type(model) is cls and model.device == torch.device("cpu")
+    with pytest.raises(RuntimeError):
+        model.device = "no such device"

@@ -59,8 +59,11 @@ def _transformers_errors_only():
         hf_logging.set_verbosity(verbosity)
 
 
-class ClipTextEncoder:
+class ClipTextEncoder(torch.nn.Module):
     """Prompts -> CLIP ``last_hidden_state`` conditions, as the official text pipeline computes them.
+
+    A module (the CLIP model its child, the empty prompt's encoding a buffer), so a host moves and
+    offloads it as one.
 
     Args:
         model: a ``transformers.CLIPTextModel`` (put in eval mode, gradients off).
@@ -71,10 +74,11 @@ class ClipTextEncoder:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer):
+        super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self._truncation_reported = False
-        self.null_cond = self._encode_ids(self._pad_and_truncate([""]))
+        self.register_buffer("null_cond", self._encode_ids(self._pad_and_truncate([""])), persistent=False)
 
     @classmethod
     def from_folder(cls, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
@@ -126,7 +130,12 @@ class ClipTextEncoder:
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are."""
         return self.model.device
+
+    @device.setter
+    def device(self, value) -> None:
+        torch.device(value)  # a host's record of where it moved the model (TrellisModel.device)
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         """Token ids as the official pipeline feeds them, ``[B, 77]`` int64 on CPU.

@@ -44,7 +44,14 @@ class TrellisModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are."""
         return next(self.parameters()).device
+
+    @device.setter
+    def device(self, value) -> None:
+        # Hosts record where they moved a model by assigning it (ComfyUI's ModelPatcher sets
+        # ``model.device`` after moving the weights); the weights stay the answer, so it is checked only.
+        torch.device(value)
 
     def set_compute_dtype(self, dtype: torch.dtype) -> "TrellisModel":
         """Store and compute the torso in ``dtype`` (float32, float16 or bfloat16)."""
