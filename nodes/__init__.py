@@ -10,7 +10,7 @@ from . import host
 from .edit import TrellisDetailVariation, TrellisEditRegion, TrellisInvertAsset, TrellisRegionEdit
 from .export import TrellisExportGLB, TrellisExportSplat, TrellisTurntable
 from .preview import TrellisPreview
-from .stages import (TrellisDecode, TrellisImageCondition, TrellisLatentSampler, TrellisMeshToStructure,
+from .generation import (TrellisDecode, TrellisImageCondition, TrellisLatentSampler, TrellisMeshToStructure,
                      TrellisModelLoader, TrellisStructureSampler, TrellisTextCondition)
 
 NODE_CLASS_MAPPINGS = {

@@ -10,8 +10,8 @@ import torch
 from ..trellis_impl.editing import (EDIT_METHODS, EDIT_MODES, AssetInversion, box_region, detail_variation,
                                     invert_asset, mesh_region, region_edit)
 from . import host
-from .model import TrellisModel
-from .stages import (TrellisCond, TrellisSlat, TrellisStructure, _check_cond, _latent_resolution, _model_input,
+from .model import ModelHandle
+from .generation import (TrellisCond, TrellisSlat, TrellisStructure, _check_cond, _latent_resolution, _model_input,
                      _params, _sampler_inputs)
 
 
@@ -68,7 +68,7 @@ class TrellisEditRegion:
                                          "coordinates) is the region (first batch item)."}),
         }}
 
-    def make(self, model: TrellisModel, boxes="", border=0, mesh=None):
+    def make(self, model: ModelHandle, boxes="", border=0, mesh=None):
         resolution = _latent_resolution(model)
         if mesh is not None:
             items = host.mesh_items(mesh)
@@ -127,7 +127,7 @@ class TrellisRegionEdit:
                                                               "repeated edits skip the inversion pass."}),
         }}
 
-    def edit(self, model: TrellisModel, cond: TrellisCond, structure: TrellisStructure, region: TrellisRegion,
+    def edit(self, model: ModelHandle, cond: TrellisCond, structure: TrellisStructure, region: TrellisRegion,
              mode="replace", method="repaint", seed=0, steps=25, cfg=5.0, cfg_interval_start=0.5,
              cfg_interval_end=1.0, rescale_t=3.0, slat=None, source_cond=None, inversion=None):
         _check_cond(model, cond, "TrellisRegionEdit")
@@ -175,7 +175,7 @@ class TrellisInvertAsset:
             "slat": ("TRELLIS_V1_SLAT", {"tooltip": "The asset's latents (inverted too)."}),
         }}
 
-    def invert(self, model: TrellisModel, source_cond: TrellisCond, structure: TrellisStructure, steps=25,
+    def invert(self, model: ModelHandle, source_cond: TrellisCond, structure: TrellisStructure, steps=25,
                rescale_t=3.0, slat=None):
         _check_cond(model, source_cond, "TrellisInvertAsset")
         _single(structure, slat)
@@ -214,7 +214,7 @@ class TrellisDetailVariation:
             "region": ("TRELLIS_V1_REGION", {"tooltip": "Only voxels inside get new latents (needs slat)."}),
         }}
 
-    def vary(self, model: TrellisModel, cond: TrellisCond, structure: TrellisStructure, strength=1.0, seed=0,
+    def vary(self, model: ModelHandle, cond: TrellisCond, structure: TrellisStructure, strength=1.0, seed=0,
              steps=25, cfg=5.0, cfg_interval_start=0.5, cfg_interval_end=1.0, rescale_t=3.0, slat=None, region=None):
         _check_cond(model, cond, "TrellisDetailVariation")
         _single(structure, slat)

@@ -6,8 +6,8 @@ import os
 import torch
 
 from . import host
-from .model import TrellisModel
-from .stages import TrellisSlat, TrellisStructure, _latent_resolution, _mesh_path_input, _model_input, check_mesh_path
+from .model import ModelHandle
+from .generation import TrellisSlat, TrellisStructure, _latent_resolution, _mesh_path_input, _model_input, check_mesh_path
 
 
 def _core_mesh(mesh):
@@ -77,7 +77,7 @@ class TrellisEncodeMesh:
     def VALIDATE_INPUTS(cls, mesh_path=""):
         return check_mesh_path(mesh_path)
 
-    def encode(self, model: TrellisModel, views=150, seed=0, mesh=None, mesh_path=""):
+    def encode(self, model: ModelHandle, views=150, seed=0, mesh=None, mesh_path=""):
         from ..trellis_impl.encoding import encode_asset
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise ValueError(f"views must be an int >= 1, got {views!r}")

@@ -9,7 +9,7 @@ from ..trellis_impl.export.glb_export import BAKE_MODES, PHASES, UNWRAP_METHODS,
 from ..trellis_impl.export.splat_files import save_splat, save_spz
 from ..trellis_impl.render.turntable import MAX_SIZE, TURNTABLE_MODES, turntable
 from . import host
-from .stages import TrellisAsset
+from .generation import TrellisAsset
 
 SPLAT_FORMATS = ("ply", "spz", "splat")
 

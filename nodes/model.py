@@ -40,7 +40,7 @@ _ManagedImage = _managed(ImageTo3DPipeline)
 _ManagedText = _managed(TextTo3DPipeline)
 
 
-class TrellisModel:
+class ModelHandle:
     """What flows on TRELLIS_V1_MODEL links. Stage models load lazily (first use), each wrapped in a
     ``ModelPatcher`` and loaded with ``load_models_gpu(force_full_load=True)`` before it runs."""
 
@@ -55,7 +55,7 @@ class TrellisModel:
         self._pipeline = None
 
     def __repr__(self) -> str:
-        return f"TrellisModel({self.name!r}, kind={self.kind})"
+        return f"ModelHandle({self.name!r}, kind={self.kind})"
 
     def require(self, kind: str, node: str) -> None:
         if self.kind != kind:
@@ -132,7 +132,7 @@ def model_choices():
     return demo + list(KNOWN_REPOSITORIES) + [m for m in host.model_folders() if m not in known | {DEMO_MODEL}]
 
 
-def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -> TrellisModel:
+def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -> ModelHandle:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     torch_dtype = DTYPES[dtype]
@@ -163,4 +163,4 @@ def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -
                                    f"({', '.join(KNOWN_REPOSITORIES)})")
     folder = ModelFolder(path, dtype=torch_dtype, device=offload)
     folder.verify()  # a damaged checkpoint fails in the loader, not after sampling
-    return TrellisModel(name, folder, download)
+    return ModelHandle(name, folder, download)

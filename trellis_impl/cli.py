@@ -269,7 +269,7 @@ def _condition(pipeline, image, prompt: Optional[str]) -> Optional[dict]:
 def _read_asset(pipeline, path: str):
     """(coords int32 [N, 4], SLat or None, structure latent or None) of a slat file or a mesh
     (its existence checked by ``_check_run_args``)."""
-    from .pipelines.conditioned import structure_from_mesh
+    from .pipelines.image_and_text import structure_from_mesh
     from .readers import load_mesh
     from .sparse import SparseTensor
     feats = latent = None
@@ -303,7 +303,7 @@ def _edit(args, images: dict):
     """``edit`` / ``vary``: (GenerationResult of the edited asset, file stem, a summary line)."""
     from .editing import detail_variation, region_edit, structure_resolution
     from .pipelines import GenerationResult, TrellisPipeline
-    from .pipelines.conditioned import open_model_folder
+    from .pipelines.image_and_text import open_model_folder
     from .pipelines.trellis_pipeline import stage_timer
     source_prompt, source_image = getattr(args, "source_prompt", None), getattr(args, "source_image", None)
     if args.prompt is not None or source_prompt is not None:
@@ -342,7 +342,7 @@ def _edit(args, images: dict):
 def _encode(args) -> None:
     """``encode``: the mesh's latents from the model's encoders, written as STEM_slat.safetensors."""
     from .encoding import encode_asset, load_textured_mesh, save_encoded
-    from .pipelines.conditioned import open_model_folder
+    from .pipelines.image_and_text import open_model_folder
     if args.views < 1:
         raise ValueError(f"--views must be >= 1, got {args.views}")
     if args.batch_size < 1:
@@ -444,7 +444,7 @@ def run(argv: Optional[List[str]] = None) -> int:
                               slat_params=_sampler_overrides(args, "latent"), **common)
         stem = args.name or "_".join(args.prompt.split()[:4]) or "text"
     else:
-        from .pipelines.conditioned import structure_from_mesh
+        from .pipelines.image_and_text import structure_from_mesh
         from .readers import load_mesh
         vertices, faces = load_mesh(args.mesh)
         pipeline = _load(TextTo3DPipeline if args.prompt is not None else ImageTo3DPipeline, args)

@@ -270,7 +270,7 @@ def test_interrupt(nodes, host2026):
 @pytest.mark.parametrize("prefix", ["../escape", "trellis/../../escape", "/tmp/abs", "..\\x", ""])
 def test_bad_prefix(pack, nodes, host2026, prefix):
     host = host2026
-    asset = pack.nodes.stages.TrellisAsset({"mesh": [object()], "gaussian": [object()]}, 1)
+    asset = pack.nodes.generation.TrellisAsset({"mesh": [object()], "gaussian": [object()]}, 1)
     with pytest.raises(ValueError, match="filename_prefix"):
         nodes["TrellisExportGLB"].export(asset, prefix, 0.9, 512, "fast", 10, "fast", "center", False)
     with pytest.raises(ValueError, match="filename_prefix"):

@@ -49,8 +49,8 @@ CASES = [
 def test_bad_input_is_refused_before_any_model_runs(setup, tmp_path, extra, message, monkeypatch):
     root, folder = setup
     monkeypatch.chdir(root)
-    import trellis_impl.pipelines.conditioned as conditioned
-    monkeypatch.setattr(conditioned, "open_model_folder", lambda *a, **k: pytest.fail("a model was opened"))
+    import trellis_impl.pipelines.image_and_text as image_and_text
+    monkeypatch.setattr(image_and_text, "open_model_folder", lambda *a, **k: pytest.fail("a model was opened"))
     argv = ["image", *[e.format(root=root) for e in extra], "--model", str(folder)]
     if "--out" not in extra:
         argv += ["--out", str(tmp_path / "out")]

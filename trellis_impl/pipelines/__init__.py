@@ -1,5 +1,5 @@
 """Generation pipelines over model folders in the released layout."""
-from .conditioned import MULTI_IMAGE_MODES, ImageTo3DPipeline, TextTo3DPipeline, open_model_folder
+from .image_and_text import MULTI_IMAGE_MODES, ImageTo3DPipeline, TextTo3DPipeline, open_model_folder
 from .model_folder import KNOWN_REPOSITORIES, ModelFolder, ModelFolderError, download_model_folder
 from .random_folder import write_random_model_folder
 from .trellis_pipeline import FORMATS, GenerationResult, TrellisPipeline

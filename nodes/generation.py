@@ -16,7 +16,7 @@ from ..trellis_impl.pipelines import MULTI_IMAGE_MODES
 from ..trellis_impl.pipelines.trellis_pipeline import views_options
 from ..trellis_impl.readers import MESH_EXTENSIONS
 from . import host
-from .model import DTYPES, TrellisModel, load_trellis_model, model_choices
+from .model import DTYPES, ModelHandle, load_trellis_model, model_choices
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 BACKGROUND_MODES = ("auto", "keep", "remove")
@@ -114,7 +114,7 @@ def _params(steps, cfg, start, end, rescale_t) -> dict:
             "rescale_t": float(rescale_t)}
 
 
-def _check_cond(model: TrellisModel, cond: TrellisCond, node: str) -> None:
+def _check_cond(model: ModelHandle, cond: TrellisCond, node: str) -> None:
     if not isinstance(cond, TrellisCond):
         raise ValueError(f"{node}: cond must come from a TRELLIS condition node")
     if cond.kind != model.kind:
@@ -218,7 +218,7 @@ class TrellisImageCondition:
                                          "mask (LoadImage without alpha) counts as no mask."}),
         }}
 
-    def encode(self, model: TrellisModel, image, background="auto", mask=None):
+    def encode(self, model: ModelHandle, image, background="auto", mask=None):
         model.require("image", "TrellisImageCondition")
         if background not in BACKGROUND_MODES:
             raise ValueError(f"background must be one of {BACKGROUND_MODES}, got {background!r}")
@@ -253,7 +253,7 @@ class TrellisTextCondition:
                                              "official pipeline does (truncated at 77 tokens, no weighting syntax)."}),
         }}
 
-    def encode(self, model: TrellisModel, prompt):
+    def encode(self, model: ModelHandle, prompt):
         model.require("text", "TrellisTextCondition")
         host.check_interrupt()
         pipeline = model.prepare(encoder=True)
@@ -280,7 +280,7 @@ class TrellisStructureSampler:
                                           "tooltip": "Number of assets generated from the condition."})}
         return {"required": inputs}
 
-    def sample(self, model: TrellisModel, cond: TrellisCond, seed, steps, cfg, cfg_interval_start, cfg_interval_end,
+    def sample(self, model: ModelHandle, cond: TrellisCond, seed, steps, cfg, cfg_interval_start, cfg_interval_end,
                rescale_t, multi_image_mode="stochastic", num_samples=1):
         _check_cond(model, cond, "TrellisStructureSampler")
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
@@ -301,7 +301,7 @@ class TrellisStructureSampler:
         return (structure, host.make_voxel(coords, resolution, int(num_samples)))
 
 
-def _latent_resolution(model: TrellisModel) -> int:
+def _latent_resolution(model: ModelHandle) -> int:
     """Grid of the SLat flow (64 for the released models), read from its config, no weights loaded."""
     import json
     config = json.loads(open(f"{model.folder.checkpoint_path('slat_flow_model')}.json", encoding="utf-8").read())
@@ -324,7 +324,7 @@ class TrellisLatentSampler:
             **_sampler_inputs(25, 5.0),
         }}
 
-    def sample(self, model: TrellisModel, cond: TrellisCond, structure: TrellisStructure, seed, steps, cfg,
+    def sample(self, model: ModelHandle, cond: TrellisCond, structure: TrellisStructure, seed, steps, cfg,
                cfg_interval_start, cfg_interval_end, rescale_t, multi_image_mode="stochastic"):
         _check_cond(model, cond, "TrellisLatentSampler")
         if not isinstance(structure, TrellisStructure):
@@ -361,7 +361,7 @@ class TrellisDecode:
             "radiance_field": ("BOOLEAN", {"default": False, "tooltip": "Decode the radiance field (Strivec)."}),
         }}
 
-    def decode(self, model: TrellisModel, slat: TrellisSlat, gaussian=True, mesh=True, radiance_field=False):
+    def decode(self, model: ModelHandle, slat: TrellisSlat, gaussian=True, mesh=True, radiance_field=False):
         formats = [f for f, on in (("gaussian", gaussian), ("radiance_field", radiance_field), ("mesh", mesh)) if on]
         if not formats:
             raise ValueError("TrellisDecode: choose at least one of gaussian, mesh, radiance_field")
@@ -398,9 +398,9 @@ class TrellisMeshToStructure:
     def VALIDATE_INPUTS(cls, mesh_path=""):
         return check_mesh_path(mesh_path)
 
-    def convert(self, model: TrellisModel, mesh=None, mesh_path=""):
+    def convert(self, model: ModelHandle, mesh=None, mesh_path=""):
         from ..trellis_impl.frames import from_gltf_frame
-        from ..trellis_impl.pipelines.conditioned import structure_from_mesh
+        from ..trellis_impl.pipelines.image_and_text import structure_from_mesh
         if mesh is not None:
             items = host.mesh_items(mesh)
             if not items:
