@@ -277,99 +277,123 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
     xyz = _xyz(original_coords, res, "original_coords").to(device)
     region = check_region(region, res).to(device)
     cond = _cond_on(cond, device)
-    source = cond if source_cond is None else _cond_on(source_cond, device)
-    timings: Dict[str, float] = {}
-    generator = torch.Generator().manual_seed(seed)
+    edit = _Edit(pipeline, cond, cond if source_cond is None else _cond_on(source_cond, device), method,
+                 torch.Generator().manual_seed(seed), progress, {}, inversion, None, res, device)
     original_grid = _grid(xyz, res)
-    new_latent = None
     if method == "inversion" and inversion is not None:
-        inverted = _xyz(inversion.coords, res, "inversion.coords").to(device)
-        if len(inverted) != len(xyz) or not torch.equal(_grid(inverted, res), original_grid):
+        edit.inverted = _xyz(inversion.coords, res, "inversion.coords").to(device)
+        if len(edit.inverted) != len(xyz) or not torch.equal(_grid(edit.inverted, res), original_grid):
             raise ValueError("inversion: computed for another structure than original_coords; invert this asset "
                              "(invert_asset on the same coords)")
 
-    # Stage 1: the structure.
     if mode == "delete":
-        grid = original_grid & ~region
+        grid, new_latent = original_grid & ~region, None
     else:
-        with stage_timer(timings, "structure", device):
-            flow = pipeline.folder.model("sparse_structure_flow_model")
-            stage = _Stage(pipeline, "sparse_structure_sampler", "sparse_structure_flow_model", structure_params,
-                           progress)
-            r = int(flow.resolution)
-            eps = torch.randn(1, flow.in_channels, r, r, r, generator=generator).to(device)
-            z0 = encode_structure(pipeline, _full(xyz)) if structure_latent is None else structure_latent
-            z0 = z0.float().to(device)
-            if z0.shape != eps.shape:
-                raise ValueError(f"structure_latent must be {list(eps.shape)}, got {list(z0.shape)}")
-            known = (~latent_region(region, r))[None, None].expand_as(z0)
-            if method == "repaint":
-                known_at = _repaint_known(z0, eps, stage.sigma_min)
-            else:
-                if inversion is not None:
-                    _check_schedule(inversion, "structure", stage)
-                trajectory = inversion.structure if inversion is not None else stage.invert(z0, source)
-                known_at = trajectory.at
-            x = torch.where(known, known_at(1.0), eps)
-            new_latent = stage.sample(x, cond, 1.0, _hook(known, known_at))
-            decoded = pipeline.folder.model("sparse_structure_decoder")(new_latent)[0, 0] > 0
+        new_latent, decoded = _edit_structure(edit, xyz, region, structure_params, structure_latent)
         grid = torch.where(region, decoded, original_grid) if mode == "replace" else original_grid | (region & decoded)
 
+    # which voxels of the new structure keep their latents
     new_xyz = torch.argwhere(grid)
     if new_xyz.shape[0] == 0:
         raise ValueError("the edit leaves the structure empty (no voxel)")
     found, index = _lookup(_keys(new_xyz, res), _keys(xyz, res))
     inside = region[new_xyz[:, 0], new_xyz[:, 1], new_xyz[:, 2]]
     keep = found & ~inside if mode == "replace" else found.clone()
-    removed = xyz[~grid[xyz[:, 0], xyz[:, 1], xyz[:, 2]]]
-    full = _full(new_xyz)
-    result = EditResult(coords=full, slat=None, regenerated=torch.zeros(len(new_xyz), dtype=torch.bool),
-                        added=(~found).cpu(), removed=_full(removed).cpu(), structure_latent=new_latent,
-                        timings=timings)
-    if not with_slat:
-        return result
-
-    # Stage 2: the latents.
-    norm = pipeline.folder.slat_normalization()
-    mean, std = norm["mean"][None].to(device), norm["std"][None].to(device)
     if original_slat is None:
         keep = torch.zeros_like(keep)
-    regenerated = ~keep
-    result.regenerated = regenerated.cpu()
-    original = None
-    if original_slat is not None:
-        original = _slat_feats_on(original_slat, xyz, res).to(device)
-    if not bool(regenerated.any()):
-        result.slat = SparseTensor(original[index], full, batch_size=1)
-        return result
-    with stage_timer(timings, "latent", device):
-        stage = _Stage(pipeline, "slat_sampler", "slat_flow_model", slat_params, progress)
-        eps = torch.randn(len(new_xyz), stage.model.in_channels, generator=generator).to(device)
+    removed = xyz[~grid[xyz[:, 0], xyz[:, 1], xyz[:, 2]]]
+    result = EditResult(coords=_full(new_xyz), slat=None, regenerated=torch.zeros(len(new_xyz), dtype=torch.bool),
+                        added=(~found).cpu(), removed=_full(removed).cpu(), structure_latent=new_latent,
+                        timings=edit.timings)
+    if with_slat:
+        result.regenerated = (~keep).cpu()
+        result.slat = _edit_latents(edit, xyz, new_xyz, keep, index, original_slat, slat_params)
+    return result
+
+
+@dataclass
+class _Edit:
+    """What both stages of one region edit share."""
+    pipeline: TrellisPipeline
+    cond: dict
+    source: dict  # the condition the asset is inverted under
+    method: str
+    generator: torch.Generator  # stage 1's noise, then stage 2's
+    progress: Optional[ProgressCallback]
+    timings: Dict[str, float]
+    inversion: Optional[AssetInversion]
+    inverted: Optional[torch.Tensor]  # the inversion's voxels [N, 3]
+    res: int
+    device: torch.device
+
+
+def _edit_structure(edit: _Edit, xyz: torch.Tensor, region: torch.Tensor, structure_params: Optional[dict],
+                    structure_latent: Optional[torch.Tensor]):
+    """Stage 1: the dense structure latent resampled inside the region, the outside kept (repaint
+    or inversion). Returns (the new latent [1, C, r, r, r], its decoded occupancy bool [R, R, R])."""
+    pipeline, device = edit.pipeline, edit.device
+    with stage_timer(edit.timings, "structure", device):
+        flow = pipeline.folder.model("sparse_structure_flow_model")
+        stage = _Stage(pipeline, "sparse_structure_sampler", "sparse_structure_flow_model", structure_params,
+                       edit.progress)
+        r = int(flow.resolution)
+        eps = torch.randn(1, flow.in_channels, r, r, r, generator=edit.generator).to(device)
+        z0 = encode_structure(pipeline, _full(xyz)) if structure_latent is None else structure_latent
+        z0 = z0.float().to(device)
+        if z0.shape != eps.shape:
+            raise ValueError(f"structure_latent must be {list(eps.shape)}, got {list(z0.shape)}")
+        known = (~latent_region(region, r))[None, None].expand_as(z0)
+        if edit.method == "repaint":
+            known_at = _repaint_known(z0, eps, stage.sigma_min)
+        else:
+            if edit.inversion is not None:
+                _check_schedule(edit.inversion, "structure", stage)
+            trajectory = edit.inversion.structure if edit.inversion is not None else stage.invert(z0, edit.source)
+            known_at = trajectory.at
+        x = torch.where(known, known_at(1.0), eps)
+        new_latent = stage.sample(x, edit.cond, 1.0, _hook(known, known_at))
+        decoded = pipeline.folder.model("sparse_structure_decoder")(new_latent)[0, 0] > 0
+    return new_latent, decoded
+
+
+def _edit_latents(edit: _Edit, xyz: torch.Tensor, new_xyz: torch.Tensor, keep: torch.Tensor, index: torch.Tensor,
+                  original_slat: Optional[SparseTensor], slat_params: Optional[dict]) -> SparseTensor:
+    """Stage 2: the SLat of the new structure: voxels with ``keep`` take the original latents
+    (row ``index`` of the original), the others are sampled with the kept ones as the known part."""
+    pipeline, device, res = edit.pipeline, edit.device, edit.res
+    full = _full(new_xyz)
+    norm = pipeline.folder.slat_normalization()
+    mean, std = norm["mean"][None].to(device), norm["std"][None].to(device)
+    original = None if original_slat is None else _slat_feats_on(original_slat, xyz, res).to(device)
+    if not bool((~keep).any()):
+        return SparseTensor(original[index], full, batch_size=1)
+    with stage_timer(edit.timings, "latent", device):
+        stage = _Stage(pipeline, "slat_sampler", "slat_flow_model", slat_params, edit.progress)
+        eps = torch.randn(len(new_xyz), stage.model.in_channels, generator=edit.generator).to(device)
         hook, x = None, eps
         if original is not None:
             known = keep[:, None]
             rows = index
             s0 = (original - mean) / std
-            if method == "repaint":
+            if edit.method == "repaint":
                 known_at = _repaint_known(s0[rows], eps, stage.sigma_min)
             else:
-                if inversion is not None and inversion.slat is not None:
-                    _check_schedule(inversion, "slat", stage)
-                    trajectory = inversion.slat
-                    rows = _lookup(_keys(new_xyz, res), _keys(inverted, res))[1]
+                if edit.inversion is not None and edit.inversion.slat is not None:
+                    _check_schedule(edit.inversion, "slat", stage)
+                    trajectory = edit.inversion.slat
+                    rows = _lookup(_keys(new_xyz, res), _keys(edit.inverted, res))[1]
                 else:
-                    trajectory = stage.invert(SparseTensor(s0, _full(xyz), batch_size=1), source)
+                    trajectory = stage.invert(SparseTensor(s0, _full(xyz), batch_size=1), edit.source)
 
                 def known_at(t, trajectory=trajectory, rows=rows):
                     return trajectory.at(t).feats[rows]
             x = torch.where(known, known_at(1.0), eps)
             hook = _hook(known, known_at)
-        out = stage.sample(SparseTensor(x, full, batch_size=1), cond, 1.0, hook)
+        out = stage.sample(SparseTensor(x, full, batch_size=1), edit.cond, 1.0, hook)
         feats = out.feats * std + mean
         if original is not None:
             feats = torch.where(keep[:, None], original[index], feats)
-    result.slat = out.replace(feats)
-    return result
+    return out.replace(feats)
 
 
 def _schedule(stage: "_Stage") -> dict:

@@ -166,83 +166,115 @@ def prepare_glb(mesh, gaussians=None, *, simplify: Optional[float] = 0.95, fill_
     """
     t_start = time.perf_counter()
     check_glb_options(simplify, texture_size, bake, bake_steps, unwrap_method, origin)
+    device = _work_device(mesh, gaussians, bake, device)
+    report = progress or (lambda phase, done, total: None)
+    vertices, faces, colors = _mesh_arrays(mesh)
+    if bake in ("fast", "opt") and not keep_vertex_colors or bake == "none":
+        colors = None  # carrying them through decimation costs a replay of its collapses
+    work = _GlbWork(vertices, faces, colors, info={"input": {"vertices": int(len(vertices)), "faces": int(len(faces))}})
+
+    work.run("cleanup", lambda: _clean_up(work, simplify, device, report))
+    work.run("visibility", lambda: fill_holes and _remove_invisible(
+        work, simplify, device, visibility_views, visibility_resolution, report))
+    work.run("unwrap", lambda: bake in ("fast", "opt") and _unwrap(work, texture_size, unwrap_method, report))
+    work.run("bake", lambda: _colour(work, gaussians, bake, bake_steps, texture_size, bake_views, bake_resolution,
+                                     device, report))
+
+    out_v = place(to_gltf_frame(np.asarray(work.v, dtype=np.float64)), origin).astype(np.float32)
+    work.info["output"] = {"vertices": int(len(out_v)), "faces": int(len(work.f))}
+    work.timings["total"] = time.perf_counter() - t_start
+    return TexturedMesh(out_v, np.asarray(work.f, dtype=np.int64),
+                        None if work.uv is None else np.asarray(work.uv, np.float32), work.texture,
+                        None if work.colors is None else np.clip(work.colors, 0, 1).astype(np.float32),
+                        work.timings, work.info)
+
+
+@dataclass
+class _GlbWork:
+    """The mesh between the phases of ``prepare_glb`` (TRELLIS frame), with each phase's report and
+    seconds."""
+    v: np.ndarray
+    f: np.ndarray
+    colors: Optional[np.ndarray]
+    uv: Optional[np.ndarray] = None
+    texture: Optional[np.ndarray] = None
+    info: Dict = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    def run(self, phase: str, step: Callable[[], object]) -> None:
+        start = time.perf_counter()
+        step()
+        self.timings[phase] = time.perf_counter() - start
+
+
+def _work_device(mesh, gaussians, bake: str, device) -> torch.device:
+    """Where the phases run: ``device``, else the Gaussians', else the mesh's, else CPU. Refuses
+    a texture bake without Gaussians and NaN/inf Gaussian parameters before any work."""
     if bake in ("fast", "opt") and gaussians is None:
         raise ValueError(f"bake={bake!r} bakes the texture from the Gaussians: pass gaussians, "
                          "or use bake='vertex_colors' or 'none'")
     gaussian_device = None
-    if gaussians is not None:  # fail before any work on NaN/inf parameters
+    if gaussians is not None:
         from ..render.gaussian_raster import gaussian_tensors
         gaussian_device = gaussian_tensors(gaussians)["xyz"].device
     if device is None:
-        mesh_vertices = mesh.vertices if hasattr(mesh, "vertices") else (mesh[0] if isinstance(mesh, (tuple, list))
-                                                                          else None)
-        device = gaussian_device or (mesh_vertices.device if isinstance(mesh_vertices, torch.Tensor)
-                                     else torch.device("cpu"))
-    device = torch.device(device)
-    if visibility_views is None:
-        visibility_views = 100 if device.type == "cuda" else 24
-    if visibility_resolution is None:
-        visibility_resolution = 512 if device.type == "cuda" else 256
-    report = progress or (lambda phase, done, total: None)
-    timings: Dict[str, float] = {}
-    vertices, faces, colors = _mesh_arrays(mesh)
-    if bake in ("fast", "opt") and not keep_vertex_colors or bake == "none":
-        colors = None  # carrying them through decimation costs a replay of its collapses
-    info: Dict = {"input": {"vertices": int(len(vertices)), "faces": int(len(faces))}}
+        vertices = mesh.vertices if hasattr(mesh, "vertices") else (mesh[0] if isinstance(mesh, (tuple, list))
+                                                                    else None)
+        device = gaussian_device or (vertices.device if isinstance(vertices, torch.Tensor) else torch.device("cpu"))
+    return torch.device(device)
 
-    t = time.perf_counter()
+
+def _clean_up(work: _GlbWork, simplify, device: torch.device, report: Progress) -> None:
+    """Phase 1: weld, drop degenerate faces, decimate, drop specks."""
     report("cleanup", 0, 1)
-    v, f, colors, cleanup_report = cleanup_mesh(vertices, faces, colors, simplify_ratio=simplify or 0.0,
-                                                 device=device)
-    info["cleanup"] = cleanup_report
-    timings["cleanup"] = time.perf_counter() - t
+    work.v, work.f, work.colors, work.info["cleanup"] = cleanup_mesh(
+        work.v, work.f, work.colors, simplify_ratio=simplify or 0.0, device=device)
     report("cleanup", 1, 1)
 
-    t = time.perf_counter()
-    if fill_holes:
-        v_in = v
-        v, f, vis = remove_invisible_and_fill_holes(
-            torch.as_tensor(v, device=device), f, num_views=visibility_views, resolution=visibility_resolution,
-            max_hole_edges=int(250 * np.sqrt(1.0 - (simplify or 0.0))),
-            progress=lambda done, total: report("visibility", done, total))
-        v = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float32)
-        f = f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f, dtype=np.int64)
-        info["visibility"] = vis
-        if colors is not None:  # vertices moved: re-sample the colours at the nearest old vertex
-            from scipy.spatial import cKDTree
-            colors = colors[cKDTree(v_in).query(v, k=1)[1]]
-    timings["visibility"] = time.perf_counter() - t
 
-    uv = texture = None
-    t = time.perf_counter()
-    if bake in ("fast", "opt"):
-        report("unwrap", 0, 1)
-        vmap, f, uv, unwrap_info = unwrap(v, f, texture_size=int(texture_size), method=unwrap_method,
-                                          return_info=True)
-        v = v[vmap]
-        colors = None if colors is None else colors[vmap]
-        info["unwrap"] = {k: unwrap_info[k] for k in ("method", "charts", "faces", "vertices_out")}
-        report("unwrap", 1, 1)
-    timings["unwrap"] = time.perf_counter() - t
+def _remove_invisible(work: _GlbWork, simplify, device: torch.device, views: Optional[int],
+                      resolution: Optional[int], report: Progress) -> None:
+    """Phase 2: interior faces no camera sees removed, small holes filled (100 views at 512 px
+    on a GPU, 24 at 256 px on CPU unless given)."""
+    views = views if views is not None else (100 if device.type == "cuda" else 24)
+    resolution = resolution if resolution is not None else (512 if device.type == "cuda" else 256)
+    v_in = work.v
+    v, f, work.info["visibility"] = remove_invisible_and_fill_holes(
+        torch.as_tensor(work.v, device=device), work.f, num_views=views, resolution=resolution,
+        max_hole_edges=int(250 * np.sqrt(1.0 - (simplify or 0.0))),
+        progress=lambda done, total: report("visibility", done, total))
+    work.v = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float32)
+    work.f = f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f, dtype=np.int64)
+    if work.colors is not None:  # vertices moved: re-sample the colours at the nearest old vertex
+        from scipy.spatial import cKDTree
+        work.colors = work.colors[cKDTree(v_in).query(work.v, k=1)[1]]
 
-    t = time.perf_counter()
-    if colors is None and gaussians is not None and bake == "vertex_colors":
-        colors = _nearest_gaussian_colors(v, gaussians)
-    if bake == "vertex_colors" and colors is None:
-        raise ValueError("bake='vertex_colors' needs a mesh with vertex colours or the Gaussians")
-    if bake in ("fast", "opt"):
-        texture, info["bake"] = bake_from_gaussians(
-            torch.as_tensor(v, device=device), torch.as_tensor(f, device=device), torch.as_tensor(uv, device=device),
-            gaussians, texture_size=int(texture_size), views=bake_views, resolution=bake_resolution, mode=bake,
-            steps=int(bake_steps), progress=lambda done, total: report("bake", done, total))
-    timings["bake"] = time.perf_counter() - t
 
-    out_v = place(to_gltf_frame(np.asarray(v, dtype=np.float64)), origin).astype(np.float32)
-    info["output"] = {"vertices": int(len(out_v)), "faces": int(len(f))}
-    timings["total"] = time.perf_counter() - t_start
-    return TexturedMesh(out_v, np.asarray(f, dtype=np.int64), None if uv is None else np.asarray(uv, np.float32),
-                        texture, None if colors is None else np.clip(colors, 0, 1).astype(np.float32),
-                        timings, info)
+def _unwrap(work: _GlbWork, texture_size: int, method: str, report: Progress) -> None:
+    """Phase 3: the UV atlas (vertices split along seams)."""
+    report("unwrap", 0, 1)
+    vmap, work.f, work.uv, info = unwrap(work.v, work.f, texture_size=int(texture_size), method=method,
+                                         return_info=True)
+    work.v = work.v[vmap]
+    work.colors = None if work.colors is None else work.colors[vmap]
+    work.info["unwrap"] = {k: info[k] for k in ("method", "charts", "faces", "vertices_out")}
+    report("unwrap", 1, 1)
+
+
+def _colour(work: _GlbWork, gaussians, bake: str, bake_steps: int, texture_size: int, views: int,
+            resolution: int, device: torch.device, report: Progress) -> None:
+    """Phase 4: the base-colour texture baked from the Gaussians, or vertex colours."""
+    if bake == "vertex_colors":
+        if work.colors is None and gaussians is not None:
+            work.colors = _nearest_gaussian_colors(work.v, gaussians)
+        if work.colors is None:
+            raise ValueError("bake='vertex_colors' needs a mesh with vertex colours or the Gaussians")
+    elif bake in ("fast", "opt"):
+        work.texture, work.info["bake"] = bake_from_gaussians(
+            torch.as_tensor(work.v, device=device), torch.as_tensor(work.f, device=device),
+            torch.as_tensor(work.uv, device=device), gaussians, texture_size=int(texture_size), views=views,
+            resolution=resolution, mode=bake, steps=int(bake_steps),
+            progress=lambda done, total: report("bake", done, total))
 
 
 def to_glb(path, mesh, gaussians=None, *, overwrite: bool = False, progress: Optional[Progress] = None,
