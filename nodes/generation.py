@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..trellis_impl.backends.attention import ATTENTION
-from ..trellis_impl.backends.registry import set_backend
+from ..trellis_impl.backends.registry import check_backend
 from ..trellis_impl.backends.sparse_conv import SPARSE_CONV
 from ..trellis_impl.conditioning import preprocess_image
 from ..trellis_impl.pipelines import MULTI_IMAGE_MODES
@@ -143,18 +143,19 @@ class TrellisModelLoader:
                                      "tooltip": "Compute dtype of the transformers (auto: float16 on GPU, "
                                                 "float32 on CPU)."}),
             "attention_backend": (["auto"] + ATTENTION.names(), {
-                "default": "auto", "tooltip": "Attention kernel (process-wide setting); auto picks the fastest "
-                                              "available."}),
+                "default": "auto", "tooltip": "Attention kernel of this model's stages (other models keep "
+                                              "theirs); auto picks the fastest available."}),
             "sparse_conv_backend": (["auto"] + SPARSE_CONV.names(), {
-                "default": "auto", "tooltip": "Sparse convolution kernel (process-wide setting)."}),
+                "default": "auto", "tooltip": "Sparse convolution kernel of this model's stages."}),
             "download": ("BOOLEAN", {"default": False, "tooltip": "Download a missing repository from "
                                                                   "Hugging Face (needs internet)."}),
         }}
 
     def load(self, model, dtype="auto", attention_backend="auto", sparse_conv_backend="auto", download=False):
-        set_backend("attention", attention_backend)
-        set_backend("sparse_conv", sparse_conv_backend)
-        return (load_trellis_model(model, dtype, bool(download)),)
+        backends = {"attention": attention_backend, "sparse_conv": sparse_conv_backend}
+        for family, name in backends.items():
+            check_backend(family, name, f"{family}_backend")
+        return (load_trellis_model(model, dtype, bool(download), backends),)
 
 
 # ----------------------------------------------------------------------------- conditions

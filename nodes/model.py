@@ -10,6 +10,7 @@ from ..trellis_impl.pipelines import ImageTo3DPipeline, TextTo3DPipeline
 from ..trellis_impl.pipelines import model_folder
 from ..trellis_impl.pipelines.model_folder import (DEMO_MODEL, KNOWN_REPOSITORIES, ModelFolder, ModelFolderError,
                                                    demo_model_path)
+from ..trellis_impl.models.base import TrellisModel
 from . import host
 
 DTYPES = {"auto": None, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -44,9 +45,12 @@ class ModelHandle:
     """What flows on TRELLIS_V1_MODEL links. Stage models load lazily (first use), each wrapped in a
     ``ModelPatcher`` and loaded with ``load_models_gpu(force_full_load=True)`` before it runs."""
 
-    def __init__(self, name: str, folder: ModelFolder, download: bool = False):
+    def __init__(self, name: str, folder: ModelFolder, download: bool = False,
+                 backends: Optional[Dict[str, str]] = None):
         self.name = name
         self.folder = folder
+        # this model's kernels ({family: name}, 'auto' = the process's choice), set on each stage model
+        self.backends = {k: v for k, v in (backends or {}).items() if v not in (None, "auto")}
         self.kind = folder.kind
         self.download = download
         self.patchers: Dict[str, object] = {}
@@ -64,6 +68,8 @@ class ModelHandle:
                              f"model folder {self.name} is an {self.kind} model; {node} needs a {kind} model")
 
     def _patcher(self, key: str, module: torch.nn.Module):
+        if isinstance(module, TrellisModel):
+            module.backends = self.backends
         if key not in self.patchers:
             patcher = host.make_patcher(module)
             self.patchers[key] = patcher  # set only once fully created
@@ -132,7 +138,8 @@ def model_choices():
     return demo + list(KNOWN_REPOSITORIES) + [m for m in host.model_folders() if m not in known | {DEMO_MODEL}]
 
 
-def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -> ModelHandle:
+def load_trellis_model(name: str, dtype: str = "auto", download: bool = False,
+                       backends: Optional[Dict[str, str]] = None) -> ModelHandle:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     torch_dtype = DTYPES[dtype]
@@ -163,4 +170,4 @@ def load_trellis_model(name: str, dtype: str = "auto", download: bool = False) -
                                    f"({', '.join(KNOWN_REPOSITORIES)})")
     folder = ModelFolder(path, dtype=torch_dtype, device=offload)
     folder.verify()  # a damaged checkpoint fails in the loader, not after sampling
-    return ModelHandle(name, folder, download)
+    return ModelHandle(name, folder, download, backends)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trellis_impl.backends.attention import ATTENTION, SeqLens, varlen_attention
-from trellis_impl.backends.registry import available_backends, set_backend
+from trellis_impl.backends.registry import available_backends, backends_in_scope, set_backend
 from trellis_impl.backends.sparse_conv import SPARSE_CONV, build_neighbour_map, submanifold_conv3d
 
 CPU = torch.device("cpu")
@@ -53,6 +53,41 @@ def test_precedence_argument_then_set_backend_then_environment(monkeypatch):
     assert chosen() == "naive"
     monkeypatch.setenv("TRELLIS_ATTN_BACKEND", "auto")
     assert chosen() == "sdpa"
+
+
+def test_a_models_choice_comes_after_the_argument_and_before_the_process(monkeypatch):
+    monkeypatch.setenv("TRELLIS_ATTN_BACKEND", "sdpa")
+    set_backend("attention", "sdpa")
+    with backends_in_scope({"attention": "naive", "sparse_conv": "auto"}):
+        assert chosen() == "naive" and chosen("sdpa") == "sdpa"
+        with backends_in_scope({"sparse_conv": "torch"}):  # nested: adds to the outer choices
+            assert chosen() == "naive"
+    assert chosen() == "sdpa"
+    with pytest.raises(ValueError, match="attention backend: unknown attention backend 'fast'; allowed"):
+        with backends_in_scope({"attention": "fast"}):
+            pass
+    with pytest.raises(RuntimeError), backends_in_scope({"attention": "naive"}):
+        raise RuntimeError  # an error inside leaves no choice behind
+    assert chosen() == "sdpa"
+
+
+def test_a_model_runs_with_its_own_backends():
+    from trellis_impl.models.base import TrellisModel
+
+    class Probe(TrellisModel):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def torso(self):
+            return []
+
+        def forward(self):
+            return ATTENTION.resolve(CPU, torch.float32).name
+
+    chosen_by, default = Probe(), Probe()
+    chosen_by.backends = {"attention": "naive"}
+    assert chosen_by() == "naive" and default() == "sdpa" and chosen() == "sdpa"
 
 
 def test_the_argument_reaches_the_kernel(caplog):

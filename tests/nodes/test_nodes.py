@@ -194,6 +194,20 @@ def test_text_chain_and_variant(nodes, host2026):
     assert structure3.coords.shape[0] > 0
 
 
+def test_each_loader_sets_the_backends_of_its_own_model(nodes, host2026):
+    import sys
+    generation = sys.modules[nodes["TrellisModelLoader"].__module__]  # the pack's own registry
+    (naive,) = nodes["TrellisModelLoader"].load("random-image", "float32", "naive", "auto", False)
+    (auto,) = nodes["TrellisModelLoader"].load("random-image", "float32", "auto", "auto", False)
+    naive.prepare(["structure"])
+    auto.prepare(["structure"])
+    assert naive.folder.model("sparse_structure_flow_model").backends == {"attention": "naive"}
+    assert auto.folder.model("sparse_structure_flow_model").backends == {}
+    assert generation.ATTENTION.forced is None  # nothing process-wide
+    with pytest.raises(ValueError, match="attention_backend: unknown attention backend 'fast'"):
+        nodes["TrellisModelLoader"].load("random-image", "float32", "fast", "auto", False)
+
+
 def test_multi_view_image(nodes, host2026):
     (model,) = nodes["TrellisModelLoader"].load("random-image")
     img, mask = _image(2)

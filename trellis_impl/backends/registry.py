@@ -4,17 +4,20 @@ Every backend family is declared here (``FAMILIES``: its environment variable, i
 per device type and the module that implements it). The implementing module registers its backends
 when it is imported, which happens on the family's first use (``family``, ``set_backend``,
 ``available_backends``), so no kernel loads before it is needed. A family's choice is made once per
-(device type, dtype class), from, in order: the argument of the call, ``set_backend``, the family's
-environment variable, and finally the first available implementation in the family's preference
-order. Each choice is logged once.
+(device type, dtype class), from, in order: the argument of the call, the choices of the model
+being called (``backends_in_scope``, which ``TrellisModel.backends`` enters), ``set_backend``, the
+family's environment variable, and finally the first available implementation in the family's
+preference order. Each choice is logged once.
 """
 from __future__ import annotations
 
 import importlib
 import logging
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -87,6 +90,8 @@ class BackendFamily:
         """
         request, source = requested, "argument"
         if request in (None, "auto"):
+            request, source = getattr(_SCOPE, "choices", {}).get(self.name), "the model's choice"
+        if request in (None, "auto"):
             request, source = self.forced, "set_backend"
         if request in (None, "auto"):
             request, source = os.environ.get(self.env_var) or None, self.env_var
@@ -140,6 +145,31 @@ def _loaded(name: str) -> BackendFamily:
 def set_backend(family_name: str, backend: Optional[str]) -> None:
     """Force ``backend`` for a family (one of ``FAMILIES``) in this process; None/'auto' resets."""
     _loaded(family_name).set(backend)
+
+
+def check_backend(family_name: str, backend: Optional[str], what: str = "backend") -> None:
+    """ValueError naming ``what`` and the allowed names unless ``backend`` is one of the family's
+    backends, 'auto' or None."""
+    if backend not in (None, "auto"):
+        _loaded(family_name)._check_name(backend, what)
+
+
+_SCOPE = threading.local()  # this thread's backends_in_scope choices
+
+
+@contextmanager
+def backends_in_scope(choices: Mapping[str, Optional[str]]) -> Iterator[None]:
+    """Within the block, in this thread, use ``choices`` ({family: backend}; 'auto' or None leaves
+    a family to the process's choice) before ``set_backend`` and the environment; an explicit
+    argument still wins. Nested blocks add to the outer one's choices."""
+    for name, backend in choices.items():
+        check_backend(name, backend, f"{name} backend")
+    outer = getattr(_SCOPE, "choices", {})
+    _SCOPE.choices = {**outer, **{name: b for name, b in choices.items() if b not in (None, "auto")}}
+    try:
+        yield
+    finally:
+        _SCOPE.choices = outer
 
 
 def available_backends(device: torch.device, dtype: torch.dtype = torch.float16) -> Dict[str, List[str]]:

@@ -1,12 +1,13 @@
-"""What every TRELLIS model shares: the torso precision switch."""
+"""What every TRELLIS model shares: the torso precision switch and its backend choices."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Dict, Iterable
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
+from ..backends.registry import backends_in_scope
 from ..sparse import SparseConv3d, SparseTensor
 
 __all__ = ["TrellisModel"]
@@ -29,9 +30,18 @@ class TrellisModel(nn.Module):
     """
 
     dtype: torch.dtype = torch.float32
+    #: Backends this model's calls use, {family: name} (``backends.registry.FAMILIES``), e.g.
+    #: ``{"attention": "sdpa"}``; empty (the default): the process's choice. A host sets it per model.
+    backends: Dict[str, str] = {}
     # Recompute each block's activations in the backward pass instead of storing them (the configs'
     # ``use_checkpoint``; training only, inference is unaffected).
     use_checkpoint: bool = False
+
+    def __call__(self, *args, **kwargs):
+        if not self.backends:
+            return super().__call__(*args, **kwargs)
+        with backends_in_scope(self.backends):
+            return super().__call__(*args, **kwargs)
 
     def run_block(self, block: nn.Module, *args):
         """``block(*args)``, gradient-checkpointed when ``use_checkpoint`` and training with grad."""
