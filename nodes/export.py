@@ -179,14 +179,17 @@ class TrellisTurntable:
         asset = _check_asset(asset, "TrellisTurntable")
         gaussians = asset.decoded.get("gaussian") or [None] * asset.batch_size
         meshes = asset.decoded.get("mesh") or [None] * asset.batch_size
-        pbar = host.progress_bar(asset.batch_size)
+        total = asset.batch_size * int(frames)
+        pbar = host.progress_bar(total)
         out = []
         for i in range(asset.batch_size):
+            def frame_done(frame, _frames, i=i):  # Cancel is honoured after every frame
+                host.check_interrupt()
+                pbar.update_absolute(i * int(frames) + frame, total)
             host.check_interrupt()
             out.append(turntable(gaussians[i], meshes[i], frames=int(frames), size=int(resolution),
                                  pitch=math.radians(float(pitch)), radius=float(radius), fov_degrees=float(fov),
-                                 mode=mode).cpu())
-            pbar.update_absolute(i + 1, asset.batch_size)
+                                 mode=mode, progress=frame_done).cpu())
         return (torch.cat(out).float().clamp(0, 1).contiguous(),)
 
 

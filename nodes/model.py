@@ -70,6 +70,7 @@ class ModelHandle:
     def _patcher(self, key: str, module: torch.nn.Module):
         if isinstance(module, TrellisModel):
             module.backends = self.backends
+            module.block_hook = host.check_interrupt  # Cancel within one block of a long forward pass
         if key not in self.patchers:
             patcher = host.make_patcher(module)
             self.patchers[key] = patcher  # set only once fully created

@@ -126,3 +126,20 @@ def test_a_host_may_assign_device():
     assert type(model) is cls and model.device == torch.device("cpu")
     with pytest.raises(RuntimeError):
         model.device = "no such device"
+
+
+def test_block_hook_runs_before_every_block_and_can_stop_a_forward_pass():
+    """A host's Cancel reaches into one long forward pass (``TrellisModel.block_hook``)."""
+    from conftest import load_case
+    t, _ = load_case("ss_flow")
+    model = load_model(ckpt_path("ss_flow"))
+    calls = []
+    model.block_hook = lambda: calls.append(1)
+    model(t["x"], t["t"], t["cond"])
+    assert len(calls) == len(model.blocks)
+
+    def cancel():
+        raise KeyboardInterrupt
+    model.block_hook = cancel
+    with pytest.raises(KeyboardInterrupt):
+        model(t["x"], t["t"], t["cond"])

@@ -258,12 +258,14 @@ def test_interrupt(nodes, host2026):
     cond, _ = nodes["TrellisImageCondition"].encode(model, img, "auto", mask)
     steps = dict(STEPS, steps=6)
     host.checks = 0
-    host.interrupt_after_checks = 3  # 1 check before the stage, then one per step: stops after step 2
+    # checks: before the stage, before every block of the flow model (block_hook) and after every
+    # step; the third falls inside the first step's forward pass, which stops there
+    host.interrupt_after_checks = 3
     with pytest.raises(InterruptProcessingException):
         nodes["TrellisStructureSampler"].sample(model, cond, seed=0, multi_image_mode="stochastic", num_samples=1,
                                                 **steps)
     step_updates = [e for e in host.progress if e[0] == "abs" and e[2] == 6]
-    assert len(step_updates) == 1  # stopped within one step of the flag
+    assert host.checks == 3 and step_updates == []  # stopped within one block of the flag
     structure, _ = nodes["TrellisStructureSampler"].sample(model, cond, seed=0, multi_image_mode="stochastic",
                                                            num_samples=1, **STEPS)
     (slat,) = nodes["TrellisLatentSampler"].sample(model, cond, structure, seed=0, multi_image_mode="stochastic",

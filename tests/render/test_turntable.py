@@ -83,3 +83,15 @@ def test_mesh_normals_and_side_by_side():
     gs = turntable(gaussians=scene(), frames=2, size=16)
     nm = turntable(mesh=tetra(), frames=2, size=16, mode="mesh_normals")
     assert torch.allclose(both[:, :, :16], gs) and torch.allclose(both[:, :, 16:], nm)
+
+
+def test_progress_after_each_frame_can_stop_the_render():
+    seen = []
+
+    def progress(frame, frames):
+        seen.append((frame, frames))
+        if frame == 2:
+            raise KeyboardInterrupt  # a UI's Cancel
+    with pytest.raises(KeyboardInterrupt):
+        turntable(gaussians=scene(), frames=5, size=8, progress=progress)
+    assert seen == [(1, 5), (2, 5)]

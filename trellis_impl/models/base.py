@@ -1,7 +1,7 @@
 """What every TRELLIS model shares: the torso precision switch and its backend choices."""
 from __future__ import annotations
 
-from typing import Dict, Iterable
+from typing import Callable, Dict, Iterable, Optional
 
 import torch
 import torch.nn as nn
@@ -33,6 +33,9 @@ class TrellisModel(nn.Module):
     #: Backends this model's calls use, {family: name} (``backends.registry.FAMILIES``), e.g.
     #: ``{"attention": "sdpa"}``; empty (the default): the process's choice. A host sets it per model.
     backends: Dict[str, str] = {}
+    #: Called before each block (``run_block``); it may raise to stop a long forward pass, e.g. a
+    #: host's Cancel (the released decoders take tens of seconds per call on a CPU).
+    block_hook: Optional[Callable[[], None]] = None
     # Recompute each block's activations in the backward pass instead of storing them (the configs'
     # ``use_checkpoint``; training only, inference is unaffected).
     use_checkpoint: bool = False
@@ -44,7 +47,10 @@ class TrellisModel(nn.Module):
             return super().__call__(*args, **kwargs)
 
     def run_block(self, block: nn.Module, *args):
-        """``block(*args)``, gradient-checkpointed when ``use_checkpoint`` and training with grad."""
+        """``block(*args)``, gradient-checkpointed when ``use_checkpoint`` and training with grad;
+        ``block_hook`` first."""
+        if self.block_hook is not None:
+            self.block_hook()
         if self.use_checkpoint and self.training and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)

@@ -9,7 +9,7 @@ background, as TRELLIS's ``MeshRenderer`` normal maps.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -33,7 +33,8 @@ def _mesh_normal_image(render_mesh, mesh, camera, bg: torch.Tensor) -> torch.Ten
 
 def turntable(gaussians: Optional[Any] = None, mesh: Optional[Any] = None, frames: int = 36,
               size: int = 512, pitch: float = 0.25, radius: float = 2.0, fov_degrees: float = 40.0,
-              mode: str = "gaussian", background: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+              mode: str = "gaussian", background: Sequence[float] = (1.0, 1.0, 1.0),
+              progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """Render ``frames`` views orbiting the asset.
 
     Args:
@@ -45,6 +46,7 @@ def turntable(gaussians: Optional[Any] = None, mesh: Optional[Any] = None, frame
         pitch: camera elevation in radians; radius: orbit radius (> 0); fov_degrees: in (0, 180).
         mode: 'gaussian', 'mesh_normals' or 'side_by_side' (Gaussians left, normals right).
         background: RGB in 0..1.
+        progress: ``progress(frame, frames)`` after each frame; it may raise to stop (a UI's Cancel).
 
     Returns:
         float32 tensor [frames, size, size, 3] ([frames, size, 2 * size, 3] for side_by_side)
@@ -76,7 +78,7 @@ def turntable(gaussians: Optional[Any] = None, mesh: Optional[Any] = None, frame
     cams = orbit_cameras(frames, pitch=pitch, radius=radius, fov_degrees=fov_degrees,
                          width=size, height=size)
     out = []
-    for cam in cams:
+    for index, cam in enumerate(cams):
         parts = []
         if need_gs:
             img = render_gaussians(gaussians, cam, background=bg.tolist())["color"]
@@ -86,4 +88,6 @@ def turntable(gaussians: Optional[Any] = None, mesh: Optional[Any] = None, frame
         if len(parts) == 2:
             parts[1] = parts[1].to(parts[0].device)
         out.append(torch.cat(parts, dim=1))
+        if progress is not None:
+            progress(index + 1, frames)
     return torch.stack(out).contiguous()
