@@ -60,14 +60,14 @@ def _write_assets(out: Path):
     save_glb(out / "sphere.glb", v, np.asarray(sphere.faces), vertex_colors=colors)
 
     # The same sphere as Gaussians in TRELLIS's Z-up frame: glTF (x, y, z) = (x_t, z_t, -y_t).
-    pts = trimesh.creation.icosphere(subdivisions=5, radius=0.35).vertices
+    pts = trimesh.creation.icosphere(subdivisions=4, radius=0.35).vertices  # 2,562 (software WebGL is slow)
     xyz_t = np.stack([pts[:, 0], -pts[:, 2], pts[:, 1]], axis=1)
     col = np.where(xyz_t[:, 2:3] > 0, RED, BLUE)
     n = len(xyz_t)
     g = Gaussians(aabb=(-0.5, -0.5, -0.5, 1.0, 1.0, 1.0))
     g.from_xyz(torch.tensor(xyz_t, dtype=torch.float32))
     g.from_features(torch.tensor((col - 0.5) / 0.28209479177387814, dtype=torch.float32)[:, None, :])
-    g.from_scaling(torch.full((n, 3), 0.012, dtype=torch.float32))
+    g.from_scaling(torch.full((n, 3), 0.024, dtype=torch.float32))
     g.from_rotation(torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1))
     g.from_opacity(torch.full((n, 1), 0.95, dtype=torch.float32))
     g.save_ply(out / "sphere.ply")
