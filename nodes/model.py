@@ -1,15 +1,12 @@
 """TRELLIS_V1_MODEL: a model folder, its condition encoder and the ComfyUI patchers of its stages."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
 
-from ..trellis_impl.pipelines import ImageTo3DPipeline, TextTo3DPipeline
-from ..trellis_impl.pipelines import model_folder
-from ..trellis_impl.pipelines.model_folder import (DEMO_MODEL, KNOWN_REPOSITORIES, ModelFolder, ModelFolderError,
-                                                   demo_model_path)
+from ..trellis_impl.pipelines import ImageTo3DPipeline, TextTo3DPipeline, model_folder, open_model_folder
+from ..trellis_impl.pipelines.model_folder import DEMO_MODEL, KNOWN_REPOSITORIES, ModelFolder, ModelFolderError
 from ..trellis_impl.models.base import TrellisModel
 from . import host
 
@@ -146,29 +143,9 @@ def load_trellis_model(name: str, dtype: str = "auto", download: bool = False,
     torch_dtype = DTYPES[dtype]
     if torch_dtype is None:  # the released choice: half precision on a GPU, float32 on CPU
         torch_dtype = torch.float32 if host.torch_device().type == "cpu" else torch.float16
-    offload = host.offload_device()
-    path: Optional[str] = str(demo_model_path()) if name == DEMO_MODEL else host.resolve_model_folder(name)
-    if path is None and name in KNOWN_REPOSITORIES:
-        path = host.resolve_model_folder(name.split("/")[1])
-        if path is not None and ModelFolder(path).missing_files():
-            path = None
-    if path is None and name in KNOWN_REPOSITORIES:
-        root = Path(host.default_models_root())
-        local = root / name.split("/")[1]
-        if not (local / "pipeline.json").is_file() or ModelFolder(local).missing_files():
-            if not download:
-                raise ModelFolderError(f"{name} is not in {local} (or is incomplete): enable 'download' "
-                                       f"or put pipeline.json and ckpts/ of {name} there")
-            from ..trellis_impl.pipelines.model_folder import download_model_folder
-            download_model_folder(name, root)
-        path = str(local)
-    if path is None:
-        if (Path(name) / "pipeline.json").is_file():
-            path = name
-        else:
-            raise ModelFolderError(f"model {name!r}: no such folder (with pipeline.json) under the 'trellis' model "
-                                   f"folders {host.register_model_folder()} and not a known repository "
-                                   f"({', '.join(KNOWN_REPOSITORIES)})")
-    folder = ModelFolder(path, dtype=torch_dtype, device=offload)
-    folder.verify()  # a damaged checkpoint fails in the loader, not after sampling
+    roots = host.register_model_folder() or [host.default_models_root()]
+    try:
+        folder = open_model_folder(name, roots, device=host.offload_device(), dtype=torch_dtype, download=download)
+    except ModelFolderError as error:
+        raise ModelFolderError(f"model {name!r}: {error}") from None
     return ModelHandle(name, folder, download, backends)

@@ -64,3 +64,18 @@ def test_offline_download_says_what_is_missing_and_where(tmp_path, fake_snapshot
         open_model_folder("microsoft/TRELLIS-text-large", tmp_path, download=True)
     with pytest.raises(ModelFolderError, match="not a known repository"):
         open_model_folder("someone/else", tmp_path, download=True)
+
+
+def test_names_are_looked_up_in_every_models_dir(tmp_path, fake_snapshot_download):
+    """The command line and the ComfyUI loader share this lookup: several roots in order, the first
+    one taking downloads; a known repository or a plain folder name found under any of them."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    folder = open_model_folder("microsoft/TRELLIS-image-large", [first, second], download=True)
+    assert folder.path == first / "TRELLIS-image-large"
+    second.mkdir()
+    shutil.move(str(folder.path), str(second / "TRELLIS-image-large"))
+    for name in ("microsoft/TRELLIS-image-large", "TRELLIS-image-large"):
+        assert open_model_folder(name, [first, second]).path == second / "TRELLIS-image-large"
+    assert len(fake_snapshot_download) == 1  # found, not downloaded again
+    with pytest.raises(ModelFolderError, match="not a folder under"):
+        open_model_folder("TRELLIS-other", [first, second])

@@ -17,23 +17,34 @@ __all__ = ["ImageTo3DPipeline", "TextTo3DPipeline", "open_model_folder", "struct
 MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 
 
-def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, None] = None, device="cpu",
-                      dtype: Optional[torch.dtype] = None, download: bool = False) -> ModelFolder:
-    """A model folder from a path, the embedded demo model (``DEMO_MODEL``), or a known repository
-    id (``microsoft/TRELLIS-image-large``) looked up in (and, with ``download``, fetched into)
-    ``models_dir``."""
+def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, Sequence[Union[str, Path]], None] = None,
+                      device="cpu", dtype: Optional[torch.dtype] = None, download: bool = False) -> ModelFolder:
+    """The one way a model name becomes a verified model folder (command line, library and nodes).
+
+    ``model`` is, in this order: the embedded demo model (``DEMO_MODEL``); a folder holding
+    pipeline.json; a folder name under one of ``models_dir`` (a folder or several, searched in
+    order; default the working directory); or a known repository id (``microsoft/TRELLIS-image-large``)
+    found complete under one of them as its last path part, or with ``download`` fetched into the
+    first one. Every checkpoint is checked (``ModelFolder.verify``) before it is returned.
+    """
+    roots = [Path(models_dir)] if isinstance(models_dir, (str, Path)) else [Path(r) for r in (models_dir or ["."])]
     path = demo_model_path() if str(model) == DEMO_MODEL else Path(model)
     if not (path / "pipeline.json").is_file():
+        path = next((root / str(model) for root in roots if (root / str(model) / "pipeline.json").is_file()), None)
+    if path is None:
         if str(model) not in KNOWN_REPOSITORIES:
-            raise ModelFolderError(f"{model}: not a model folder (no pipeline.json) and not a known repository "
+            raise ModelFolderError(f"{model}: not a model folder (no pipeline.json), not a folder under "
+                                   f"{', '.join(map(str, roots))} and not a known repository "
                                    f"({', '.join(KNOWN_REPOSITORIES)})")
-        root = Path(models_dir or ".")
-        path = root / str(model).split("/")[1]
-        if not (path / "pipeline.json").is_file() or ModelFolder(path).missing_files():
+        name = str(model).split("/")[1]
+        path = next((root / name for root in roots
+                     if (root / name / "pipeline.json").is_file() and not ModelFolder(root / name).missing_files()),
+                    None)
+        if path is None:
             if not download:
-                raise ModelFolderError(f"{model} is not in {path} (or is incomplete); download it there "
-                                       f"(pass download=True / --download when online)")
-            download_model_folder(str(model), root)
+                raise ModelFolderError(f"{model} is not in {roots[0] / name} (or is incomplete); download it there "
+                                       f"(--download, download=True or the loader's 'download', when online)")
+            path = download_model_folder(str(model), roots[0])
     folder = ModelFolder(path, dtype=dtype, device=device)
     folder.verify()  # a damaged late-stage checkpoint fails now, not after sampling
     return folder
