@@ -185,7 +185,7 @@ def test_progress_can_interrupt():
 
     with pytest.raises(KeyboardInterrupt):
         remove_invisible_and_fill_holes(v, f, num_views=VIEWS, resolution=RES, progress=stop)
-    # the first report comes after the first batch of views (about 8M pixels), not at the end:
+    # the first report comes after the first batch of views (about 1M pixels on a CPU), not at the end:
     # stopped there, the other views are never rendered
     calls = []
 
