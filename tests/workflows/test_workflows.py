@@ -23,7 +23,7 @@ sys.path[:0] = [str(REPO / "tests"), str(HERE)]
 
 import comfy_host  # noqa: E402
 from core_nodes import CORE_NODES  # noqa: E402
-from ui_graph import execute, ui_to_api, widget_slots  # noqa: E402
+from ui_graph import _inputs_in_order, execute, ui_to_api, widget_slots  # noqa: E402
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 FAST = {"steps": 2, "texture_size": 512, "frames": 4, "resolution": 64, "fill_holes": False}
@@ -113,6 +113,43 @@ def test_node_types_and_widget_counts_match_the_definitions(host, path):
             names = {name for section in classes[node["type"]].INPUT_TYPES().values() for name in section}
             assert slot["name"] in names, f"{node['type']} has no input {slot['name']}"
     ui_to_api(workflow, classes)  # raises on any mismatch
+
+
+PREVIOUS_RELEASE = sorted((REPO / "tests" / "fixtures" / "workflows_2026-12-06").glob("*.json"))
+# choices that list files or folders on the user's machine: any name may be saved
+_FILE_CHOICES = {"model", "mesh_path", "image", "ckpt_name"}
+
+
+def _fits(value, kind, options) -> bool:
+    """A saved widget value is one today's input of this kind accepts."""
+    if isinstance(kind, (list, tuple)):
+        return isinstance(value, str) and (value in kind or options.get("_file_choice", False))
+    if kind == "BOOLEAN":
+        return isinstance(value, bool)
+    if kind == "INT":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "FLOAT":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+@pytest.mark.parametrize("path", PREVIOUS_RELEASE, ids=lambda p: p.stem)
+def test_workflows_saved_with_the_previous_release_still_load(host, path):
+    """Widget values bind by position, so inputs may be appended but never reordered: every value of
+    a workflow saved before (2026-12-06, commit c130d94) still lands on an input of its own kind,
+    and the saved graph converts as the front end converts it."""
+    classes, _ = _classes()
+    workflow = json.loads(path.read_text())
+    ui_to_api(workflow, classes)
+    for node in workflow["nodes"]:
+        cls = classes[node["type"]]
+        slots = widget_slots(cls)
+        assert len(node["widgets_values"]) <= len(slots), (path.name, node["type"])
+        specs = {name: (kind, {**options, "_file_choice": name in _FILE_CHOICES})
+                 for name, kind, options in _inputs_in_order(cls)}
+        for (name, is_input), value in zip(slots, node["widgets_values"]):
+            if is_input:
+                assert _fits(value, *specs[name]), (path.name, node["type"], name, value)
 
 
 def _prompt(path, classes):
