@@ -169,7 +169,7 @@ class TrellisInvertAsset:
             "structure": ("TRELLIS_V1_STRUCTURE", {"tooltip": "The asset's structure."}),
             "steps": ("INT", {"default": 25, "min": 1, "max": 500,
                               "tooltip": "Must equal the steps of the edits that use this inversion."}),
-            "rescale_t": ("FLOAT", {"default": 3.0, "min": 0.1, "max": 20.0, "step": 0.1,
+            "rescale_t": ("FLOAT", {"advanced": True, "default": 3.0, "min": 0.1, "max": 20.0, "step": 0.1,
                                     "tooltip": "Must equal the edits' rescale_t."}),
         }, "optional": {
             "slat": ("TRELLIS_V1_SLAT", {"tooltip": "The asset's latents (inverted too)."}),

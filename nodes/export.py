@@ -53,15 +53,15 @@ class TrellisExportGLB:
             "bake": (list(BAKE_MODES), {"default": "fast",
                                         "tooltip": "fast: project Gaussian renders; opt: official optimisation "
                                                    "(slow); vertex_colors: no texture; none: geometry only."}),
-            "bake_steps": ("INT", {"default": 2500, "min": 1, "max": 10000,
+            "bake_steps": ("INT", {"advanced": True, "default": 2500, "min": 1, "max": 10000,
                                    "tooltip": "Optimisation steps of bake 'opt'."}),
-            "unwrap": (list(UNWRAP_METHODS), {"default": "fast",
+            "unwrap": (list(UNWRAP_METHODS), {"advanced": True, "default": "fast",
                                               "tooltip": "UV atlas: fast (built in) or xatlas (official, slower)."}),
             "origin": (["center", "base", "none"], {"default": "center",
                                             "tooltip": "center: bounding-box centre at 0; base: lowest point at "
                                                        "y = 0; none: TRELLIS's unit-cube position (lines up with "
                                                        "splats and edit-region boxes)."}),
-            "fill_holes": ("BOOLEAN", {"default": True,
+            "fill_holes": ("BOOLEAN", {"advanced": True, "default": True,
                                        "tooltip": "Remove interior faces and fill small holes (visibility "
                                                   "clean-up)."}),
         }}
@@ -167,11 +167,11 @@ class TrellisTurntable:
             "mode": (list(TURNTABLE_MODES), {"default": "gaussian",
                                              "tooltip": "gaussian: splat render; mesh_normals: normal map of the "
                                                         "mesh; side_by_side: both."}),
-            "pitch": ("FLOAT", {"default": 14.3, "min": -89.0, "max": 89.0, "step": 0.1,
+            "pitch": ("FLOAT", {"advanced": True, "default": 14.3, "min": -89.0, "max": 89.0, "step": 0.1,
                                 "tooltip": "Camera elevation in degrees (official video: 0.25 rad = 14.3)."}),
-            "radius": ("FLOAT", {"default": 2.0, "min": 0.1, "max": 100.0, "step": 0.1,
+            "radius": ("FLOAT", {"advanced": True, "default": 2.0, "min": 0.1, "max": 100.0, "step": 0.1,
                                  "tooltip": "Camera distance from the centre (object fits a unit cube)."}),
-            "fov": ("FLOAT", {"default": 40.0, "min": 1.0, "max": 179.0, "step": 0.5,
+            "fov": ("FLOAT", {"advanced": True, "default": 40.0, "min": 1.0, "max": 179.0, "step": 0.5,
                               "tooltip": "Vertical field of view in degrees."}),
         }}
 

@@ -94,11 +94,11 @@ def _sampler_inputs(steps: int, cfg: float) -> dict:
                           "tooltip": "Flow sampler steps (the released pipeline.json: 25; the official README example uses 12)."}),
         "cfg": ("FLOAT", {"default": cfg, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                           "tooltip": "Classifier-free guidance strength (released pipeline.json: 5.0)."}),
-        "cfg_interval_start": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+        "cfg_interval_start": ("FLOAT", {"advanced": True, "default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                                          "tooltip": "Guidance is applied only for t in [start, end] (t=1 is noise)."}),
-        "cfg_interval_end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+        "cfg_interval_end": ("FLOAT", {"advanced": True, "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                        "tooltip": "End of the guidance interval (t=1 is noise)."}),
-        "rescale_t": ("FLOAT", {"default": 3.0, "min": 0.1, "max": 20.0, "step": 0.1,
+        "rescale_t": ("FLOAT", {"advanced": True, "default": 3.0, "min": 0.1, "max": 20.0, "step": 0.1,
                                 "tooltip": "Time-step warp of the flow schedule (released: 3.0)."}),
         "multi_image_mode": (list(MULTI_IMAGE_MODES), {
             "default": "stochastic",
@@ -139,13 +139,13 @@ class TrellisModelLoader:
                 "tooltip": "A folder with pipeline.json under models/trellis (or an extra_model_paths 'trellis' "
                            "entry), or a Hugging Face repository id (downloaded into models/trellis when "
                            "'download' is on)."}),
-            "dtype": (list(DTYPES), {"default": "auto",
+            "dtype": (list(DTYPES), {"advanced": True, "default": "auto",
                                      "tooltip": "Compute dtype of the transformers (auto: float16 on GPU, "
                                                 "float32 on CPU)."}),
-            "attention_backend": (["auto"] + ATTENTION.names(), {
+            "attention_backend": (["auto"] + ATTENTION.names(), {"advanced": True,
                 "default": "auto", "tooltip": "Attention kernel of this model's stages (other models keep "
                                               "theirs); auto picks the fastest available."}),
-            "sparse_conv_backend": (["auto"] + SPARSE_CONV.names(), {
+            "sparse_conv_backend": (["auto"] + SPARSE_CONV.names(), {"advanced": True,
                 "default": "auto", "tooltip": "Sparse convolution kernel of this model's stages."}),
             "download": ("BOOLEAN", {"default": False, "tooltip": "Download a missing repository from "
                                                                   "Hugging Face (needs internet)."}),

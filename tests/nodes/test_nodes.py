@@ -43,6 +43,10 @@ def _image_asset(nodes, host, views=1, **loader):
     return model, structure, voxel, asset
 
 
+EXPERT_INPUTS = {"dtype", "attention_backend", "sparse_conv_backend", "cfg_interval_start", "cfg_interval_end",
+                 "rescale_t", "bake_steps", "unwrap", "fill_holes", "pitch", "radius", "fov"}
+
+
 def test_node_definitions(pack, host):
     assert pack.NODE_CLASS_MAPPINGS and set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
@@ -54,6 +58,8 @@ def test_node_definitions(pack, host):
                 assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
                 if name == "seed":
                     assert options.get("control_after_generate") is True
+                # expert inputs fold away in the front end ("advanced"); the everyday ones stay shown
+                assert bool(options.get("advanced")) == (name in EXPERT_INPUTS), f"{node_id}.{name}"
         assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES)
         assert hasattr(cls, cls.FUNCTION)
     choices = pack.NODE_CLASS_MAPPINGS["TrellisModelLoader"].INPUT_TYPES()["required"]["model"][0]
