@@ -217,20 +217,10 @@ def model_folders() -> List[str]:
     return sorted(found)
 
 
-def resolve_model_folder(name: str) -> Optional[str]:
-    """Absolute path of a listed model folder name, or None."""
-    for root in register_model_folder():
-        path = os.path.join(root, name)
-        if os.path.isfile(os.path.join(path, "pipeline.json")):
-            return path
-    return None
-
-
-def default_models_root() -> str:
-    roots = register_model_folder()
-    if roots:
-        return roots[0]
-    return os.path.join(os.getcwd(), "models", TRELLIS_FOLDER)
+def model_roots() -> List[str]:
+    """The folders model names are looked up in, in order (the first takes downloads): the
+    registered ``trellis`` folders, else ``models/trellis`` under the working directory."""
+    return register_model_folder() or [os.path.join(os.getcwd(), "models", TRELLIS_FOLDER)]
 
 
 # ----------------------------------------------------------------------------- model management

@@ -143,9 +143,9 @@ def load_trellis_model(name: str, dtype: str = "auto", download: bool = False,
     torch_dtype = DTYPES[dtype]
     if torch_dtype is None:  # the released choice: half precision on a GPU, float32 on CPU
         torch_dtype = torch.float32 if host.torch_device().type == "cpu" else torch.float16
-    roots = host.register_model_folder() or [host.default_models_root()]
     try:
-        folder = open_model_folder(name, roots, device=host.offload_device(), dtype=torch_dtype, download=download)
+        folder = open_model_folder(name, host.model_roots(), device=host.offload_device(), dtype=torch_dtype,
+                                   download=download)
     except ModelFolderError as error:
         raise ModelFolderError(f"model {name!r}: {error}") from None
     return ModelHandle(name, folder, download, backends)
