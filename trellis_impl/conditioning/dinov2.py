@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..backends.attention import attention
 from ..models.registry import CheckpointError, read_torch_state_dict
+from ..modules.ops import resolve_operations
 from .image_preprocess import images_to_tensor, normalize_imagenet
 
 __all__ = ["DinoV2Config", "DINOV2_VITL14_REG4", "DinoV2", "load_dinov2", "save_dinov2", "encode_image",
@@ -80,9 +81,10 @@ DINOV2_VITL14_REG4 = DinoV2Config(embed_dim=1024, depth=24, num_heads=16)
 class PatchEmbed(nn.Module):
     """Non-overlapping patch projection: [B, 3, H, W] -> [B, (H/p)*(W/p), C] (row-major patches)."""
 
-    def __init__(self, patch_size: int, embed_dim: int):
+    def __init__(self, patch_size: int, embed_dim: int, dtype=None, device=None, operations=None):
         super().__init__()
-        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = resolve_operations(operations).Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size,
+                                                          dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -91,11 +93,12 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (rows ordered q, k, v; heads inside each)."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, dim: int, num_heads: int, dtype=None, device=None, operations=None):
         super().__init__()
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
+        ops = resolve_operations(operations)
+        self.qkv = ops.Linear(dim, dim * 3, dtype=dtype, device=device)
+        self.proj = ops.Linear(dim, dim, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, C = x.shape
@@ -104,19 +107,20 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, dtype=None, device=None, operations=None):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        ops = resolve_operations(operations)
+        self.fc1 = ops.Linear(dim, hidden, dtype=dtype, device=device)
+        self.fc2 = ops.Linear(hidden, dim, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x)))  # exact (erf) GELU, as nn.GELU() in the hub code
 
 
 class LayerScale(nn.Module):
-    def __init__(self, dim: int, init: float):
+    def __init__(self, dim: int, init: float, dtype=None, device=None):
         super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+        self.gamma = nn.Parameter(torch.full((dim,), float(init), dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gamma
@@ -125,15 +129,16 @@ class LayerScale(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + ls1(attn(norm1(x)))``, then ``x + ls2(mlp(norm2(x)))``."""
 
-    def __init__(self, config: DinoV2Config):
+    def __init__(self, config: DinoV2Config, dtype=None, device=None, operations=None):
         super().__init__()
         dim = config.embed_dim
-        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.attn = Attention(dim, config.num_heads)
-        self.ls1 = LayerScale(dim, config.layerscale_init)
-        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.mlp = Mlp(dim, int(dim * config.mlp_ratio))
-        self.ls2 = LayerScale(dim, config.layerscale_init)
+        ops, factory = resolve_operations(operations), dict(dtype=dtype, device=device)
+        self.norm1 = ops.LayerNorm(dim, eps=config.layer_norm_eps, **factory)
+        self.attn = Attention(dim, config.num_heads, operations=ops, **factory)
+        self.ls1 = LayerScale(dim, config.layerscale_init, **factory)
+        self.norm2 = ops.LayerNorm(dim, eps=config.layer_norm_eps, **factory)
+        self.mlp = Mlp(dim, int(dim * config.mlp_ratio), operations=ops, **factory)
+        self.ls2 = LayerScale(dim, config.layerscale_init, **factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.ls1(self.attn(self.norm1(x)))
@@ -147,22 +152,25 @@ class DinoV2(nn.Module):
     the positional embedding is added to CLS and patches only, registers get none.
     ``norm`` (the final LayerNorm) is kept for checkpoint compatibility; TRELLIS does not use it.
     ``mask_token`` (masked-image training) is likewise only loaded, never used.
+    ``dtype``, ``device`` and ``operations`` (the layer classes, ``modules.ops``) are how the
+    weights are built, as in ComfyUI's model ports.
     """
 
-    def __init__(self, config: DinoV2Config):
+    def __init__(self, config: DinoV2Config, dtype=None, device=None, operations=None):
         super().__init__()
         self.config = config
         C = config.embed_dim
-        self.patch_embed = PatchEmbed(config.patch_size, C)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
-        self.pos_embed = nn.Parameter(torch.zeros(1, config.grid_size ** 2 + 1, C))
+        ops, factory = resolve_operations(operations), dict(dtype=dtype, device=device)
+        self.patch_embed = PatchEmbed(config.patch_size, C, operations=ops, **factory)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, C, **factory))
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.grid_size ** 2 + 1, C, **factory))
         if config.num_register_tokens:
-            self.register_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, C))
+            self.register_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, C, **factory))
         else:
             self.register_tokens = None
-        self.mask_token = nn.Parameter(torch.zeros(1, C))
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
-        self.norm = nn.LayerNorm(C, eps=config.layer_norm_eps)
+        self.mask_token = nn.Parameter(torch.zeros(1, C, **factory))
+        self.blocks = nn.ModuleList(Block(config, operations=ops, **factory) for _ in range(config.depth))
+        self.norm = ops.LayerNorm(C, eps=config.layer_norm_eps, **factory)
 
     def num_tokens(self, height: int, width: int) -> int:
         """Sequence length for an input of ``height x width`` pixels (1374 for ViT-L/14 reg4 at 518)."""
@@ -413,7 +421,7 @@ def _read_hf_checkpoint(weights_path: str):
 
 
 def load_dinov2(path: str, config: Optional[DinoV2Config] = None,
-                device: Union[str, torch.device, None] = None) -> DinoV2:
+                device: Union[str, torch.device, None] = None, operations=None) -> DinoV2:
     """Load DINOv2 weights from a local path as an eval-mode float32 model without gradients.
 
     Args:
@@ -424,6 +432,7 @@ def load_dinov2(path: str, config: Optional[DinoV2Config] = None,
         config: architecture of a hub checkpoint (default ``DINOV2_VITL14_REG4``, the TRELLIS
             one). The Hugging Face layout takes it from ``config.json``; passing one is an error.
         device: where to put the model (default CPU).
+        operations: the layer classes to build from (``modules.ops``; default ``TrellisOps``).
 
     Raises:
         CheckpointError (a ValueError) naming the file and the first missing, unexpected or
@@ -437,14 +446,14 @@ def load_dinov2(path: str, config: Optional[DinoV2Config] = None,
                              "do not pass config")
         weights, config = _read_hf_checkpoint(hf_weights)
         with torch.device("meta"):
-            model = DinoV2(config)
+            model = DinoV2(config, operations=operations)
         _check_weights(weights, hub_to_hf_state_dict(model.state_dict()), hf_weights, "Hugging Face", config)
         weights = hf_to_hub_state_dict(weights)
     else:
         config = config or DINOV2_VITL14_REG4
         weights = read_torch_state_dict(path)
         with torch.device("meta"):
-            model = DinoV2(config)
+            model = DinoV2(config, operations=operations)
         _check_weights(weights, model.state_dict(), path, "hub", config)
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True, assign=True)
     return model.to(torch.device(device or "cpu")).eval().requires_grad_(False)

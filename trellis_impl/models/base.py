@@ -13,7 +13,8 @@ from ..sparse import SparseConv3d, SparseTensor
 __all__ = ["TrellisModel"]
 
 # Layers whose weights live in the torso dtype (the official convert_module_to_f16 set); norms,
-# embeddings and buffers stay float32 and compute in float32.
+# embeddings and buffers stay float32 and compute in float32. A host's layer classes
+# (``operations=``, modules.ops) subclass these, so isinstance finds them too.
 _TORSO_LAYERS = (nn.Linear, nn.Conv3d, nn.ConvTranspose3d, SparseConv3d)
 
 
@@ -23,10 +24,14 @@ class TrellisModel(nn.Module):
     The "torso" (transformer blocks, residual blocks, upsampling blocks) holds its Linear/Conv
     weights in ``self.dtype`` and runs their products in it; input/output layers, norms, the
     timestep embedder and buffers stay float32, as in the official models. ``use_fp16=True`` in
-    a config means a float16 torso (the released layout); ``set_compute_dtype`` switches it to
-    any dtype. Unlike the official models, the activations between the products (the residual
-    stream, norms, modulation) stay float32 in every torso dtype: in bfloat16 this halves the
-    error against the float32 reference (docs/gpu.md).
+    a config means a float16 torso (the released layout); the constructors' ``dtype`` argument
+    and ``set_compute_dtype`` choose any dtype. Unlike the official models, the activations
+    between the products (the residual stream, norms, modulation) stay float32 in every torso
+    dtype: in bfloat16 this halves the error against the float32 reference (docs/gpu.md).
+
+    Every constructor also takes ``device`` (where the weights are created) and ``operations``
+    (the layer classes, ``modules.ops``), as ComfyUI's model ports do; with a host's classes the
+    products run as those classes do (ComfyUI's ``manual_cast``: in the activations' float32).
     """
 
     dtype: torch.dtype = torch.float32
@@ -94,6 +99,7 @@ class TrellisModel(nn.Module):
         if cond.dim() != 3 or cond.shape[0] != batch or cond.shape[2] != channels:
             raise ValueError(f"{model}: cond must be [{batch}, tokens, {channels}], got {list(cond.shape)}")
 
-    def _init_precision(self, use_fp16: bool) -> None:
+    def _init_precision(self, use_fp16: bool, dtype: Optional[torch.dtype] = None) -> None:
+        """Torso in ``dtype``; None: float16 when ``use_fp16`` (the config's), else float32."""
         self.use_fp16 = use_fp16
-        self.set_compute_dtype(torch.float16 if use_fp16 else torch.float32)
+        self.set_compute_dtype(dtype or (torch.float16 if use_fp16 else torch.float32))

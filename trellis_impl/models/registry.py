@@ -46,16 +46,19 @@ def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
     return weights
 
 
-def build_model(name: str, **args) -> TrellisModel:
+def build_model(name: str, *, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None,
+                operations=None, **args) -> TrellisModel:
     """Construct model class ``name`` with its config ``args`` (weights uninitialised).
 
     Works under ``torch.device('meta')``; ``state_dict()`` then lists the released keys,
-    shapes and dtypes (float16 torso when ``use_fp16``).
+    shapes and dtypes (float16 torso when ``use_fp16``). ``dtype`` (torso dtype, overriding
+    ``use_fp16``), ``device`` and ``operations`` (the layer classes, ``modules.ops``) go to the
+    constructor (``TrellisModel``).
     """
     if name not in MODEL_CLASSES:
         raise ValueError(f"unknown model class {name!r}; known: {', '.join(sorted(MODEL_CLASSES))}")
     try:
-        return MODEL_CLASSES[name](**args)
+        return MODEL_CLASSES[name](dtype=dtype, device=device, operations=operations, **args)
     except TypeError as e:
         raise ValueError(f"bad arguments for {name}: {e}") from e
 
@@ -127,7 +130,7 @@ def check_checkpoint(path: str) -> None:
 
 
 def load_model(path: str, dtype: Optional[torch.dtype] = None, device: Union[str, torch.device, None] = None,
-               **overrides) -> TrellisModel:
+               operations=None, **overrides) -> TrellisModel:
     """Load ``path.json`` + ``path.safetensors`` (a released checkpoint) as an eval-mode model.
 
     Args:
@@ -135,6 +138,8 @@ def load_model(path: str, dtype: Optional[torch.dtype] = None, device: Union[str
         dtype: torso compute dtype; default float32 on CPU and float16 elsewhere (the released
             precision). Tensors kept float32 by the official models stay float32.
         device: where to put the model (default CPU).
+        operations: the layer classes to build from (``modules.ops``; default ``TrellisOps``),
+            e.g. a host's casting layers; the keys and shapes checked are the same.
         overrides: config args to override.
     Safetensors only; weights are checked key by key and shape by shape.
     """
@@ -144,7 +149,7 @@ def load_model(path: str, dtype: Optional[torch.dtype] = None, device: Union[str
     config = _read_config(path + ".json")
     args = {**config.get("args", {}), **overrides}
     with torch.device("meta"):
-        model = build_model(config["name"], **args)
+        model = build_model(config["name"], operations=operations, **args)
     weights = _read_weights(path + ".safetensors")
     check_state_dict(model, weights, path + ".safetensors")
     model.load_state_dict(weights, strict=True, assign=True)

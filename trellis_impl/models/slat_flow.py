@@ -8,10 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..modules.embeddings import TimestepEmbedder, voxel_position_embedding
-from ..modules.layers import Linear
-from ..modules.norm import LayerNorm32
+from ..modules.norm import norm32
+from ..modules.ops import resolve_operations
 from ..modules.transformer import ModulatedTransformerCrossBlock
-from ..sparse import SparseConv3d, SparseTensor, downsample, upsample
+from ..sparse import SparseTensor, downsample, upsample
 from .base import TrellisModel
 
 __all__ = ["SLatFlowModel", "ElasticSLatFlowModel", "SparseResBlock3d"]
@@ -25,18 +25,20 @@ class SparseResBlock3d(nn.Module):
     """
 
     def __init__(self, channels: int, emb_channels: int, out_channels: Optional[int] = None,
-                 downsample: bool = False, upsample: bool = False):
+                 downsample: bool = False, upsample: bool = False, dtype=None, device=None, operations=None):
         super().__init__()
         if downsample and upsample:
             raise ValueError("SparseResBlock3d: cannot downsample and upsample at once")
         out_channels = out_channels or channels
         self.resample = "down" if downsample else "up" if upsample else None
-        self.norm1 = LayerNorm32(channels, elementwise_affine=True, eps=1e-6)
-        self.norm2 = LayerNorm32(out_channels, elementwise_affine=False, eps=1e-6)
-        self.conv1 = SparseConv3d(channels, out_channels, 3)
-        self.conv2 = SparseConv3d(out_channels, out_channels, 3)
-        self.emb_layers = nn.Sequential(nn.SiLU(), Linear(emb_channels, 2 * out_channels))
-        self.skip_connection = Linear(channels, out_channels) if channels != out_channels else nn.Identity()
+        ops, factory = resolve_operations(operations), dict(dtype=dtype, device=device)
+        self.norm1 = ops.LayerNorm(channels, elementwise_affine=True, eps=1e-6, **factory)
+        self.norm2 = ops.LayerNorm(out_channels, elementwise_affine=False, eps=1e-6, **factory)
+        self.conv1 = ops.SparseConv3d(channels, out_channels, 3, **factory)
+        self.conv2 = ops.SparseConv3d(out_channels, out_channels, 3, **factory)
+        self.emb_layers = nn.Sequential(nn.SiLU(), ops.Linear(emb_channels, 2 * out_channels, **factory))
+        self.skip_connection = (ops.Linear(channels, out_channels, **factory) if channels != out_channels
+                                else nn.Identity())
 
     def forward(self, x: SparseTensor, emb: torch.Tensor) -> SparseTensor:
         scale, shift = self.emb_layers(emb).type(x.dtype).chunk(2, dim=1)
@@ -44,8 +46,8 @@ class SparseResBlock3d(nn.Module):
             x = downsample(x)
         elif self.resample == "up":
             x = upsample(x)
-        h = self.conv1(x.replace(F.silu(self.norm1(x.feats))))
-        h = h.replace(self.norm2(h.feats)) * (1 + scale) + shift
+        h = self.conv1(x.replace(F.silu(norm32(self.norm1, x.feats))))
+        h = h.replace(norm32(self.norm2, h.feats)) * (1 + scale) + shift
         h = self.conv2(h.replace(F.silu(h.feats)))
         return h + x.replace(self.skip_connection(x.feats))
 
@@ -63,7 +65,8 @@ class SLatFlowModel(TrellisModel):
                  mlp_ratio: float = 4, patch_size: int = 2, num_io_res_blocks: int = 2,
                  io_block_channels: Optional[List[int]] = None, pe_mode: Literal["ape", "rope"] = "ape",
                  use_fp16: bool = False, use_checkpoint: bool = False, use_skip_connection: bool = True,
-                 share_mod: bool = False, qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False):
+                 share_mod: bool = False, qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False,
+                 dtype: Optional[torch.dtype] = None, device=None, operations=None):
         super().__init__()
         if pe_mode != "ape":
             raise ValueError(f"pe_mode {pe_mode!r} is not supported (released models use 'ape')")
@@ -74,26 +77,31 @@ class SLatFlowModel(TrellisModel):
         self.cond_channels, self.use_checkpoint = cond_channels, use_checkpoint
         self.model_channels, self.share_mod, self.use_skip_connection = model_channels, share_mod, use_skip_connection
         num_heads = num_heads or model_channels // num_head_channels
-        self.t_embedder = TimestepEmbedder(model_channels)
+        # built float32; _init_precision gives the torso its dtype
+        ops = resolve_operations(operations)
+        layer = dict(device=device, operations=ops)
+        self.t_embedder = TimestepEmbedder(model_channels, **layer)
         if share_mod:
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(model_channels, 6 * model_channels))
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), ops.Linear(model_channels, 6 * model_channels, device=device))
         io = io_block_channels or []
-        self.input_layer = Linear(in_channels, io[0] if io else model_channels)
+        self.input_layer = ops.Linear(in_channels, io[0] if io else model_channels, device=device)
         self.input_blocks = nn.ModuleList()
         for chs, next_chs in zip(io, io[1:] + [model_channels]):
-            self.input_blocks.extend(SparseResBlock3d(chs, model_channels, chs) for _ in range(num_io_res_blocks - 1))
-            self.input_blocks.append(SparseResBlock3d(chs, model_channels, next_chs, downsample=True))
+            self.input_blocks.extend(SparseResBlock3d(chs, model_channels, chs, **layer)
+                                     for _ in range(num_io_res_blocks - 1))
+            self.input_blocks.append(SparseResBlock3d(chs, model_channels, next_chs, downsample=True, **layer))
         self.blocks = nn.ModuleList([
             ModulatedTransformerCrossBlock(model_channels, cond_channels, num_heads, mlp_ratio, qk_rms_norm=qk_rms_norm,
-                                           qk_rms_norm_cross=qk_rms_norm_cross, share_mod=share_mod)
+                                           qk_rms_norm_cross=qk_rms_norm_cross, share_mod=share_mod, **layer)
             for _ in range(num_blocks)])
         skip = 2 if use_skip_connection else 1
         self.out_blocks = nn.ModuleList()
         for chs, prev_chs in zip(reversed(io), [model_channels] + list(reversed(io[1:]))):
-            self.out_blocks.append(SparseResBlock3d(prev_chs * skip, model_channels, chs, upsample=True))
-            self.out_blocks.extend(SparseResBlock3d(chs * skip, model_channels, chs) for _ in range(num_io_res_blocks - 1))
-        self.out_layer = Linear(io[0] if io else model_channels, out_channels)
-        self._init_precision(use_fp16)
+            self.out_blocks.append(SparseResBlock3d(prev_chs * skip, model_channels, chs, upsample=True, **layer))
+            self.out_blocks.extend(SparseResBlock3d(chs * skip, model_channels, chs, **layer)
+                                   for _ in range(num_io_res_blocks - 1))
+        self.out_layer = ops.Linear(io[0] if io else model_channels, out_channels, device=device)
+        self._init_precision(use_fp16, dtype)
 
     def torso(self):
         return [self.input_blocks, self.blocks, self.out_blocks]

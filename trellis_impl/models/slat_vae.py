@@ -9,12 +9,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..modules.embeddings import voxel_position_embedding
-from ..modules.layers import Linear
+from ..modules.ops import resolve_operations
 from ..modules.transformer import TransformerBlock
 from ..representations.gaussians import Gaussians, gaussian_offset_perturbation, gaussians_from_decoder_output
 from ..representations.mesh import Mesh, features_to_mesh, mesh_feature_channels
 from ..representations.radiance_field import Strivec, strivec_from_decoder_output
-from ..sparse import SparseConv3d, SparseGroupNorm32, SparseSiLU, SparseTensor, subdivide
+from ..sparse import SparseSiLU, SparseTensor, subdivide
 from .base import TrellisModel
 
 __all__ = [
@@ -33,22 +33,26 @@ def _block_windows(attn_mode: str, window_size: Optional[int], num_blocks: int):
 
 
 class SparseTransformerBase(TrellisModel):
-    """Input linear + absolute position embedding + sparse transformer blocks (shared torso)."""
+    """Input linear + absolute position embedding + sparse transformer blocks (shared torso).
+    Built float32 on ``device`` from ``operations``; the subclasses' ``_init_precision`` gives the
+    torso its dtype."""
 
     def __init__(self, in_channels: int, model_channels: int, num_blocks: int, num_heads: Optional[int] = None,
                  num_head_channels: int = 64, mlp_ratio: float = 4.0,
                  attn_mode: Literal["full", "swin"] = "full", window_size: Optional[int] = None,
-                 pe_mode: Literal["ape", "rope"] = "ape", use_checkpoint: bool = False, qk_rms_norm: bool = False):
+                 pe_mode: Literal["ape", "rope"] = "ape", use_checkpoint: bool = False, qk_rms_norm: bool = False,
+                 device=None, operations=None):
         super().__init__()
         if pe_mode != "ape":
             raise ValueError(f"pe_mode {pe_mode!r} is not supported (released models use 'ape')")
         self.in_channels, self.model_channels = in_channels, model_channels
         self.use_checkpoint = use_checkpoint
         num_heads = num_heads or model_channels // num_head_channels
-        self.input_layer = Linear(in_channels, model_channels)
+        ops = resolve_operations(operations)
+        self.input_layer = ops.Linear(in_channels, model_channels, device=device)
         self.blocks = nn.ModuleList([
             TransformerBlock(model_channels, num_heads, mlp_ratio, attn_mode=mode, window_size=window_size,
-                             shift_window=shift, qk_rms_norm=qk_rms_norm)
+                             shift_window=shift, qk_rms_norm=qk_rms_norm, device=device, operations=ops)
             for mode, shift in _block_windows(attn_mode, window_size, num_blocks)])
 
     def torso(self):
@@ -77,12 +81,14 @@ class SLatEncoder(SparseTransformerBase):
     def __init__(self, resolution: int, in_channels: int, model_channels: int, latent_channels: int,
                  num_blocks: int, num_heads: Optional[int] = None, num_head_channels: int = 64, mlp_ratio: float = 4,
                  attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
-                 use_checkpoint: bool = False, qk_rms_norm: bool = False):
+                 use_checkpoint: bool = False, qk_rms_norm: bool = False,
+                 dtype: Optional[torch.dtype] = None, device=None, operations=None):
+        ops = resolve_operations(operations)
         super().__init__(in_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
-                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
+                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm, device=device, operations=ops)
         self.resolution = resolution
-        self.out_layer = Linear(model_channels, 2 * latent_channels)
-        self._init_precision(use_fp16)
+        self.out_layer = ops.Linear(model_channels, 2 * latent_channels, device=device)
+        self._init_precision(use_fp16, dtype)
 
     def forward(self, x: SparseTensor, sample_posterior: bool = True, return_raw: bool = False,
                 generator: Optional[torch.Generator] = None):
@@ -104,15 +110,18 @@ class _SLatDecoder(SparseTransformerBase):
     def __init__(self, resolution: int, model_channels: int, latent_channels: int, num_blocks: int,
                  num_heads: Optional[int] = None, num_head_channels: int = 64, mlp_ratio: float = 4,
                  attn_mode: str = "swin", window_size: int = 8, pe_mode: str = "ape", use_fp16: bool = False,
-                 use_checkpoint: bool = False, qk_rms_norm: bool = False, representation_config: dict = None):
+                 use_checkpoint: bool = False, qk_rms_norm: bool = False, representation_config: dict = None,
+                 dtype: Optional[torch.dtype] = None, device=None, operations=None):
+        ops = resolve_operations(operations)
         super().__init__(latent_channels, model_channels, num_blocks, num_heads, num_head_channels, mlp_ratio,
-                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm)
+                         attn_mode, window_size, pe_mode, use_checkpoint, qk_rms_norm, device=device, operations=ops)
         self.resolution = resolution
         self.rep_config = representation_config or {}
-        self._build_head()
-        self._init_precision(use_fp16)
+        self._build_head(ops, device)
+        self._init_precision(use_fp16, dtype)
 
-    def _build_head(self) -> None:
+    def _build_head(self, ops, device) -> None:
+        """The layers after the torso, built from the namespace ``ops`` on ``device``."""
         raise NotImplementedError
 
     def forward_features(self, x: SparseTensor) -> SparseTensor:
@@ -127,11 +136,12 @@ class _SLatDecoder(SparseTransformerBase):
 class SLatGaussianDecoder(_SLatDecoder):
     """SLat -> one ``Gaussians`` per batch item (``num_gaussians`` per voxel, voxel-major)."""
 
-    def _build_head(self) -> None:
+    def _build_head(self, ops, device) -> None:
         g = self.rep_config["num_gaussians"]
         # per Gaussian: xyz offset 3, colour 3, scale 3, rotation 4, opacity 1
-        self.out_layer = Linear(self.model_channels, g * (3 + 3 + 3 + 4 + 1))
-        self.register_buffer("offset_perturbation", gaussian_offset_perturbation(g, self.rep_config["voxel_size"]))
+        self.out_layer = ops.Linear(self.model_channels, g * (3 + 3 + 3 + 4 + 1), device=device)
+        self.register_buffer("offset_perturbation",
+                             gaussian_offset_perturbation(g, self.rep_config["voxel_size"]).to(device))
 
     def to_representation(self, x: SparseTensor) -> List[Gaussians]:
         """Network output (feats [N, 14 G]) -> Gaussians per item."""
@@ -143,10 +153,10 @@ class SLatGaussianDecoder(_SLatDecoder):
 class SLatRadianceFieldDecoder(_SLatDecoder):
     """SLat -> one ``Strivec`` radiance field per batch item."""
 
-    def _build_head(self) -> None:
+    def _build_head(self, ops, device) -> None:
         rank, dim = self.rep_config["rank"], self.rep_config["dim"]
         # per voxel: trivec rank x 3 x dim, density rank, colour rank x 3
-        self.out_layer = Linear(self.model_channels, rank * 3 * dim + rank + rank * 3)
+        self.out_layer = ops.Linear(self.model_channels, rank * 3 * dim + rank + rank * 3, device=device)
 
     def to_representation(self, x: SparseTensor) -> List[Strivec]:
         return [strivec_from_decoder_output(x.coords[rows, 1:], x.feats[rows].float(), self.resolution, self.rep_config)
@@ -157,17 +167,20 @@ class SparseSubdivideBlock3d(nn.Module):
     """GroupNorm + SiLU, subdivide every voxel into 8, then two sparse convs; skip through a
     1x1 sparse conv (spconv's reinterpreted-weight 1x1, see SparseConv3d)."""
 
-    def __init__(self, channels: int, out_channels: Optional[int] = None, num_groups: int = 32):
+    def __init__(self, channels: int, out_channels: Optional[int] = None, num_groups: int = 32,
+                 dtype=None, device=None, operations=None):
         super().__init__()
         out_channels = out_channels or channels
-        self.act_layers = nn.Sequential(SparseGroupNorm32(num_groups, channels), SparseSiLU())
+        ops, factory = resolve_operations(operations), dict(dtype=dtype, device=device)
+        self.act_layers = nn.Sequential(ops.SparseGroupNorm32(num_groups, channels, **factory), SparseSiLU())
         self.out_layers = nn.Sequential(
-            SparseConv3d(channels, out_channels, 3),
-            SparseGroupNorm32(num_groups, out_channels),
+            ops.SparseConv3d(channels, out_channels, 3, **factory),
+            ops.SparseGroupNorm32(num_groups, out_channels, **factory),
             SparseSiLU(),
-            SparseConv3d(out_channels, out_channels, 3),
+            ops.SparseConv3d(out_channels, out_channels, 3, **factory),
         )
-        self.skip_connection = SparseConv3d(channels, out_channels, 1) if out_channels != channels else nn.Identity()
+        self.skip_connection = (ops.SparseConv3d(channels, out_channels, 1, **factory) if out_channels != channels
+                                else nn.Identity())
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         h = subdivide(self.act_layers(x))
@@ -177,15 +190,15 @@ class SparseSubdivideBlock3d(nn.Module):
 class SLatMeshDecoder(_SLatDecoder):
     """SLat -> one ``Mesh`` per batch item: two subdivisions to 4x the resolution, then FlexiCubes."""
 
-    def _build_head(self) -> None:
+    def _build_head(self, ops, device) -> None:
         c = self.model_channels
         self.use_color = self.rep_config.get("use_color", False)
         self.mesh_resolution = self.resolution * 4
         self.upsample = nn.ModuleList([
-            SparseSubdivideBlock3d(c, c // 4),
-            SparseSubdivideBlock3d(c // 4, c // 8),
+            SparseSubdivideBlock3d(c, c // 4, device=device, operations=ops),
+            SparseSubdivideBlock3d(c // 4, c // 8, device=device, operations=ops),
         ])
-        self.out_layer = Linear(c // 8, mesh_feature_channels(self.use_color))
+        self.out_layer = ops.Linear(c // 8, mesh_feature_channels(self.use_color), device=device)
 
     def torso(self):
         return [self.blocks, self.upsample]

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..modules.embeddings import TimestepEmbedder, absolute_position_embedding
-from ..modules.layers import Linear
+from ..modules.ops import resolve_operations
 from ..modules.transformer import ModulatedTransformerCrossBlock
 from .base import TrellisModel
 
@@ -42,7 +42,8 @@ class SparseStructureFlowModel(TrellisModel):
                  out_channels: int, num_blocks: int, num_heads: Optional[int] = None, num_head_channels: int = 64,
                  mlp_ratio: float = 4, patch_size: int = 2, pe_mode: Literal["ape", "rope"] = "ape",
                  use_fp16: bool = False, use_checkpoint: bool = False, share_mod: bool = False,
-                 qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False):
+                 qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False,
+                 dtype: Optional[torch.dtype] = None, device=None, operations=None):
         super().__init__()
         if pe_mode != "ape":
             raise ValueError(f"pe_mode {pe_mode!r} is not supported (released models use 'ape')")
@@ -50,20 +51,23 @@ class SparseStructureFlowModel(TrellisModel):
         self.patch_size, self.share_mod, self.cond_channels = patch_size, share_mod, cond_channels
         self.use_checkpoint = use_checkpoint
         num_heads = num_heads or model_channels // num_head_channels
-        self.t_embedder = TimestepEmbedder(model_channels)
+        # built float32; _init_precision gives the torso its dtype
+        ops = resolve_operations(operations)
+        layer = dict(device=device, operations=ops)
+        self.t_embedder = TimestepEmbedder(model_channels, **layer)
         if share_mod:
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(model_channels, 6 * model_channels))
-        grid = torch.arange(resolution // patch_size)
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), ops.Linear(model_channels, 6 * model_channels, device=device))
+        grid = torch.arange(resolution // patch_size, device=device)
         coords = torch.stack(torch.meshgrid(grid, grid, grid, indexing="ij"), dim=-1).reshape(-1, 3)
         self.register_buffer("pos_emb", absolute_position_embedding(coords, model_channels))
-        self.input_layer = Linear(in_channels * patch_size ** 3, model_channels)
+        self.input_layer = ops.Linear(in_channels * patch_size ** 3, model_channels, device=device)
         self.blocks = nn.ModuleList([
             ModulatedTransformerCrossBlock(model_channels, cond_channels, num_heads, mlp_ratio,
                                            qk_rms_norm=qk_rms_norm, qk_rms_norm_cross=qk_rms_norm_cross,
-                                           share_mod=share_mod)
+                                           share_mod=share_mod, **layer)
             for _ in range(num_blocks)])
-        self.out_layer = Linear(model_channels, out_channels * patch_size ** 3)
-        self._init_precision(use_fp16)
+        self.out_layer = ops.Linear(model_channels, out_channels * patch_size ** 3, device=device)
+        self._init_precision(use_fp16, dtype)
 
     def torso(self):
         return [self.blocks]

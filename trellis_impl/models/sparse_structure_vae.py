@@ -7,19 +7,31 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..modules.layers import Conv3d
-from ..modules.norm import ChannelLayerNorm32, GroupNorm32
+from ..modules.norm import channel_norm32
+from ..modules.ops import resolve_operations
 from .base import TrellisModel
 
 __all__ = ["SparseStructureEncoder", "SparseStructureDecoder", "pixel_shuffle_3d"]
 
 
-def _norm(norm_type: str, channels: int) -> nn.Module:
+def _norm(norm_type: str, channels: int, ops, **factory) -> nn.Module:
+    """A norm over the channels of [B, C, X, Y, Z], applied with ``channel_norm32``."""
     if norm_type == "group":
-        return GroupNorm32(32, channels)
+        return ops.GroupNorm(32, channels, **factory)
     if norm_type == "layer":
-        return ChannelLayerNorm32(channels)
+        return ops.LayerNorm(channels, **factory)
     raise ValueError(f"norm_type must be 'group' or 'layer', got {norm_type!r}")
+
+
+def _out_layer(norm_type: str, channels: int, out_channels: int, ops, **factory) -> nn.ModuleList:
+    """norm, SiLU, 3x3x3 conv (keys ``0`` and ``2``), applied by ``_apply_out_layer``."""
+    return nn.ModuleList([_norm(norm_type, channels, ops, **factory), nn.SiLU(),
+                          ops.Conv3d(channels, out_channels, 3, padding=1, **factory)])
+
+
+def _apply_out_layer(out_layer: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    norm, act, conv = out_layer
+    return conv(act(channel_norm32(norm, x)))
 
 
 def pixel_shuffle_3d(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -31,26 +43,31 @@ def pixel_shuffle_3d(x: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 class ResBlock3d(nn.Module):
-    def __init__(self, channels: int, out_channels: Optional[int] = None, norm_type: str = "layer"):
+    def __init__(self, channels: int, out_channels: Optional[int] = None, norm_type: str = "layer",
+                 dtype=None, device=None, operations=None):
         super().__init__()
         out_channels = out_channels or channels
-        self.norm1 = _norm(norm_type, channels)
-        self.norm2 = _norm(norm_type, out_channels)
-        self.conv1 = Conv3d(channels, out_channels, 3, padding=1)
-        self.conv2 = Conv3d(out_channels, out_channels, 3, padding=1)
-        self.skip_connection = Conv3d(channels, out_channels, 1) if channels != out_channels else nn.Identity()
+        ops, factory = resolve_operations(operations), dict(dtype=dtype, device=device)
+        self.norm1 = _norm(norm_type, channels, ops, **factory)
+        self.norm2 = _norm(norm_type, out_channels, ops, **factory)
+        self.conv1 = ops.Conv3d(channels, out_channels, 3, padding=1, **factory)
+        self.conv2 = ops.Conv3d(out_channels, out_channels, 3, padding=1, **factory)
+        self.skip_connection = (ops.Conv3d(channels, out_channels, 1, **factory) if channels != out_channels
+                                else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(F.silu(channel_norm32(self.norm1, x)))
+        h = self.conv2(F.silu(channel_norm32(self.norm2, h)))
         return h + self.skip_connection(x)
 
 
 class DownsampleBlock3d(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, mode: Literal["conv", "avgpool"] = "conv"):
+    def __init__(self, in_channels: int, out_channels: int, mode: Literal["conv", "avgpool"] = "conv",
+                 dtype=None, device=None, operations=None):
         super().__init__()
         if mode == "conv":
-            self.conv = Conv3d(in_channels, out_channels, 2, stride=2)
+            self.conv = resolve_operations(operations).Conv3d(in_channels, out_channels, 2, stride=2,
+                                                              dtype=dtype, device=device)
         elif mode != "avgpool" or in_channels != out_channels:
             raise ValueError(f"downsample mode {mode!r} with {in_channels}->{out_channels} channels is not supported")
 
@@ -59,10 +76,12 @@ class DownsampleBlock3d(nn.Module):
 
 
 class UpsampleBlock3d(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, mode: Literal["conv", "nearest"] = "conv"):
+    def __init__(self, in_channels: int, out_channels: int, mode: Literal["conv", "nearest"] = "conv",
+                 dtype=None, device=None, operations=None):
         super().__init__()
         if mode == "conv":
-            self.conv = Conv3d(in_channels, out_channels * 8, 3, padding=1)
+            self.conv = resolve_operations(operations).Conv3d(in_channels, out_channels * 8, 3, padding=1,
+                                                              dtype=dtype, device=device)
         elif mode != "nearest" or in_channels != out_channels:
             raise ValueError(f"upsample mode {mode!r} with {in_channels}->{out_channels} channels is not supported")
 
@@ -76,20 +95,23 @@ class SparseStructureEncoder(TrellisModel):
     """Occupancy [B, in_channels, R, R, R] -> latent [B, latent_channels, R/2^k, ...] (k = len(channels)-1)."""
 
     def __init__(self, in_channels: int, latent_channels: int, num_res_blocks: int, channels: List[int],
-                 num_res_blocks_middle: int = 2, norm_type: Literal["group", "layer"] = "layer", use_fp16: bool = False):
+                 num_res_blocks_middle: int = 2, norm_type: Literal["group", "layer"] = "layer", use_fp16: bool = False,
+                 dtype: Optional[torch.dtype] = None, device=None, operations=None):
         super().__init__()
         self.in_channels, self.latent_channels = in_channels, latent_channels
-        self.input_layer = Conv3d(in_channels, channels[0], 3, padding=1)
+        # built float32; _init_precision gives the torso its dtype
+        ops = resolve_operations(operations)
+        layer = dict(device=device, operations=ops)
+        self.input_layer = ops.Conv3d(in_channels, channels[0], 3, padding=1, device=device)
         self.blocks = nn.ModuleList()
         for i, ch in enumerate(channels):
-            self.blocks.extend(ResBlock3d(ch, ch, norm_type) for _ in range(num_res_blocks))
+            self.blocks.extend(ResBlock3d(ch, ch, norm_type, **layer) for _ in range(num_res_blocks))
             if i < len(channels) - 1:
-                self.blocks.append(DownsampleBlock3d(ch, channels[i + 1]))
-        self.middle_block = nn.Sequential(*[ResBlock3d(channels[-1], channels[-1], norm_type)
+                self.blocks.append(DownsampleBlock3d(ch, channels[i + 1], **layer))
+        self.middle_block = nn.Sequential(*[ResBlock3d(channels[-1], channels[-1], norm_type, **layer)
                                             for _ in range(num_res_blocks_middle)])
-        self.out_layer = nn.Sequential(_norm(norm_type, channels[-1]), nn.SiLU(),
-                                       Conv3d(channels[-1], latent_channels * 2, 3, padding=1))
-        self._init_precision(use_fp16)
+        self.out_layer = _out_layer(norm_type, channels[-1], latent_channels * 2, ops, device=device)
+        self._init_precision(use_fp16, dtype)
 
     def torso(self):
         return [self.blocks, self.middle_block]
@@ -101,7 +123,7 @@ class SparseStructureEncoder(TrellisModel):
         h = self.input_layer(x)
         for block in self.blocks:
             h = block(h)
-        h = self.out_layer(self.middle_block(h).type(x.dtype))
+        h = _apply_out_layer(self.out_layer, self.middle_block(h).type(x.dtype))
         mean, logvar = h.chunk(2, dim=1)
         z = mean
         if sample_posterior:
@@ -114,20 +136,23 @@ class SparseStructureDecoder(TrellisModel):
     """Latent [B, latent_channels, r, r, r] -> occupancy logits [B, out_channels, r*2^k, ...]."""
 
     def __init__(self, out_channels: int, latent_channels: int, num_res_blocks: int, channels: List[int],
-                 num_res_blocks_middle: int = 2, norm_type: Literal["group", "layer"] = "layer", use_fp16: bool = False):
+                 num_res_blocks_middle: int = 2, norm_type: Literal["group", "layer"] = "layer", use_fp16: bool = False,
+                 dtype: Optional[torch.dtype] = None, device=None, operations=None):
         super().__init__()
         self.out_channels, self.latent_channels = out_channels, latent_channels
-        self.input_layer = Conv3d(latent_channels, channels[0], 3, padding=1)
-        self.middle_block = nn.Sequential(*[ResBlock3d(channels[0], channels[0], norm_type)
+        # built float32; _init_precision gives the torso its dtype
+        ops = resolve_operations(operations)
+        layer = dict(device=device, operations=ops)
+        self.input_layer = ops.Conv3d(latent_channels, channels[0], 3, padding=1, device=device)
+        self.middle_block = nn.Sequential(*[ResBlock3d(channels[0], channels[0], norm_type, **layer)
                                             for _ in range(num_res_blocks_middle)])
         self.blocks = nn.ModuleList()
         for i, ch in enumerate(channels):
-            self.blocks.extend(ResBlock3d(ch, ch, norm_type) for _ in range(num_res_blocks))
+            self.blocks.extend(ResBlock3d(ch, ch, norm_type, **layer) for _ in range(num_res_blocks))
             if i < len(channels) - 1:
-                self.blocks.append(UpsampleBlock3d(ch, channels[i + 1]))
-        self.out_layer = nn.Sequential(_norm(norm_type, channels[-1]), nn.SiLU(),
-                                       Conv3d(channels[-1], out_channels, 3, padding=1))
-        self._init_precision(use_fp16)
+                self.blocks.append(UpsampleBlock3d(ch, channels[i + 1], **layer))
+        self.out_layer = _out_layer(norm_type, channels[-1], out_channels, ops, device=device)
+        self._init_precision(use_fp16, dtype)
 
     def torso(self):
         return [self.blocks, self.middle_block]
@@ -136,4 +161,4 @@ class SparseStructureDecoder(TrellisModel):
         h = self.middle_block(self.input_layer(x))
         for block in self.blocks:
             h = block(h)
-        return self.out_layer(h.type(x.dtype))
+        return _apply_out_layer(self.out_layer, h.type(x.dtype))

@@ -12,8 +12,8 @@ import torch.nn as nn
 
 from ..backends.attention import attention
 from ..sparse import SparseTensor, sparse_cross_attention, sparse_self_attention, sparse_windowed_self_attention
-from .layers import Linear
 from .norm import MultiHeadRMSNorm
+from .ops import resolve_operations
 
 __all__ = ["MultiHeadAttention"]
 
@@ -31,12 +31,13 @@ class MultiHeadAttention(nn.Module):
         attn_mode: 'full', or 'windowed' (sparse input only: shifted-window self-attention).
         window_size, shift_window: window width and shift (voxels) for 'windowed'.
         qk_rms_norm: normalise queries and keys per head before attention.
+        dtype, device, operations: how the layers are built (``modules.ops``).
     """
 
     def __init__(self, channels: int, num_heads: int, ctx_channels: Optional[int] = None,
                  type: Literal["self", "cross"] = "self", attn_mode: Literal["full", "windowed"] = "full",
                  window_size: Optional[int] = None, shift_window: int = 0, qkv_bias: bool = True,
-                 qk_rms_norm: bool = False):
+                 qk_rms_norm: bool = False, dtype=None, device=None, operations=None):
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"attention: channels {channels} not divisible by num_heads {num_heads}")
@@ -51,15 +52,16 @@ class MultiHeadAttention(nn.Module):
         self.window_size = window_size
         self.shift_window = shift_window
         self.qk_rms_norm = qk_rms_norm
+        ops, factory = resolve_operations(operations), dict(dtype=dtype, device=device)
         if type == "self":
-            self.to_qkv = Linear(channels, channels * 3, bias=qkv_bias)
+            self.to_qkv = ops.Linear(channels, channels * 3, bias=qkv_bias, **factory)
         else:
-            self.to_q = Linear(channels, channels, bias=qkv_bias)
-            self.to_kv = Linear(ctx_channels or channels, channels * 2, bias=qkv_bias)
+            self.to_q = ops.Linear(channels, channels, bias=qkv_bias, **factory)
+            self.to_kv = ops.Linear(ctx_channels or channels, channels * 2, bias=qkv_bias, **factory)
         if qk_rms_norm:
-            self.q_rms_norm = MultiHeadRMSNorm(channels // num_heads, num_heads)
-            self.k_rms_norm = MultiHeadRMSNorm(channels // num_heads, num_heads)
-        self.to_out = Linear(channels, channels)
+            self.q_rms_norm = MultiHeadRMSNorm(channels // num_heads, num_heads, **factory)
+            self.k_rms_norm = MultiHeadRMSNorm(channels // num_heads, num_heads, **factory)
+        self.to_out = ops.Linear(channels, channels, **factory)
 
     def forward(self, x: Tokens, context: Optional[torch.Tensor] = None) -> Tokens:
         """x: dense [B, L, C] or sparse (feats [N, C]); context: dense [B, Lc, Cc] (cross only)."""

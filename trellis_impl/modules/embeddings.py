@@ -6,7 +6,8 @@ import math
 import torch
 import torch.nn as nn
 
-from .layers import Linear
+from .ops import resolve_operations
+
 __all__ = ["TimestepEmbedder", "absolute_position_embedding", "voxel_position_embedding"]
 
 
@@ -16,13 +17,15 @@ class TimestepEmbedder(nn.Module):
     Keys: ``mlp.0`` Linear(256, C), ``mlp.2`` Linear(C, C).
     """
 
-    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256, dtype=None, device=None,
+                 operations=None):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
+        ops = resolve_operations(operations)
         self.mlp = nn.Sequential(
-            Linear(frequency_embedding_size, hidden_size),
+            ops.Linear(frequency_embedding_size, hidden_size, dtype=dtype, device=device),
             nn.SiLU(),
-            Linear(hidden_size, hidden_size),
+            ops.Linear(hidden_size, hidden_size, dtype=dtype, device=device),
         )
 
     @staticmethod

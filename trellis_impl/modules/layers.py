@@ -4,6 +4,7 @@ The input is cast to the weight dtype and the output stays in it, so a torso hel
 bfloat16 runs its matrix products in that precision while everything around them (the residual
 stream, norms, modulation) stays float32: half-precision speed for the products, float32
 accuracy for the sums that accumulate over the blocks. Keys and shapes are torch.nn's.
+The default namespace's (``modules.ops.TrellisOps``) Linear and Conv3d.
 """
 from __future__ import annotations
 

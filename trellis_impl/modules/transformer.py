@@ -1,6 +1,7 @@
 """Transformer blocks (dense and sparse tokens share one implementation)."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal, Optional
 
 import torch
@@ -8,8 +9,8 @@ import torch.nn as nn
 
 from .attention import MultiHeadAttention, Tokens
 from .features import gate, map_feats, modulate
-from .layers import Linear
-from .norm import LayerNorm32
+from .norm import norm32
+from .ops import resolve_operations
 
 __all__ = ["FeedForwardNet", "TransformerBlock", "ModulatedTransformerCrossBlock"]
 
@@ -17,10 +18,12 @@ __all__ = ["FeedForwardNet", "TransformerBlock", "ModulatedTransformerCrossBlock
 class FeedForwardNet(nn.Module):
     """Linear -> GELU(tanh) -> Linear. Keys: ``mlp.0``, ``mlp.2``."""
 
-    def __init__(self, channels: int, mlp_ratio: float = 4.0):
+    def __init__(self, channels: int, mlp_ratio: float = 4.0, dtype=None, device=None, operations=None):
         super().__init__()
         hidden = int(channels * mlp_ratio)
-        self.mlp = nn.Sequential(Linear(channels, hidden), nn.GELU(approximate="tanh"), Linear(hidden, channels))
+        ops = resolve_operations(operations)
+        self.mlp = nn.Sequential(ops.Linear(channels, hidden, dtype=dtype, device=device), nn.GELU(approximate="tanh"),
+                                 ops.Linear(hidden, channels, dtype=dtype, device=device))
 
     def forward(self, x: Tokens) -> Tokens:
         return map_feats(self.mlp, x)
@@ -31,17 +34,21 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, channels: int, num_heads: int, mlp_ratio: float = 4.0,
                  attn_mode: Literal["full", "windowed"] = "full", window_size: Optional[int] = None,
-                 shift_window: int = 0, qk_rms_norm: bool = False, qkv_bias: bool = True, ln_affine: bool = False):
+                 shift_window: int = 0, qk_rms_norm: bool = False, qkv_bias: bool = True, ln_affine: bool = False,
+                 dtype=None, device=None, operations=None):
         super().__init__()
-        self.norm1 = LayerNorm32(channels, elementwise_affine=ln_affine, eps=1e-6)
-        self.norm2 = LayerNorm32(channels, elementwise_affine=ln_affine, eps=1e-6)
+        ops = resolve_operations(operations)
+        factory = dict(dtype=dtype, device=device)
+        self.norm1 = ops.LayerNorm(channels, elementwise_affine=ln_affine, eps=1e-6, **factory)
+        self.norm2 = ops.LayerNorm(channels, elementwise_affine=ln_affine, eps=1e-6, **factory)
         self.attn = MultiHeadAttention(channels, num_heads, attn_mode=attn_mode, window_size=window_size,
-                                       shift_window=shift_window, qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm)
-        self.mlp = FeedForwardNet(channels, mlp_ratio)
+                                       shift_window=shift_window, qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm,
+                                       operations=ops, **factory)
+        self.mlp = FeedForwardNet(channels, mlp_ratio, operations=ops, **factory)
 
     def forward(self, x: Tokens) -> Tokens:
-        x = x + self.attn(map_feats(self.norm1, x))
-        return x + self.mlp(map_feats(self.norm2, x))
+        x = x + self.attn(map_feats(partial(norm32, self.norm1), x))
+        return x + self.mlp(map_feats(partial(norm32, self.norm2), x))
 
 
 class ModulatedTransformerCrossBlock(nn.Module):
@@ -54,18 +61,21 @@ class ModulatedTransformerCrossBlock(nn.Module):
 
     def __init__(self, channels: int, ctx_channels: int, num_heads: int, mlp_ratio: float = 4.0,
                  qk_rms_norm: bool = False, qk_rms_norm_cross: bool = False, qkv_bias: bool = True,
-                 share_mod: bool = False):
+                 share_mod: bool = False, dtype=None, device=None, operations=None):
         super().__init__()
         self.share_mod = share_mod
-        self.norm1 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
-        self.norm2 = LayerNorm32(channels, elementwise_affine=True, eps=1e-6)
-        self.norm3 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6)
-        self.self_attn = MultiHeadAttention(channels, num_heads, type="self", qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm)
+        ops = resolve_operations(operations)
+        factory = dict(dtype=dtype, device=device)
+        self.norm1 = ops.LayerNorm(channels, elementwise_affine=False, eps=1e-6, **factory)
+        self.norm2 = ops.LayerNorm(channels, elementwise_affine=True, eps=1e-6, **factory)
+        self.norm3 = ops.LayerNorm(channels, elementwise_affine=False, eps=1e-6, **factory)
+        self.self_attn = MultiHeadAttention(channels, num_heads, type="self", qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm,
+                                            operations=ops, **factory)
         self.cross_attn = MultiHeadAttention(channels, num_heads, ctx_channels=ctx_channels, type="cross",
-                                             qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm_cross)
-        self.mlp = FeedForwardNet(channels, mlp_ratio)
+                                             qkv_bias=qkv_bias, qk_rms_norm=qk_rms_norm_cross, operations=ops, **factory)
+        self.mlp = FeedForwardNet(channels, mlp_ratio, operations=ops, **factory)
         if not share_mod:
-            self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(channels, 6 * channels))
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), ops.Linear(channels, 6 * channels, **factory))
 
     def forward(self, x: Tokens, mod: torch.Tensor, context: torch.Tensor) -> Tokens:
         """x: dense [B, L, C] or sparse; mod: [B, C] timestep embedding (or [B, 6C] when
@@ -73,8 +83,8 @@ class ModulatedTransformerCrossBlock(nn.Module):
         if not self.share_mod:
             mod = self.adaLN_modulation(mod)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)
-        h = modulate(map_feats(self.norm1, x), shift_msa, scale_msa)
+        h = modulate(map_feats(partial(norm32, self.norm1), x), shift_msa, scale_msa)
         x = x + gate(self.self_attn(h), gate_msa)
-        x = x + self.cross_attn(map_feats(self.norm2, x), context)
-        h = modulate(map_feats(self.norm3, x), shift_mlp, scale_mlp)
+        x = x + self.cross_attn(map_feats(partial(norm32, self.norm2), x), context)
+        h = modulate(map_feats(partial(norm32, self.norm3), x), shift_mlp, scale_mlp)
         return x + gate(self.mlp(h), gate_mlp)
