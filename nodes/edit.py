@@ -7,12 +7,13 @@ from typing import List
 
 import torch
 
-from ..trellis_impl.editing import (EDIT_METHODS, EDIT_MODES, AssetInversion, box_region, detail_variation,
-                                    invert_asset, mesh_region, region_edit)
+from ..trellis_impl.editing import (EDIT_METHODS, EDIT_MODES, AssetInversion, detail_variation, edit_region,
+                                    invert_asset, region_edit)
+from ..trellis_impl.pipelines.generation import Structure
 from . import host
 from .model import ModelHandle
-from .generation import (TrellisCond, TrellisSlat, TrellisStructure, _check_cond, _latent_resolution, _model_input,
-                     _params, _sampler_inputs)
+from .generation import (TrellisCond, TrellisSlat, _check_cond, _check_structure, _model_input, _params,
+                         _sampler_inputs)
 
 
 @dataclass
@@ -42,8 +43,9 @@ def parse_boxes(text: str) -> List[List[float]]:
     return boxes
 
 
-def _single(structure: TrellisStructure, slat) -> None:
-    if structure.batch_size != 1 or (slat is not None and slat.batch_size != 1):
+def _single(model: ModelHandle, structure: Structure, slat, node: str) -> None:
+    _check_structure(model, structure, node)
+    if structure.num_samples != 1 or (slat is not None and slat.batch_size != 1):
         raise ValueError("edits work on one asset: generate with num_samples = 1")
 
 
@@ -69,19 +71,19 @@ class TrellisEditRegion:
         }}
 
     def make(self, model: ModelHandle, boxes="", border=0, mesh=None):
-        resolution = _latent_resolution(model)
+        resolution = model.folder.resolution
         if mesh is not None:
             items = host.mesh_items(mesh)
             if not items:
                 raise ValueError("mesh: the MESH batch is empty")
             vertices, faces = items[0]
-            voxels = mesh_region(vertices, faces, resolution=resolution, frame="gltf", dilate=int(border))
+            voxels = edit_region(resolution, mesh=(vertices, faces), border=int(border))
             lo, hi = vertices.min(0).values.tolist(), vertices.max(0).values.tolist()
             return (TrellisRegion(voxels, [{"min": lo, "max": hi}]),)
         parsed = parse_boxes(boxes)
         if not parsed:
             raise ValueError("boxes: give at least one box (xmin ymin zmin xmax ymax zmax), or link a mesh")
-        voxels = box_region(parsed, resolution=resolution, frame="gltf", dilate=int(border))
+        voxels = edit_region(resolution, boxes=parsed, border=int(border))
         return (TrellisRegion(voxels, [{"min": b[:3], "max": b[3:]} for b in parsed]),)
 
 
@@ -127,7 +129,7 @@ class TrellisRegionEdit:
                                                               "repeated edits skip the inversion pass."}),
         }}
 
-    def edit(self, model: ModelHandle, cond: TrellisCond, structure: TrellisStructure, region: TrellisRegion,
+    def edit(self, model: ModelHandle, cond: TrellisCond, structure: Structure, region: TrellisRegion,
              mode="replace", method="repaint", seed=0, steps=25, cfg=5.0, cfg_interval_start=0.5,
              cfg_interval_end=1.0, rescale_t=3.0, slat=None, source_cond=None, inversion=None):
         _check_cond(model, cond, "TrellisRegionEdit")
@@ -135,7 +137,7 @@ class TrellisRegionEdit:
             raise ValueError("TrellisRegionEdit: inversion must come from TrellisInvertAsset")
         if source_cond is not None:
             _check_cond(model, source_cond, "TrellisRegionEdit")
-        _single(structure, slat)
+        _single(model, structure, slat, "TrellisRegionEdit")
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
         host.check_interrupt()
         pipeline = model.prepare(["structure", "latent", "structure_encoder"] if structure.latent is None
@@ -146,9 +148,8 @@ class TrellisRegionEdit:
             region.voxels, mode=mode, method=method, seed=int(seed), structure_params=params, slat_params=params,
             structure_latent=structure.latent, source_cond=None if source_cond is None else source_cond.on(device),
             progress=host.step_callback(2 * int(steps)), inversion=inversion)
-        coords = result.coords.cpu()
-        edited = TrellisStructure(coords, 1, structure.resolution, None,
-                                  latent=None if result.structure_latent is None else result.structure_latent.cpu())
+        edited = Structure(result.coords.cpu(), 1, structure.resolution,
+                           latent=None if result.structure_latent is None else result.structure_latent.cpu())
         return (edited, TrellisSlat(result.slat, 1))
 
 
@@ -175,10 +176,10 @@ class TrellisInvertAsset:
             "slat": ("TRELLIS_V1_SLAT", {"tooltip": "The asset's latents (inverted too)."}),
         }}
 
-    def invert(self, model: ModelHandle, source_cond: TrellisCond, structure: TrellisStructure, steps=25,
+    def invert(self, model: ModelHandle, source_cond: TrellisCond, structure: Structure, steps=25,
                rescale_t=3.0, slat=None):
         _check_cond(model, source_cond, "TrellisInvertAsset")
-        _single(structure, slat)
+        _single(model, structure, slat, "TrellisInvertAsset")
         host.check_interrupt()
         pipeline = model.prepare(["structure", "latent", "structure_encoder"] if structure.latent is None
                                  else ["structure", "latent"])
@@ -214,10 +215,10 @@ class TrellisDetailVariation:
             "region": ("TRELLIS_V1_REGION", {"tooltip": "Only voxels inside get new latents (needs slat)."}),
         }}
 
-    def vary(self, model: ModelHandle, cond: TrellisCond, structure: TrellisStructure, strength=1.0, seed=0,
+    def vary(self, model: ModelHandle, cond: TrellisCond, structure: Structure, strength=1.0, seed=0,
              steps=25, cfg=5.0, cfg_interval_start=0.5, cfg_interval_end=1.0, rescale_t=3.0, slat=None, region=None):
         _check_cond(model, cond, "TrellisDetailVariation")
-        _single(structure, slat)
+        _single(model, structure, slat, "TrellisDetailVariation")
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
         host.check_interrupt()
         pipeline = model.prepare(["latent"])

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 
-import torch
 
 from . import host
 from .model import ModelHandle
-from .generation import TrellisSlat, TrellisStructure, _latent_resolution, _mesh_path_input, _model_input, check_mesh_path
+from ..trellis_impl.pipelines.generation import Structure
+from .generation import TrellisSlat, _mesh_path_input, _model_input, check_mesh_path
 
 
 def _core_mesh(mesh):
@@ -30,20 +30,14 @@ def _core_mesh(mesh):
 
 
 def _file_mesh(mesh_path: str):
-    """A TexturedMesh from a file under ComfyUI's input folder (.glb/.gltf read as Y up, as
-    TrellisMeshToStructure does)."""
-    from dataclasses import replace
-
+    """A TexturedMesh (TRELLIS frame) from a file under ComfyUI's input folder, its up axis by
+    format (``frames.mesh_file_frame``), as every mesh input."""
     from ..trellis_impl.encoding import load_textured_mesh
-    from ..trellis_impl.frames import from_gltf_frame
     path = host.input_path(mesh_path)
     if not os.path.isfile(path):
         raise ValueError(f"mesh_path: no file {path!r} (relative paths are read from ComfyUI's input folder, "
                          "e.g. '3d/chair.glb')")
-    mesh = load_textured_mesh(path)
-    if path.lower().endswith((".glb", ".gltf")):
-        mesh = replace(mesh, vertices=torch.as_tensor(from_gltf_frame(mesh.vertices)))
-    return mesh
+    return load_textured_mesh(path, up="auto")
 
 
 class TrellisEncodeMesh:
@@ -69,8 +63,9 @@ class TrellisEncodeMesh:
         }, "optional": {
             "mesh": ("MESH", {"tooltip": "A core MESH (glTF frame, Y up; its uvs + texture or vertex colours are "
                                          "used when present, else grey); its first batch item is used."}),
-            "mesh_path": _mesh_path_input("Or a mesh file from ComfyUI's input folder (.glb/.gltf read as Y up; "
-                                          ".obj/.ply/.stl as Z up). Used when no mesh is linked."),
+            "mesh_path": _mesh_path_input("Or a mesh file from ComfyUI's input folder (.glb/.gltf/.obj read as Y up, "
+                                          ".ply/.stl as Z up, as the official toolkit and the command line). "
+                                          "Used when no mesh is linked."),
         }}
 
     @classmethod
@@ -101,6 +96,5 @@ class TrellisEncodeMesh:
         asset = encode_asset(textured, folder, int(views), seed=int(seed), dinov2=dinov2, device=device,
                              progress=progress)
         slat = asset.slat(device)
-        resolution = _latent_resolution(model)
-        structure = TrellisStructure(slat.coords.cpu(), 1, resolution, None, latent=asset.structure_latent)
+        structure = Structure(slat.coords.cpu(), 1, folder.resolution, latent=asset.structure_latent)
         return (TrellisSlat(slat, 1), structure)

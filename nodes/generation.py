@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -13,12 +13,14 @@ from ..trellis_impl.backends.registry import check_backend
 from ..trellis_impl.backends.sparse_conv import SPARSE_CONV
 from ..trellis_impl.conditioning import preprocess_image
 from ..trellis_impl.pipelines import MULTI_IMAGE_MODES
-from ..trellis_impl.pipelines.trellis_pipeline import views_options
+from ..trellis_impl.pipelines.generation import (Noise, Structure, structure_from_mesh, structure_from_mesh_file,
+                                                 views_options)
 from ..trellis_impl.readers import MESH_EXTENSIONS
+from ..trellis_impl.validation import MAX_SEED
 from . import host
 from .model import DTYPES, ModelHandle, load_trellis_model, model_choices
 
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
+SEED_MAX = MAX_SEED
 BACKGROUND_MODES = ("auto", "keep", "remove")
 
 
@@ -31,20 +33,6 @@ class TrellisCond:
 
     def on(self, device) -> dict:
         return {k: v.to(device) for k, v in self.tensors.items()}
-
-
-@dataclass
-class TrellisStructure:
-    """TRELLIS_V1_STRUCTURE: occupied voxels, coords int32 [M, 4] (batch, x, y, z), TRELLIS frame (Z up).
-    ``noise_shape``: the structure noise drawn from the seed before the latent noise (None for a
-    structure that was not sampled, e.g. from a mesh), so that the latent sampler with the same
-    seed reproduces the official single-call result. ``latent``: the sampled dense structure
-    latent, so that edits need no structure encoder."""
-    coords: torch.Tensor
-    batch_size: int
-    resolution: int
-    noise_shape: Optional[Tuple[int, ...]] = None
-    latent: Optional[torch.Tensor] = None  # the dense structure latent [B, C, r, r, r] (edits reuse it)
 
 
 @dataclass
@@ -287,26 +275,18 @@ class TrellisStructureSampler:
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
         host.check_interrupt()
         pipeline = model.prepare(["structure"])
-        flow = model.folder.model("sparse_structure_flow_model")
-        shape = (int(num_samples), flow.in_channels) + (flow.resolution,) * 3
-        generator = torch.Generator().manual_seed(int(seed))
-        noise = torch.randn(shape, generator=generator)
         views = views_options(multi_image_mode) if cond.views > 1 else None
-        coords, latent = pipeline.sample_sparse_structure(cond.on(pipeline.device), generator, int(num_samples),
-                                                          params, host.step_callback(steps), views, noise=noise,
-                                                          return_latent=True)
-        coords = coords.cpu()
-        resolution = _latent_resolution(model)
-        structure = TrellisStructure(coords, int(num_samples), resolution, noise_shape=shape,
-                                     latent=latent.float().cpu())
-        return (structure, host.make_voxel(coords, resolution, int(num_samples)))
+        structure = pipeline.sample_structure(cond.on(pipeline.device), Noise(int(seed)), int(num_samples), params,
+                                              host.step_callback(steps), views).cpu()
+        return (structure, host.make_voxel(structure.coords, structure.resolution, structure.num_samples))
 
 
-def _latent_resolution(model: ModelHandle) -> int:
-    """Grid of the SLat flow (64 for the released models), read from its config, no weights loaded."""
-    import json
-    config = json.loads(open(f"{model.folder.checkpoint_path('slat_flow_model')}.json", encoding="utf-8").read())
-    return int(config["args"]["resolution"])
+def _check_structure(model: ModelHandle, structure, node: str) -> None:
+    if not isinstance(structure, Structure):
+        raise ValueError(f"{node}: structure must come from a TRELLIS structure node")
+    if structure.resolution != model.folder.resolution:
+        raise ValueError(f"{node}: the structure is on a {structure.resolution}^3 grid, model folder {model.name} "
+                         f"works on {model.folder.resolution}^3; use the same model for both")
 
 
 class TrellisLatentSampler:
@@ -325,24 +305,17 @@ class TrellisLatentSampler:
             **_sampler_inputs(25, 5.0),
         }}
 
-    def sample(self, model: ModelHandle, cond: TrellisCond, structure: TrellisStructure, seed, steps, cfg,
+    def sample(self, model: ModelHandle, cond: TrellisCond, structure: Structure, seed, steps, cfg,
                cfg_interval_start, cfg_interval_end, rescale_t, multi_image_mode="stochastic"):
         _check_cond(model, cond, "TrellisLatentSampler")
-        if not isinstance(structure, TrellisStructure):
-            raise ValueError("TrellisLatentSampler: structure must come from a TRELLIS structure node")
+        _check_structure(model, structure, "TrellisLatentSampler")
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
         host.check_interrupt()
         pipeline = model.prepare(["latent"])
-        resolution = _latent_resolution(model)
-        if structure.coords.numel() and int(structure.coords[:, 1:].max()) >= resolution:
-            raise ValueError(f"structure coords exceed the latent grid of model folder {model.name} ({resolution}^3)")
-        generator = torch.Generator().manual_seed(int(seed))
-        if structure.noise_shape is not None:  # the structure draw comes first in the official order
-            torch.randn(structure.noise_shape, generator=generator)
         views = views_options(multi_image_mode) if cond.views > 1 else None
-        slat = pipeline.sample_slat(cond.on(pipeline.device), structure.coords.to(pipeline.device), generator, params,
-                                    host.step_callback(steps), views, num_samples=structure.batch_size)
-        return (TrellisSlat(slat, structure.batch_size),)
+        slat = pipeline.sample_latents(cond.on(pipeline.device), structure, Noise.for_latents(int(seed), structure),
+                                       params, host.step_callback(steps), views)
+        return (TrellisSlat(slat, structure.num_samples),)
 
 
 class TrellisDecode:
@@ -390,9 +363,9 @@ class TrellisMeshToStructure:
             "model": _model_input(),
         }, "optional": {
             "mesh": ("MESH", {"tooltip": "A core MESH (glTF frame, Y up); its first batch item is used."}),
-            "mesh_path": _mesh_path_input("Or a mesh file from ComfyUI's input folder (.glb/.gltf read as Y up; "
-                                          ".obj/.ply/.stl as Z up, like the command line). Used when no mesh is "
-                                          "linked."),
+            "mesh_path": _mesh_path_input("Or a mesh file from ComfyUI's input folder (.glb/.gltf/.obj read as Y up, "
+                                          ".ply/.stl as Z up, as the official toolkit and the command line). "
+                                          "Used when no mesh is linked."),
         }}
 
     @classmethod
@@ -400,29 +373,13 @@ class TrellisMeshToStructure:
         return check_mesh_path(mesh_path)
 
     def convert(self, model: ModelHandle, mesh=None, mesh_path=""):
-        from ..trellis_impl.frames import from_gltf_frame
-        from ..trellis_impl.pipelines.image_and_text import structure_from_mesh
         if mesh is not None:
             items = host.mesh_items(mesh)
             if not items:
                 raise ValueError("mesh: the MESH batch is empty")
-            vertices, faces = items[0]
-            vertices = torch.as_tensor(from_gltf_frame(vertices.double()))
+            structure = structure_from_mesh(*items[0], model.folder.resolution, frame="gltf")
         elif mesh_path and str(mesh_path).strip():
-            from ..trellis_impl.readers import load_mesh
-            path = host.input_path(str(mesh_path).strip())
-            if not os.path.isfile(path):
-                raise ValueError(f"mesh_path: no file {path!r} (relative paths are read from ComfyUI's input "
-                                 "folder, e.g. '3d/chair.obj')")
-            vertices, faces = load_mesh(path)
-            if path.lower().endswith((".glb", ".gltf")):
-                vertices = torch.as_tensor(from_gltf_frame(vertices))
+            structure = structure_from_mesh_file(host.input_path(str(mesh_path).strip()), model.folder.resolution)
         else:
             raise ValueError("TrellisMeshToStructure: link a mesh or give mesh_path")
-        model.prepare(["latent"])
-        coords = structure_from_mesh(model.pipeline, vertices, faces)
-        if coords.shape[0] == 0:
-            raise ValueError("mesh: no voxel is occupied (empty or degenerate mesh)")
-        full = torch.cat([torch.zeros(coords.shape[0], 1, dtype=torch.int32), coords.int().cpu()], dim=1)
-        resolution = _latent_resolution(model)
-        return (TrellisStructure(full, 1, resolution, None), host.make_voxel(full, resolution, 1))
+        return (structure, host.make_voxel(structure.coords, structure.resolution, 1))

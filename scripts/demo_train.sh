@@ -7,7 +7,8 @@
 # of one session); a new session regenerates the data (deterministic) and restores the models.
 # Steps (each resumes what is already done):
 #   setup                  install the carried wheels (.whl/) into /tmp/site; build the rasterisers
-#   restore                unpack a carried model folder (models/demo_state/demo.tar.partNN) into
+#   restore                unpack a carried model folder ($STATE/demo.tar.partNN, default
+#                          models/demo_state) into
 #                          $WORK/prev: later trainings start from its weights (config 'init'); its
 #                          ViT becomes $WORK/vit (never retrained: the VAE learnt its features)
 #   data                   procedural meshes (train and held-out seeds) + renders, $SHARDS prepare-data
@@ -36,6 +37,7 @@ BUDGET=${BUDGET:-560}
 COUNT=${COUNT:-1200}
 HELD=${HELD:-60}
 SHARDS=${SHARDS:-4}
+STATE=${STATE:-models/demo_state}  # a carried folder (a call takes 64 MiB: carry only what it restores)
 PREP=(--resolution 32 --views 24 --cond-views 8 --render-size 256 --seed 0)
 mkdir -p "$WORK/runs" "$WORK/configs" "$OUT"
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -61,9 +63,9 @@ from trellis_impl.render.gaussian_raster import _gsplat_available as g; print('g
 }
 
 step_restore() {
-  [ -e models/demo_state/demo.tar.part00 ] || { say "nothing to restore"; return 0; }
+  [ -e "$STATE/demo.tar.part00" ] || { say "nothing to restore"; return 0; }
   mkdir -p "$WORK/restore"
-  cat models/demo_state/demo.tar.part* | tar -x -C "$WORK/restore"
+  cat "$STATE"/demo.tar.part* | tar -x -C "$WORK/restore"
   rm -rf "$WORK/prev"; mv "$WORK/restore/demo" "$WORK/prev"
   if [ -d "$WORK/prev/dinov2" ]; then  # the ViT is never trained again: features stay those the VAE learnt
     rm -rf "$WORK/vit"; mkdir -p "$WORK/vit"; cp -r "$WORK/prev/dinov2" "$WORK/vit/dinov2"

@@ -31,6 +31,7 @@ from device_bench import random_image_folder, sphere_shell  # noqa: E402
 from trellis_impl.editing import (box_region, detail_variation, encode_structure, invert_asset,  # noqa: E402
                                   region_edit)
 from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
+from trellis_impl.pipelines.generation import Noise, Structure  # noqa: E402
 
 
 def timed(fn, repeat: int = 1):
@@ -66,9 +67,9 @@ def main() -> int:
     z0 = encode_structure(pipeline, coords)
     inversion = {}  # the asset inverted once (invert_asset), timed as its own case below
 
-    g = torch.Generator().manual_seed(42)
-    pipeline.sample_sparse_structure(cond, g)
-    slat = pipeline.sample_slat(cond, coords, g)
+    noise = Noise(42)
+    pipeline.sample_structure(cond, noise)
+    slat = pipeline.sample_latents(cond, Structure(coords, 1, pipeline.resolution), noise)
     cases = {
         "region_edit_repaint": lambda: region_edit(pipeline, new_cond, coords, slat, region, mode="replace",
                                                    method="repaint", seed=7, structure_latent=z0),
@@ -97,9 +98,9 @@ def main() -> int:
     # the reference for each edit: a generation whose stage 2 runs on a structure of the edited
     # size (random weights decode an arbitrary amount of structure inside the region)
     def generation_on(edited):
-        g = torch.Generator().manual_seed(42)
-        pipeline.sample_sparse_structure(cond, g)
-        return pipeline.sample_slat(cond, edited, g)
+        noise = Noise(42)
+        pipeline.sample_structure(cond, noise)
+        return pipeline.sample_latents(cond, Structure(edited, 1, pipeline.resolution), noise)
 
     # cold: each case once (kernels, allocator), its reference once; warm: edit and reference
     # alternate args.repeat times, taking turns to go first (clock or thermal drift hits both
@@ -193,11 +194,11 @@ def breakdown(pipeline, edit, cond) -> int:
         return out
     flow_euler.FlowEulerSampler.sample = sample
     edited = edit()
-    g = torch.Generator().manual_seed(42)
 
     def generation():
-        pipeline.sample_sparse_structure(cond, torch.Generator().manual_seed(42))
-        return pipeline.sample_slat(cond, edited.coords, g)
+        noise = Noise(42)
+        pipeline.sample_structure(cond, noise)
+        return pipeline.sample_latents(cond, Structure(edited.coords, 1, pipeline.resolution), noise)
     for name, fn in (("edit", edit), ("generation", generation)) * 4:
         inside.clear()
         total = timed(fn)[1]

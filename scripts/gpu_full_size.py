@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from device_bench import random_image_folder, sphere_shell  # noqa: E402
 from trellis_impl.backends.registry import set_backend  # noqa: E402
 from trellis_impl.pipelines import ImageTo3DPipeline, ModelFolder  # noqa: E402
+from trellis_impl.pipelines.generation import Noise, Structure  # noqa: E402
 
 
 class Stage:
@@ -100,11 +101,11 @@ def main() -> int:
     for run in ("cold", "warm"):
         with Stage(report, f"{run}/condition_dinov2_518px"):
             cond = pipeline.get_cond(image)
-        seed_generator = torch.Generator().manual_seed(42)
+        noise = Noise(42)
         with Stage(report, f"{run}/structure_25_steps"):
-            structure = pipeline.sample_sparse_structure(cond, seed_generator)
+            structure = pipeline.sample_structure(cond, noise)
         with Stage(report, f"{run}/latent_25_steps"):
-            slat = pipeline.sample_slat(cond, coords, seed_generator)
+            slat = pipeline.sample_latents(cond, Structure(coords, 1, pipeline.resolution), noise)
         outputs = {}
         for fmt in ("gaussian", "radiance_field", "mesh"):
             with Stage(report, f"{run}/decode_{fmt}"):

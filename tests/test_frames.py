@@ -48,3 +48,12 @@ def test_every_format_takes_its_frame_from_the_module():
     in_trellis = np.sort(frames.convert(box, "gltf", "trellis"), axis=0)
     assert torch.equal(box_region([box.tolist()], resolution=16, frame="gltf"),
                        box_region([in_trellis.tolist()], resolution=16, frame="trellis"))
+
+
+def test_mesh_files_are_read_with_the_official_toolkits_up_axis():
+    from trellis_impl.frames import mesh_file_frame
+    assert [mesh_file_frame(f"a{ext}") for ext in (".glb", ".GLTF", ".obj", ".ply", ".stl")] == \
+        ["gltf", "gltf", "gltf", "trellis", "trellis"]
+    assert mesh_file_frame("a.ply", up="y") == "gltf" and mesh_file_frame("a.glb", up="z") == "trellis"
+    with pytest.raises(ValueError, match="up must be one of auto, y, z"):
+        mesh_file_frame("a.glb", up="x")

@@ -19,7 +19,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import sys
 import time
@@ -32,6 +31,7 @@ from .export.asset_files import DEFAULT_FILE_KINDS, FILE_KINDS
 from .export.glb_export import BAKE_MODES, UNWRAP_METHODS
 from .editing import EDIT_METHODS, EDIT_MODES
 from .pipelines import FORMATS, MULTI_IMAGE_MODES, ImageTo3DPipeline, TextTo3DPipeline, write_random_model_folder
+from .pipelines.generation import structure_from_mesh_file
 from .pipelines.model_folder import DEMO_MODEL, demo_model_path
 
 # Commands that run a model folder (``--model``, default: the embedded demo model).
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("prompt")
     _add_common(text)
     variant = sub.add_parser("variant", help="mesh + prompt or image -> new appearance on the same structure")
-    variant.add_argument("mesh", help=".obj, .ply, .glb (glb needs trimesh)")
+    variant.add_argument("mesh", help=".obj .ply .stl .glb .gltf (.glb/.gltf/.obj read as Y up, .ply/.stl as Z up, "
+                         "as the official toolkit; .glb needs trimesh)")
     group = variant.add_mutually_exclusive_group(required=True)
     group.add_argument("--prompt")
     group.add_argument("--image")
@@ -120,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(vary, structure=False)
     encode = sub.add_parser("encode", help="textured mesh -> STEM_slat.safetensors (structure and latents from the "
                                            "model's encoders, no sampling), the input of edit and vary")
-    encode.add_argument("mesh", help=".glb .gltf .obj .ply .stl (UV texture, vertex or face colours; else grey)")
+    encode.add_argument("mesh", help=".glb .gltf .obj .ply .stl (UV texture, vertex or face colours; else grey; "
+                        ".glb/.gltf/.obj read as Y up, .ply/.stl as Z up, as the official toolkit)")
     encode.add_argument("--model", default=None,
                         help="model folder (with pipeline.json and a ckpts/slat_enc* SLat encoder) or a known "
                              "repository id, e.g. microsoft/TRELLIS-image-large (default: the embedded TRELLIS-demo)")
@@ -267,44 +269,37 @@ def _condition(pipeline, image, prompt: Optional[str]) -> Optional[dict]:
 
 
 def _read_asset(pipeline, path: str):
-    """(coords int32 [N, 4], SLat or None, structure latent or None) of a slat file or a mesh
-    (its existence checked by ``_check_run_args``)."""
-    from .pipelines.image_and_text import structure_from_mesh
-    from .readers import load_mesh
+    """(Structure, SLat or None) of a slat file or a mesh (its existence checked by ``_check_run_args``)."""
     from .sparse import SparseTensor
-    feats = latent = None
-    if path.endswith(".safetensors"):
-        from .export import load_slat_file
-        xyz, feats, latent = load_slat_file(path)
-        channels = pipeline.folder.model("slat_flow_model").in_channels
-        if feats.shape[1] != channels:
-            raise ValueError(f"asset: {path} has {feats.shape[1]} latent channels, this model {channels}")
-    else:
-        xyz = structure_from_mesh(pipeline, *load_mesh(path))
-    coords = torch.cat([torch.zeros_like(xyz[:, :1]), xyz], 1).int().to(pipeline.device)  # batch 0
-    slat = None if feats is None else SparseTensor(feats.to(pipeline.device), coords, batch_size=1)
-    return coords, slat, latent
+    from .pipelines.generation import structure_from_voxels
+    if not path.endswith(".safetensors"):
+        return structure_from_mesh_file(path, pipeline.resolution), None
+    from .export import load_slat_file
+    xyz, feats, latent = load_slat_file(path)
+    channels = pipeline.folder.model("slat_flow_model").in_channels
+    if feats.shape[1] != channels:
+        raise ValueError(f"asset: {path} has {feats.shape[1]} latent channels, this model {channels}")
+    structure = structure_from_voxels(xyz, pipeline.resolution)
+    structure.latent = latent
+    return structure, SparseTensor(feats.to(pipeline.device), structure.coords.to(pipeline.device), batch_size=1)
 
 
 def _region(args, resolution: int):
     """The union of --box and --region-mesh, or None when neither is given."""
-    from .editing import box_region, mesh_region
+    from .editing import edit_region
     from .readers import load_mesh
-    parts = []
-    if args.box:
-        parts.append(box_region(args.box, resolution=resolution, frame="gltf", dilate=args.border))
-    if args.region_mesh:
-        parts.append(mesh_region(*load_mesh(args.region_mesh), resolution=resolution, frame="gltf",
-                                 dilate=args.border))
-    return functools.reduce(torch.logical_or, parts) if parts else None
+    mesh = None if not args.region_mesh else load_mesh(args.region_mesh)
+    if not args.box and mesh is None:
+        return None
+    return edit_region(resolution, boxes=args.box, mesh=mesh, border=args.border)
 
 
 def _edit(args, images: dict):
     """``edit`` / ``vary``: (GenerationResult of the edited asset, file stem, a summary line)."""
-    from .editing import detail_variation, region_edit, structure_resolution
+    from .editing import detail_variation, region_edit
     from .pipelines import GenerationResult, TrellisPipeline
     from .pipelines.image_and_text import open_model_folder
-    from .pipelines.trellis_pipeline import stage_timer
+    from .pipelines.generation import stage_timer
     source_prompt, source_image = getattr(args, "source_prompt", None), getattr(args, "source_image", None)
     if args.prompt is not None or source_prompt is not None:
         pipeline = _load(TextTo3DPipeline, args)
@@ -314,8 +309,9 @@ def _edit(args, images: dict):
         pipeline = TrellisPipeline(open_model_folder(args.model, args.models_dir, args.device, _DTYPES[args.dtype],
                                                      args.download))
     cond = _condition(pipeline, images.get("image"), args.prompt)
-    coords, slat, latent = _read_asset(pipeline, args.asset)
-    region = _region(args, structure_resolution(pipeline))
+    structure, slat = _read_asset(pipeline, args.asset)
+    coords, latent = structure.coords.to(pipeline.device), structure.latent
+    region = _region(args, pipeline.resolution)
     base = Path(args.asset).stem.removesuffix("_slat")
     if args.command == "vary":
         out = detail_variation(pipeline, cond, coords, slat, strength=args.strength, region=region, seed=args.seed,
@@ -347,7 +343,7 @@ def _encode(args) -> None:
         raise ValueError(f"--views must be >= 1, got {args.views}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    mesh = load_textured_mesh(args.mesh)
+    mesh = load_textured_mesh(args.mesh, up="auto")
     folder = open_model_folder(args.model, args.models_dir, args.device, _DTYPES[args.dtype], args.download)
     asset = encode_asset(mesh, folder, args.views, seed=args.seed, batch_size=args.batch_size, download=args.download)
     (path,) = save_encoded(asset, args.out, args.name or Path(args.mesh).stem)
@@ -444,13 +440,11 @@ def run(argv: Optional[List[str]] = None) -> int:
                               slat_params=_sampler_overrides(args, "latent"), **common)
         stem = args.name or "_".join(args.prompt.split()[:4]) or "text"
     else:
-        from .pipelines.image_and_text import structure_from_mesh
-        from .readers import load_mesh
-        vertices, faces = load_mesh(args.mesh)
         pipeline = _load(TextTo3DPipeline if args.prompt is not None else ImageTo3DPipeline, args)
-        coords = structure_from_mesh(pipeline, vertices, faces)
+        structure = structure_from_mesh_file(args.mesh, pipeline.resolution, args.num_samples)
         condition = args.prompt if args.prompt is not None else images["image"]
-        result = pipeline.run_variant(coords, condition, slat_params=_sampler_overrides(args, "latent"), **common)
+        result = pipeline.run_variant(structure, condition, seed=args.seed, formats=args.formats,
+                                      slat_params=_sampler_overrides(args, "latent"))
         stem = args.name or f"{Path(args.mesh).stem}_variant"
     start = time.perf_counter()
     glb_options = dict(simplify=args.simplify, texture_size=args.texture_size, bake=args.bake,

@@ -22,7 +22,7 @@ from typing import Dict
 import numpy as np
 
 __all__ = ["FRAMES", "UP", "FRONT", "transform", "convert", "TRELLIS_TO_GLTF", "GLTF_TO_TRELLIS", "TRELLIS_TO_PLY",
-           "to_gltf_frame", "from_gltf_frame"]
+           "to_gltf_frame", "from_gltf_frame", "UP_AXES", "mesh_file_frame"]
 
 FRAMES = ("trellis", "gltf", "ply")
 #: Each frame's up and front (the direction the asset faces) as unit vectors of that frame.
@@ -37,6 +37,12 @@ GLTF_TO_TRELLIS = TRELLIS_TO_GLTF.T.copy()
 TRELLIS_TO_PLY = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 _TO_TRELLIS = {"trellis": np.eye(3), "gltf": GLTF_TO_TRELLIS, "ply": TRELLIS_TO_PLY.T.copy()}
+
+#: How a mesh file's up axis is chosen: 'auto' (by format, ``mesh_file_frame``), or 'y' / 'z' for every file.
+UP_AXES = ("auto", "y", "z")
+# The official toolkit's Blender importers turn these formats Z up (they are Y up by convention);
+# .ply and .stl are taken as stored.
+_Y_UP_FORMATS = (".glb", ".gltf", ".obj")
 
 
 def transform(src: str, dst: str) -> np.ndarray:
@@ -57,6 +63,17 @@ def convert(points, src: str, dst: str):
         return points.to(dtype) @ torch.as_tensor(matrix, dtype=dtype, device=points.device)
     array = np.asarray(points)
     return (array @ matrix).astype(array.dtype if array.dtype.kind == "f" else np.float64)
+
+
+def mesh_file_frame(path, up: str = "auto") -> str:
+    """The frame of a mesh file's vertices: 'gltf' (Y up) or 'trellis' (Z up). ``up='auto'``: Y up
+    for .glb/.gltf/.obj, Z up for .ply/.stl, as the official toolkit reads them (the training data
+    and every mesh input of the CLI and the nodes follow this rule)."""
+    if up not in UP_AXES:
+        raise ValueError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
+    if up == "auto":
+        up = "y" if str(path).lower().endswith(_Y_UP_FORMATS) else "z"
+    return "gltf" if up == "y" else "trellis"
 
 
 def to_gltf_frame(vertices):

@@ -8,7 +8,7 @@ from trellis_impl.editing import (box_region, coords_in_region, detail_variation
                                   mesh_region, region_edit)
 from trellis_impl.pipelines.model_folder import ModelFolder
 from trellis_impl.pipelines.random_folder import RANDOM_COND_CHANNELS, write_random_model_folder
-from trellis_impl.pipelines.trellis_pipeline import TrellisPipeline
+from trellis_impl.pipelines.generation import Noise, Structure, TrellisPipeline
 from trellis_impl.sampling import FlowEulerGuidanceIntervalSampler
 
 FAST = {"steps": 3}
@@ -120,9 +120,9 @@ def test_an_edit_runs_the_forwards_of_a_generation_and_no_more(pipe, original, p
         slat_params=FAST, structure_latent=original.structure_latent, **extra))
 
     def generation():
-        g = torch.Generator().manual_seed(0)
-        pipe.sample_sparse_structure(condition(1), g, sampler_params=FAST)
-        return pipe.sample_slat(condition(1), edit.coords, g, sampler_params=FAST)
+        noise = Noise(0)
+        pipe.sample_structure(condition(1), noise, params=FAST)
+        return pipe.sample_latents(condition(1), Structure(edit.coords, 1, pipe.resolution), noise, params=FAST)
     _, generation_shapes = _flow_inputs(pipe, generation)
     assert edit_shapes == generation_shapes and len(edit_shapes) > 2 * FAST["steps"]
 

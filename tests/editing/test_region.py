@@ -84,3 +84,19 @@ def test_dilation_latent_cells_and_membership():
     coords = torch.tensor([[0, 5, 5, 5], [0, 5, 5, 6]], dtype=torch.int32)
     assert coords_in_region(coords, region).tolist() == [True, False]
     assert coords_in_region(coords[:, 1:], grown).tolist() == [True, True]
+
+
+def test_edit_region_is_the_union_of_boxes_and_mesh():
+    from trellis_impl.editing import edit_region
+    boxes = [[-0.5, 0.1, -0.5, 0.5, 0.5, 0.5]]
+    cube = torch.tensor([[x, y, z] for x in (-0.4, -0.2) for y in (-0.4, -0.2) for z in (-0.4, -0.2)],
+                        dtype=torch.float64)
+    import trimesh
+    faces = torch.as_tensor(trimesh.convex.convex_hull(cube.numpy()).faces)
+    only_boxes = edit_region(16, boxes=boxes, border=1)
+    only_mesh = edit_region(16, mesh=(cube, faces), border=1)
+    assert torch.equal(only_boxes, box_region(boxes, resolution=16, dilate=1))
+    assert torch.equal(only_mesh, mesh_region(cube, faces, resolution=16, dilate=1))
+    assert torch.equal(edit_region(16, boxes=boxes, mesh=(cube, faces), border=1), only_boxes | only_mesh)
+    with pytest.raises(ValueError, match="region: give at least one box"):
+        edit_region(16)

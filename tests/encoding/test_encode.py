@@ -15,6 +15,7 @@ from meshes import BLUE, RED, coloured_box, textured_quad, write  # noqa: E402
 from trellis_impl.cli import run as cli_run
 from trellis_impl.encoding import encode_asset, load_textured_mesh
 from trellis_impl.export import load_slat_file
+from trellis_impl.frames import from_gltf_frame
 from trellis_impl.pipelines import ModelFolder, write_random_model_folder
 from trellis_impl.pipelines.model_folder import SLAT_ENCODER_KEY, ModelFolderError
 from trellis_impl.pipelines.voxelize import voxelize_mesh
@@ -105,7 +106,9 @@ def test_cli_encode_then_edit_and_vary(folder, meshes, tmp_path, capsys):
     written = out / "quad_slat.safetensors"
     assert str(written) in capsys.readouterr().out
     encoded = load_slat_file(written)
-    assert torch.equal(encoded.coords, voxelize_mesh(*load_mesh(meshes["quad"]), resolution=16))
+    # a .glb is Y up: the command line reads it into the TRELLIS frame, as prepare-data does
+    vertices, faces = load_mesh(meshes["quad"])
+    assert torch.equal(encoded.coords, voxelize_mesh(from_gltf_frame(vertices), faces, resolution=16))
     assert encoded.feats.shape[1] == 8 and encoded.structure_latent.shape == (1, 8, 4, 4, 4)
     assert cli_run(argv + ["--name", "named"]) == 0 and cli_run(argv) == 0  # never overwritten
     assert sorted(p.name for p in out.iterdir()) == ["named_slat.safetensors", "quad_1_slat.safetensors",

@@ -171,7 +171,7 @@ def test_text_chain_and_variant(nodes, host2026):
     (cond,) = nodes["TrellisTextCondition"].encode(model, "a wooden chair")
     structure, _ = nodes["TrellisStructureSampler"].sample(model, cond, seed=3, multi_image_mode="stochastic",
                                                            num_samples=2, **STEPS)
-    assert structure.batch_size == 2
+    assert structure.num_samples == 2
     (slat,) = nodes["TrellisLatentSampler"].sample(model, cond, structure, seed=3, multi_image_mode="stochastic",
                                                    **STEPS)
     (asset,) = nodes["TrellisDecode"].decode(model, slat, True, True, False)

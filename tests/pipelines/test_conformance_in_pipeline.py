@@ -10,6 +10,7 @@ import torch
 
 from conftest import assert_rel_close, ckpt_path, load_case
 from trellis_impl.pipelines import ModelFolder, ModelFolderError, TrellisPipeline
+from trellis_impl.pipelines.generation import Noise, Structure
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,9 @@ def test_sampler_ss_inside_the_pipeline(folder, batch_cfg):
 def test_sampler_slat_inside_the_pipeline(folder, batch_cfg):
     t, _ = load_case("sampler_slat")
     pipe = TrellisPipeline(ModelFolder(folder), batch_cfg=batch_cfg)
-    slat = pipe.sample_slat({"cond": t["cond"], "neg_cond": t["neg_cond"]}, t["coords"], torch.Generator(),
-                            noise=t["noise_feats"])
+    structure = Structure(t["coords"], int(t["coords"][:, 0].max()) + 1, pipe.resolution)
+    slat = pipe.sample_latents({"cond": t["cond"], "neg_cond": t["neg_cond"]}, structure,
+                               Noise.given(latents=t["noise_feats"]))
     assert torch.equal(slat.coords, t["coords"])
     assert_rel_close(slat.feats, t["slat_feats"], 1e-3, "slat (denormalised)")
 
@@ -61,5 +63,6 @@ def test_unknown_sampler_is_named(folder, tmp_path):
     (bad / "pipeline.json").write_text(json.dumps(config))
     t, _ = load_case("sampler_slat")
     with pytest.raises(ModelFolderError, match="unknown sampler 'DDIMSampler'"):
-        TrellisPipeline(ModelFolder(bad)).sample_slat({"cond": t["cond"], "neg_cond": t["neg_cond"]}, t["coords"],
-                                                      torch.Generator())
+        pipe = TrellisPipeline(ModelFolder(bad))
+        pipe.sample_latents({"cond": t["cond"], "neg_cond": t["neg_cond"]}, Structure(t["coords"], int(t["coords"][:, 0].max()) + 1, pipe.resolution),
+                            Noise(0))

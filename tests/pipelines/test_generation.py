@@ -8,7 +8,8 @@ import torch
 
 from trellis_impl.pipelines.model_folder import ModelFolder, ModelFolderError
 from trellis_impl.pipelines.random_folder import RANDOM_COND_CHANNELS, write_random_model_folder
-from trellis_impl.pipelines.trellis_pipeline import TrellisPipeline
+from trellis_impl.pipelines.generation import (Noise, TrellisPipeline, structure_from_mesh_file,
+                                            structure_from_voxels)
 
 FAST = {"steps": 3}
 
@@ -64,10 +65,11 @@ def test_same_seed_same_asset_and_other_seed_differs(folder):
 def test_all_formats_and_lazy_loading(folder):
     models = ModelFolder(folder)
     pipe = TrellisPipeline(models)
-    coords = pipe.sample_sparse_structure(condition(), torch.Generator().manual_seed(0), sampler_params=FAST)
+    structure = pipe.sample_structure(condition(), Noise(0), params=FAST)
     assert set(models.loaded()) == {"sparse_structure_flow_model", "sparse_structure_decoder"}
+    coords = structure.coords
     assert coords.dtype == torch.int32 and coords.shape[1] == 4 and coords.shape[0] > 0
-    slat = pipe.sample_slat(condition(), coords, torch.Generator().manual_seed(0), sampler_params=FAST)
+    slat = pipe.sample_latents(condition(), structure, Noise(0), params=FAST)
     decoded = pipe.decode(slat, ["mesh", "gaussian", "radiance_field"])
     assert decoded["mesh"][0].faces.shape[0] > 0
     assert decoded["gaussian"][0].get_xyz.shape[0] == coords.shape[0] * 8
@@ -103,3 +105,61 @@ def test_missing_partial_and_unknown_folders(tmp_path, folder):
 def test_random_folder_refuses_to_overwrite(folder):
     with pytest.raises(FileExistsError):
         write_random_model_folder(folder)
+
+
+def test_two_stage_calls_give_the_single_call_asset(folder):
+    """The nodes' way (structure, handed over on CPU, then latents with the same seed) and the
+    library's single call draw the same noise, so they give the same asset."""
+    pipe = TrellisPipeline(ModelFolder(folder))
+    whole = pipe.generate(condition(), seed=11, num_samples=2, formats=(), structure_params=FAST, slat_params=FAST)
+    structure = pipe.sample_structure(condition(), Noise(11), num_samples=2, params=FAST).cpu()
+    assert structure.noise_shape == (2, 8, 4, 4, 4) and structure.latent.shape == (2, 8, 4, 4, 4)
+    slat = pipe.sample_latents(condition(), structure, Noise.for_latents(11, structure), params=FAST)
+    assert torch.equal(structure.coords, whole.coords) and torch.equal(slat.feats, whole.slat.feats)
+    other = pipe.sample_latents(condition(), structure, Noise.for_latents(12, structure), params=FAST)
+    assert not torch.equal(other.feats, whole.slat.feats)
+
+
+def test_noise_objects():
+    noise = Noise(5)
+    g = torch.Generator().manual_seed(5)
+    assert torch.equal(noise.structure((1, 2, 3)), torch.randn(1, 2, 3, generator=g))
+    assert torch.equal(noise.latents(4, 2), torch.randn(4, 2, generator=g))
+    given = Noise.given(latents=torch.ones(3, 2))
+    assert torch.equal(given.latents(3, 2), torch.ones(3, 2))
+    with pytest.raises(ValueError, match=r"given latents noise has shape \[3, 2\], the stage needs \[4, 2\]"):
+        given.latents(4, 2)
+    for bad in (-1, 2 ** 64, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            Noise(bad)
+
+
+def test_structures_from_voxels_and_mesh_files(folder, tmp_path):
+    """A structure from voxels is repeated per sample; a mesh file's up axis follows its format
+    (the official toolkit's rule): the same shape as a Z-up .ply and a Y-up .obj gives one structure."""
+    resolution = ModelFolder(folder).resolution
+    xyz = torch.tensor([[0, 1, 2], [3, 2, 1]])
+    structure = structure_from_voxels(xyz, resolution, num_samples=2)
+    assert structure.coords.tolist() == [[0, 0, 1, 2], [0, 3, 2, 1], [1, 0, 1, 2], [1, 3, 2, 1]]
+    assert structure.num_samples == 2 and structure.noise_shape is None
+    with pytest.raises(ValueError, match=rf"in \[0, {resolution}\)"):
+        structure_from_voxels(xyz + resolution, resolution)
+    # a wedge: tall along TRELLIS z (up), so the wrong axis rule gives another structure
+    vertices = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 0.3, 0], [0, 0, 2.0]], dtype=torch.float64)
+    faces = torch.tensor([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    from trellis_impl.frames import convert
+    with open(tmp_path / "wedge.ply", "w") as f:
+        f.write("ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\nproperty float z\n"
+                "element face 4\nproperty list uchar int vertex_indices\nend_header\n")
+        f.writelines(" ".join(map(str, v.tolist())) + "\n" for v in vertices)
+        f.writelines("3 " + " ".join(map(str, t.tolist())) + "\n" for t in faces)
+    with open(tmp_path / "wedge.obj", "w") as f:  # the same wedge stored Y up
+        f.writelines("v " + " ".join(map(str, v.tolist())) + "\n" for v in convert(vertices, "trellis", "gltf"))
+        f.writelines("f " + " ".join(str(i + 1) for i in t.tolist()) + "\n" for t in faces)
+    from_ply = structure_from_mesh_file(tmp_path / "wedge.ply", resolution)
+    from_obj = structure_from_mesh_file(tmp_path / "wedge.obj", resolution)
+    a, b = ({tuple(c) for c in s.coords.tolist()} for s in (from_ply, from_obj))
+    assert len(a & b) / len(a | b) > 0.9  # float32 (ply) and decimal (obj) rounding move a few boundary voxels
+    z_extent = from_ply.coords[:, 3].max() - from_ply.coords[:, 3].min()
+    y_extent = from_ply.coords[:, 2].max() - from_ply.coords[:, 2].min()
+    assert z_extent > y_extent  # Z up in the TRELLIS frame

@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("transformers")
 
 from trellis_impl.pipelines import ImageTo3DPipeline, TextTo3DPipeline, write_random_model_folder  # noqa: E402
+from trellis_impl.pipelines.generation import structure_from_voxels  # noqa: E402
 
 FAST = {"steps": 4}
 
@@ -46,13 +47,13 @@ def test_neg_cond_is_the_empty_prompt_and_bad_prompts_are_refused(pipeline, capl
 def test_text_variant_keeps_the_structure(pipeline):
     g = torch.Generator().manual_seed(0)
     coords = torch.unique(torch.randint(0, 16, (60, 3), generator=g), dim=0).int()
-    result = pipeline.run_variant(coords, "a golden statue", seed=4, num_samples=2, slat_params=FAST,
-                                  formats=["gaussian"])
+    structure = structure_from_voxels(coords, pipeline.resolution, num_samples=2)
+    result = pipeline.run_variant(structure, "a golden statue", seed=4, slat_params=FAST, formats=["gaussian"])
     assert torch.equal(result.coords[:, 1:], coords.repeat(2, 1))
     assert result.coords[:, 0].tolist() == [0] * len(coords) + [1] * len(coords)
     assert len(result.decoded["gaussian"]) == 2
     with pytest.raises(ValueError, match=r"in \[0, 16\)"):
-        pipeline.run_variant(coords + 16, "x", slat_params=FAST, formats=[])
+        structure_from_voxels(coords + 16, pipeline.resolution)
 
 
 def test_image_variant(tmp_path):
@@ -61,6 +62,7 @@ def test_image_variant(tmp_path):
     image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     ImageDraw.Draw(image).ellipse((10, 10, 50, 50), fill=(255, 0, 0, 255))
     coords = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]], dtype=torch.int32)
-    a = pipe.run_variant(coords, image, seed=1, slat_params=FAST, formats=[])
-    b = pipe.run_variant(coords, image, seed=2, slat_params=FAST, formats=[])
+    structure = structure_from_voxels(coords, pipe.resolution)
+    a = pipe.run_variant(structure, image, seed=1, slat_params=FAST, formats=[])
+    b = pipe.run_variant(structure, image, seed=2, slat_params=FAST, formats=[])
     assert torch.equal(a.coords, b.coords) and not torch.equal(a.slat.feats, b.slat.feats)

@@ -15,7 +15,7 @@ plus the structure encoder when the asset has no dense structure latent); method
 one inversion pass per stage (as many steps again, one unguided forward each) unless the asset's
 ``invert_asset`` result is given, which is computed once for any number of edits. 'delete'
 samples nothing.
-Everything is deterministic per seed: one CPU generator, structure noise first, SLat noise second.
+Everything is deterministic per seed (``Noise``: structure noise first, SLat noise second).
 Only single assets (batch index 0) are supported.
 """
 from __future__ import annotations
@@ -25,13 +25,12 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from ..pipelines.trellis_pipeline import ProgressCallback, TrellisPipeline, stage_timer
+from ..pipelines.generation import Noise, ProgressCallback, TrellisPipeline, stage_timer
 from ..sampling.flow_euler import InversionOutput, noised
 from ..sparse import SparseTensor
 from .region import check_region, coords_in_region, latent_region
 
 __all__ = ["EditResult", "AssetInversion", "invert_asset", "detail_variation", "region_edit", "encode_structure",
-           "structure_resolution",
            "EDIT_MODES", "EDIT_METHODS"]
 
 EDIT_MODES = ("replace", "delete", "add")
@@ -65,11 +64,6 @@ class AssetInversion:
     slat: Optional[InversionOutput]
     params: Dict[str, dict]
     coords: torch.Tensor
-
-
-def structure_resolution(pipeline: TrellisPipeline) -> int:
-    """The structure grid R (64 for the released models): the SLat flow's resolution."""
-    return int(pipeline.folder.model("slat_flow_model").resolution)
 
 
 def _xyz(coords: torch.Tensor, resolution: int, what: str = "coords") -> torch.Tensor:
@@ -119,7 +113,7 @@ def _cond_on(cond: dict, device) -> dict:
 def encode_structure(pipeline: TrellisPipeline, coords: torch.Tensor) -> torch.Tensor:
     """The dense structure latent [1, C, r, r, r] of a structure: the sparse-structure encoder
     (``folder.model('sparse_structure_encoder')``) on the 0/1 occupancy grid, posterior mean."""
-    res = structure_resolution(pipeline)
+    res = pipeline.resolution
     occupancy = _grid(_xyz(coords, res), res)[None, None].float().to(pipeline.device)
     return pipeline.folder.model("sparse_structure_encoder")(occupancy, sample_posterior=False).float()
 
@@ -141,7 +135,7 @@ class _Stage:
                  progress: Optional[ProgressCallback]):
         self.pipeline, self.stage = pipeline, stage
         self.model = pipeline.folder.model(model_key)
-        self.sampler = pipeline._sampler(stage)
+        self.sampler = pipeline.sampler(stage)
         self.params = pipeline.sampler_params(stage, overrides)
         self.progress = progress
 
@@ -199,7 +193,7 @@ def detail_variation(pipeline: TrellisPipeline, cond: dict, coords: torch.Tensor
     """
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
-    res = structure_resolution(pipeline)
+    res = pipeline.resolution
     xyz = _xyz(coords, res)
     if slat is None and (strength < 1.0 or region is not None):
         raise ValueError("strength < 1 and region need the original SLat (slat=...); a structure without one "
@@ -207,10 +201,8 @@ def detail_variation(pipeline: TrellisPipeline, cond: dict, coords: torch.Tensor
     device = pipeline.device
     timings: Dict[str, float] = {}
     stage = _Stage(pipeline, "slat_sampler", "slat_flow_model", params, progress)
-    norm = pipeline.folder.slat_normalization()
-    mean, std = norm["mean"][None].to(device), norm["std"][None].to(device)
-    generator = torch.Generator().manual_seed(seed)
-    eps = torch.randn(xyz.shape[0], stage.model.in_channels, generator=generator).to(device)
+    mean, std = pipeline.latent_statistics()
+    eps = Noise(seed).latents(xyz.shape[0], stage.model.in_channels).to(device)
     full = (_full(xyz) if coords.shape[1] == 3 else coords.detach().cpu().int()).to(device)
     inside = torch.ones(xyz.shape[0], dtype=torch.bool)
     original = s0 = None
@@ -270,7 +262,7 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
     """
     _check_choice(mode, EDIT_MODES, "mode")
     _check_choice(method, EDIT_METHODS, "method")
-    res = structure_resolution(pipeline)
+    res = pipeline.resolution
     device = pipeline.device
     # the grid merges and lookups run where the models do: on a GPU, host threads would cost
     # more than the kernels (the edit's bookkeeping is timed in docs/gpu.md)
@@ -278,7 +270,7 @@ def region_edit(pipeline: TrellisPipeline, cond: dict, original_coords: torch.Te
     region = check_region(region, res).to(device)
     cond = _cond_on(cond, device)
     edit = _Edit(pipeline, cond, cond if source_cond is None else _cond_on(source_cond, device), method,
-                 torch.Generator().manual_seed(seed), progress, {}, inversion, None, res, device)
+                 Noise(seed), progress, {}, inversion, None, res, device)
     original_grid = _grid(xyz, res)
     if method == "inversion" and inversion is not None:
         edit.inverted = _xyz(inversion.coords, res, "inversion.coords").to(device)
@@ -318,7 +310,7 @@ class _Edit:
     cond: dict
     source: dict  # the condition the asset is inverted under
     method: str
-    generator: torch.Generator  # stage 1's noise, then stage 2's
+    noise: Noise  # stage 1's, then stage 2's
     progress: Optional[ProgressCallback]
     timings: Dict[str, float]
     inversion: Optional[AssetInversion]
@@ -337,7 +329,7 @@ def _edit_structure(edit: _Edit, xyz: torch.Tensor, region: torch.Tensor, struct
         stage = _Stage(pipeline, "sparse_structure_sampler", "sparse_structure_flow_model", structure_params,
                        edit.progress)
         r = int(flow.resolution)
-        eps = torch.randn(1, flow.in_channels, r, r, r, generator=edit.generator).to(device)
+        eps = edit.noise.structure((1, flow.in_channels, r, r, r)).to(device)
         z0 = encode_structure(pipeline, _full(xyz)) if structure_latent is None else structure_latent
         z0 = z0.float().to(device)
         if z0.shape != eps.shape:
@@ -362,14 +354,13 @@ def _edit_latents(edit: _Edit, xyz: torch.Tensor, new_xyz: torch.Tensor, keep: t
     (row ``index`` of the original), the others are sampled with the kept ones as the known part."""
     pipeline, device, res = edit.pipeline, edit.device, edit.res
     full = _full(new_xyz)
-    norm = pipeline.folder.slat_normalization()
-    mean, std = norm["mean"][None].to(device), norm["std"][None].to(device)
+    mean, std = pipeline.latent_statistics()
     original = None if original_slat is None else _slat_feats_on(original_slat, xyz, res).to(device)
     if not bool((~keep).any()):
         return SparseTensor(original[index], full, batch_size=1)
     with stage_timer(edit.timings, "latent", device):
         stage = _Stage(pipeline, "slat_sampler", "slat_flow_model", slat_params, edit.progress)
-        eps = torch.randn(len(new_xyz), stage.model.in_channels, generator=edit.generator).to(device)
+        eps = edit.noise.latents(len(new_xyz), stage.model.in_channels).to(device)
         hook, x = None, eps
         if original is not None:
             known = keep[:, None]
@@ -414,7 +405,7 @@ def invert_asset(pipeline: TrellisPipeline, coords: torch.Tensor, slat: Optional
     normalised SLat) under ``source_cond`` with the conditional velocity alone, for any number of
     ``region_edit(method='inversion', inversion=...)`` calls on the same structure with the same
     schedules. ``progress(stage, step, steps)`` is called after every inversion step."""
-    res = structure_resolution(pipeline)
+    res = pipeline.resolution
     xyz = _xyz(coords, res)
     device = pipeline.device
     source = _cond_on(source_cond, device)
@@ -425,8 +416,8 @@ def invert_asset(pipeline: TrellisPipeline, coords: torch.Tensor, slat: Optional
     slat_traj = None
     if slat is not None:
         stage2 = _Stage(pipeline, "slat_sampler", "slat_flow_model", slat_params, progress)
-        norm = pipeline.folder.slat_normalization()
-        s0 = (_slat_feats_on(slat, xyz, res).to(device) - norm["mean"][None].to(device)) / norm["std"][None].to(device)
+        mean, std = pipeline.latent_statistics()
+        s0 = (_slat_feats_on(slat, xyz, res).to(device) - mean) / std
         slat_traj = stage2.invert(SparseTensor(s0, _full(xyz).to(device), batch_size=1), source)
         params["slat"] = _schedule(stage2)
     return AssetInversion(structure, slat_traj, params, _full(xyz))

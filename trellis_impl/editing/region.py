@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..frames import convert
 
-__all__ = ["box_region", "mesh_region", "points_region", "dilate_region", "fill_inside", "latent_region",
+__all__ = ["edit_region", "box_region", "mesh_region", "points_region", "dilate_region", "fill_inside", "latent_region",
            "coords_in_region", "check_region", "FRAMES"]
 
 FRAMES = ("gltf", "trellis")
@@ -158,6 +158,23 @@ def points_region(points, resolution: int = 64, frame: str = "gltf", fill: bool 
     if fill:
         grid = fill_inside(grid)
     return check_region(dilate_region(grid, dilate), what="point region")
+
+
+def edit_region(resolution: int, boxes=None, mesh=None, border: int = 0, frame: str = "gltf") -> torch.Tensor:
+    """The region of an edit as the command line and the nodes state it: the union of ``boxes``
+    (``box_region``) and the inside of ``mesh`` = (vertices, faces) (``mesh_region``), in ``frame``
+    (default the exported GLB's axes), grown by ``border`` voxels. bool [R, R, R]."""
+    parts = []
+    if boxes is not None and len(boxes):
+        parts.append(box_region(boxes, resolution=resolution, frame=frame, dilate=border))
+    if mesh is not None:
+        parts.append(mesh_region(*mesh, resolution=resolution, frame=frame, dilate=border))
+    if not parts:
+        raise ValueError("region: give at least one box (xmin ymin zmin xmax ymax zmax) or a closed mesh")
+    region = parts[0]
+    for part in parts[1:]:
+        region = region | part
+    return region
 
 
 def dilate_region(region: torch.Tensor, k: int) -> torch.Tensor:

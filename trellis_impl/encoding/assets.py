@@ -147,14 +147,21 @@ def _part_appearance(geometry, textures: List[torch.Tensor]):
     return colors[faces], None, -1
 
 
-def load_textured_mesh(path: Union[str, Path]) -> TexturedMesh:
+def load_textured_mesh(path: Union[str, Path], up: Optional[str] = None) -> TexturedMesh:
     """Read a mesh file with its base colour (.glb .gltf .obj .ply .stl, through trimesh).
 
     The vertices and faces are those ``readers.load_mesh`` returns for the file (the
-    scene's parts with their node transforms, concatenated in order; no axis change, no vertex
-    merging). Per part: UV + base-colour texture and factor, vertex colours, face colours or
-    material colour, else grey 0.5 (see the module docstring)."""
+    scene's parts with their node transforms, concatenated in order; no vertex merging), as stored
+    (``up=None``) or turned into the TRELLIS frame (``up``: 'auto', 'y' or 'z', see
+    ``frames.mesh_file_frame``). Per part: UV + base-colour texture and factor, vertex colours, face
+    colours or material colour, else grey 0.5 (see the module docstring)."""
     path = check_mesh_path(path)
+    if up is not None:
+        from dataclasses import replace
+
+        from ..frames import convert, mesh_file_frame
+        mesh = load_textured_mesh(path)
+        return replace(mesh, vertices=convert(mesh.vertices, mesh_file_frame(path, up), "trellis"))
     try:
         import trimesh
     except ImportError:

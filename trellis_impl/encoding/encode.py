@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 
 from ..pipelines.model_folder import ENCODER_KEY, SLAT_ENCODER_KEY, ModelFolder, ModelFolderError
-from ..pipelines.trellis_pipeline import stage_timer
+from ..pipelines.generation import stage_timer
 from ..pipelines.voxelize import voxelize_mesh
 from ..sparse import SparseTensor
 from .albedo import render_albedo, to_rgba8

@@ -10,9 +10,9 @@ from ..conditioning import BackgroundRemover, encode_image, load_dinov2, preproc
 from .encoders import image_encoder_path, text_encoder_path
 from .model_folder import (DEMO_MODEL, KNOWN_REPOSITORIES, ModelFolder, ModelFolderError, demo_model_path,
                            download_model_folder)
-from .trellis_pipeline import FORMATS, GenerationResult, ProgressCallback, TrellisPipeline, stage_timer, views_options
+from .generation import FORMATS, GenerationResult, ProgressCallback, Structure, TrellisPipeline, stage_timer, views_options
 
-__all__ = ["ImageTo3DPipeline", "TextTo3DPipeline", "open_model_folder", "structure_from_mesh", "MULTI_IMAGE_MODES"]
+__all__ = ["ImageTo3DPipeline", "TextTo3DPipeline", "open_model_folder", "MULTI_IMAGE_MODES"]
 
 MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 
@@ -116,14 +116,14 @@ class ImageTo3DPipeline(TrellisPipeline):
         result.timings = {**timings, **result.timings}
         return result
 
-    def run_variant(self, coords: torch.Tensor, image, seed: int = 42, num_samples: int = 1,
-                    formats: Sequence[str] = FORMATS, preprocess: bool = True, slat_params: Optional[dict] = None,
+    def run_variant(self, structure: Structure, image, seed: int = 42, formats: Sequence[str] = FORMATS,
+                    preprocess: bool = True, slat_params: Optional[dict] = None,
                     progress: Optional[ProgressCallback] = None) -> GenerationResult:
-        """New latents on a given structure (``coords`` int [N, 3] on the 64^3 grid, e.g. from
-        ``voxelize_mesh``) from one image."""
+        """New latents on a given structure (``structure_from_mesh``, ``structure_from_voxels``) from
+        one image (official ``run_variant``)."""
         if preprocess:
             image = preprocess_image(image, remover=self.background_remover)
-        return variant(self, self.get_cond([image]), coords, seed, num_samples, formats, slat_params, progress)
+        return self.variant(self.get_cond([image]), structure, seed, formats, slat_params, progress)
 
 
 class TextTo3DPipeline(TrellisPipeline):
@@ -162,35 +162,7 @@ class TextTo3DPipeline(TrellisPipeline):
         result.timings = {**timings, **result.timings}
         return result
 
-    def run_variant(self, coords: torch.Tensor, prompt: str, seed: int = 42, num_samples: int = 1,
-                    formats: Sequence[str] = FORMATS, slat_params: Optional[dict] = None,
-                    progress: Optional[ProgressCallback] = None) -> GenerationResult:
-        """New latents on a given structure (``coords`` int [N, 3]) from a prompt (official ``run_variant``)."""
-        return variant(self, self.get_cond([prompt]), coords, seed, num_samples, formats, slat_params, progress)
-
-
-def structure_from_mesh(pipeline: TrellisPipeline, vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """The surface voxels of a mesh on the pipeline's SLat grid (64^3 for the released models),
-    as the official ``voxelize``: int32 [N, 3]."""
-    from .voxelize import voxelize_mesh
-    return voxelize_mesh(vertices, faces, resolution=pipeline.folder.model("slat_flow_model").resolution)
-
-
-def variant(pipeline: TrellisPipeline, cond: dict, coords: torch.Tensor, seed: int, num_samples: int,
-            formats: Sequence[str], slat_params: Optional[dict], progress: Optional[ProgressCallback]) -> GenerationResult:
-    """Official ``run_variant``: the structure repeated for each sample, then stage 2 only."""
-    if coords.dim() != 2 or coords.shape[1] != 3 or coords.shape[0] == 0:
-        raise ValueError(f"variant structure must be non-empty int coords [N, 3], got {list(coords.shape)}")
-    resolution = pipeline.folder.model("slat_flow_model").resolution
-    if int(coords.min()) < 0 or int(coords.max()) >= resolution:
-        raise ValueError(f"variant structure coords must be in [0, {resolution})")
-    n = coords.shape[0]
-    batch = torch.arange(num_samples, dtype=torch.int32).repeat_interleave(n)[:, None]
-    full = torch.cat([batch, coords.int().cpu().repeat(num_samples, 1)], dim=1).to(pipeline.device)
-    generator = torch.Generator().manual_seed(seed)
-    timings = {}
-    with stage_timer(timings, "latent", pipeline.device):
-        slat = pipeline.sample_slat(cond, full, generator, slat_params, progress, num_samples=num_samples)
-    with stage_timer(timings, "decode", pipeline.device):
-        decoded = pipeline.decode(slat, formats)
-    return GenerationResult(coords=full, slat=slat, decoded=decoded, timings=timings)
+    def run_variant(self, structure: Structure, prompt: str, seed: int = 42, formats: Sequence[str] = FORMATS,
+                    slat_params: Optional[dict] = None, progress: Optional[ProgressCallback] = None) -> GenerationResult:
+        """New latents on a given structure from a prompt (official ``run_variant``)."""
+        return self.variant(self.get_cond([prompt]), structure, seed, formats, slat_params, progress)

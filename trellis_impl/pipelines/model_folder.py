@@ -93,6 +93,16 @@ class ModelFolder:
         """'image' or 'text'."""
         return "image" if self.name == "TrellisImageTo3DPipeline" else "text"
 
+    @property
+    def resolution(self) -> int:
+        """The structure grid R (64 for the released models): the SLat flow's, read from its config
+        without loading its weights."""
+        path = Path(f"{self.checkpoint_path('slat_flow_model')}.json")
+        try:
+            return int(json.loads(path.read_text(encoding="utf-8"))["args"]["resolution"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelFolderError(f"{path}: cannot read the SLat flow's args.resolution ({e})") from None
+
     def checkpoint_path(self, key: str) -> Path:
         """Where model ``key``'s files live (without extension)."""
         if key == ENCODER_KEY and key not in self.args["models"]:

@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from ..frames import mesh_file_frame
 from ..pipelines.voxelize import voxelize_mesh
 from ..readers import MESH_EXTENSIONS
 from .dataset import (ASSET_KINDS, TrainingData, camera_tensors, new_dataset_manifest, stored_camera,
@@ -36,8 +37,6 @@ from .dataset import (ASSET_KINDS, TrainingData, camera_tensors, new_dataset_man
 __all__ = ["prepare_data", "find_meshes", "PREPARE_PHASES", "conditioning_cameras"]
 
 PREPARE_PHASES = ("meshes", "features", "latents")
-UP_AXES = ("auto", "y", "z")
-_Y_UP_FORMATS = (".glb", ".gltf", ".obj")  # Blender's importers turn these Z up for the official renders
 # Called with (phase, assets done, assets); may raise to interrupt.
 PrepareProgress = Callable[[str, int, int], None]
 _log = logging.getLogger("trellis_impl")
@@ -141,12 +140,7 @@ class _Preparer:
         from ..encoding.albedo import render_albedo, to_rgba8
         from ..encoding.views import hammersley_cameras
         s = self.settings
-        mesh = load_textured_mesh(self.meshes[name])
-        if s["up"] == "y" or (s["up"] == "auto" and self.meshes[name].suffix.lower() in _Y_UP_FORMATS):
-            from dataclasses import replace
-
-            from ..frames import from_gltf_frame
-            mesh = replace(mesh, vertices=from_gltf_frame(mesh.vertices))
+        mesh = load_textured_mesh(self.meshes[name], up=s["up"])
         if not self.file(name, "voxels").is_file():
             coords = voxelize_mesh(mesh.vertices, mesh.faces, resolution=s["resolution"])
             (self.out / "assets" / name).mkdir(exist_ok=True)
@@ -201,8 +195,7 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
                         (render_size, "render_size"), (supersample, "supersample"), (batch_size, "batch_size")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{what} must be an int >= 1, got {value!r}")
-    if up not in UP_AXES:
-        raise ValueError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
+    mesh_file_frame("", up)  # checks up
     meshes = find_meshes(sources)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = {"resolution": resolution, "num_views": num_views, "cond_views": cond_views, "render_size": render_size,
