@@ -1,5 +1,4 @@
 """UV atlas for TRELLIS meshes (trellis_impl.export.uv_atlas)."""
-import time
 
 import numpy as np
 import pytest
@@ -173,13 +172,11 @@ def test_bad_method():
         unwrap(v, f, method="nope")
 
 
-def test_timing_50k_faces():
+def test_50k_faces():
     m = trimesh.creation.torus(0.4, 0.15, major_sections=256, minor_sections=96)  # 49152 faces
     v, f = np.asarray(m.vertices), np.asarray(m.faces)
-    t = time.perf_counter()
     vmap, f2, uv, info = unwrap(v, f, return_info=True)
-    dt = time.perf_counter() - t
-    print(f"\nfast unwrap: {len(f)} faces, {info['charts']} charts, {dt:.3f} s")
+    assert info["charts"] >= 1
     check_atlas(v, f, vmap, f2, uv)
 
 

