@@ -173,7 +173,7 @@ def prepare_glb(mesh, gaussians=None, *, simplify: Optional[float] = 0.95, fill_
         colors = None  # carrying them through decimation costs a replay of its collapses
     work = _GlbWork(vertices, faces, colors, info={"input": {"vertices": int(len(vertices)), "faces": int(len(faces))}})
 
-    work.run("cleanup", lambda: _clean_up(work, simplify, device, report))
+    work.run("cleanup", lambda: _clean_up(work, simplify, device, report, cancellable=progress is not None))
     work.run("visibility", lambda: fill_holes and _remove_invisible(
         work, simplify, device, visibility_views, visibility_resolution, report))
     work.run("unwrap", lambda: bake in ("fast", "opt") and _unwrap(work, texture_size, unwrap_method, report))
@@ -224,11 +224,13 @@ def _work_device(mesh, gaussians, bake: str, device) -> torch.device:
     return torch.device(device)
 
 
-def _clean_up(work: _GlbWork, simplify, device: torch.device, report: Progress) -> None:
-    """Phase 1: weld, drop degenerate faces, decimate, drop specks."""
+def _clean_up(work: _GlbWork, simplify, device: torch.device, report: Progress, cancellable: bool) -> None:
+    """Phase 1: weld, drop degenerate faces, decimate, drop specks. ``cancellable``: the progress
+    callback is polled while the decimation runs (it may raise, e.g. a host's Cancel)."""
     report("cleanup", 0, 1)
     work.v, work.f, work.colors, work.info["cleanup"] = cleanup_mesh(
-        work.v, work.f, work.colors, simplify_ratio=simplify or 0.0, device=device)
+        work.v, work.f, work.colors, simplify_ratio=simplify or 0.0, device=device,
+        poll=(lambda: report("cleanup", 0, 1)) if cancellable else None)
     report("cleanup", 1, 1)
 
 

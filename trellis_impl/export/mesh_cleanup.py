@@ -22,12 +22,14 @@ int64 faces, attributes in their input dtype where averaging allows, else float)
 
 import math
 import time
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from ..child_call import call_in_child
 
 try:  # optional, much better decimation (quadric edge collapse); pip install fast-simplification
     import fast_simplification as _fast_simplification
@@ -328,8 +330,10 @@ def simplify(vertices, faces, target_ratio: Optional[float] = None,
     return _simplify(vertices, faces, target_ratio, target_faces, attributes)[:3]
 
 
-def _simplify(vertices, faces, target_ratio, target_faces, attributes):
-    """simplify(), plus the method used ('fast_simplification', 'vertex_clustering' or None)."""
+def _simplify(vertices, faces, target_ratio, target_faces, attributes, poll=None):
+    """simplify(), plus the method used ('fast_simplification', 'vertex_clustering' or None).
+    ``poll``: called every 0.2 s while the quadric decimation runs (it holds the GIL, so it runs
+    in a child process then: ``child_call``); an exception from it stops the decimation."""
     v, f = _check_mesh(vertices, faces)
     attrs = _check_attributes(attributes, v.shape[0])
     if (target_ratio is None) == (target_faces is None):
@@ -346,8 +350,8 @@ def _simplify(vertices, faces, target_ratio, target_faces, attributes):
     if target >= f.shape[0]:
         return v.astype(np.float32), f, attrs, None
     if _fast_simplification is not None:
-        out_v, out_f, collapses = _fast_simplification.simplify(
-            v, f.astype(np.int32), target_count=target, return_collapses=True)
+        out_v, out_f, collapses = call_in_child(_fast_simplification.simplify, (v, f.astype(np.int32)),
+                                                {"target_count": target, "return_collapses": True}, poll=poll)
         out_v = np.asarray(out_v, dtype=np.float64).reshape(-1, 3)
         out_f = _clean_faces(out_v, np.asarray(out_f, dtype=np.int64).reshape(-1, 3), 0.0)
         if out_f.shape[0] > 0:
@@ -383,13 +387,15 @@ def _collapse_map(v: np.ndarray, f: np.ndarray, collapses, num_out: int) -> np.n
 
 
 def cleanup_mesh(vertices, faces, attributes=None, simplify_ratio: float = 0.95,
-                 min_component_fraction: float = 0.01, weld_tolerance: float = 1e-6, device=None):
+                 min_component_fraction: float = 0.01, weld_tolerance: float = 1e-6, device=None,
+                 poll: Optional[Callable[[], object]] = None):
     """Weld, simplify (``simplify_ratio``: fraction of faces removed, as the official
     ``to_glb(simplify=0.95)``; 0 or None skips it), then drop small components (after
     decimation: the same specks, found on a 20x smaller graph).
 
     ``attributes`` (one row per vertex, e.g. the decoder's rgb+normal ``vertex_attrs``) are
-    carried through every phase. ``device``: where :func:`weld` groups vertices. Returns ``(vertices float32 [V, 3], faces int64 [F, 3],
+    carried through every phase. ``device``: where :func:`weld` groups vertices. ``poll``: a
+    Cancel check called at least every 0.2 s during decimation (see ``_simplify``). Returns ``(vertices float32 [V, 3], faces int64 [F, 3],
     attributes or None, report)``; ``report`` has the vertex/face counts after each phase
     (``input``, ``weld``, ``components``, ``simplify``), ``seconds`` per phase and in total, and
     the simplification ``method`` ('fast_simplification', 'vertex_clustering' or None).
@@ -410,7 +416,7 @@ def cleanup_mesh(vertices, faces, attributes=None, simplify_ratio: float = 0.95,
     t = time.perf_counter()
     method = None
     if simplify_ratio:
-        v, f, attrs, method = _simplify(v, f, simplify_ratio, None, attrs)
+        v, f, attrs, method = _simplify(v, f, simplify_ratio, None, attrs, poll)
     report["seconds"]["simplify"] = time.perf_counter() - t
     report["simplify"] = {"vertices": int(v.shape[0]), "faces": int(f.shape[0])}
     t = time.perf_counter()
