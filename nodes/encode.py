@@ -1,13 +1,14 @@
-"""TrellisEncodeMesh: a textured mesh -> its TRELLIS latents with the model's encoders (V1 API)."""
+"""TrellisEncodeMesh: a textured mesh -> its TRELLIS latents with the model's encoders."""
 from __future__ import annotations
 
 import os
 
-
-from . import host
-from .model import ModelHandle
 from ..trellis_impl.pipelines.generation import Structure
+from . import host
 from .generation import TrellisSlat, _mesh_path_input, _model_input, check_mesh_path
+from .host import io
+from .model import ModelHandle
+from .sockets import MESH, SLAT, STRUCTURE
 
 
 def _core_mesh(mesh):
@@ -40,39 +41,37 @@ def _file_mesh(mesh_path: str):
     return load_textured_mesh(path, up="auto")
 
 
-class TrellisEncodeMesh:
-    CATEGORY = "TRELLIS/sampling"
-    FUNCTION = "encode"
-    RETURN_TYPES = ("TRELLIS_V1_SLAT", "TRELLIS_V1_STRUCTURE")
-    RETURN_NAMES = ("slat", "structure")
-    OUTPUT_TOOLTIPS = ("The mesh's structured latent (decode it, or edit it with the edit nodes).",
-                       "Its structure, with the dense structure latent (for the edit nodes).")
-    DESCRIPTION = ("Encodes a textured mesh without sampling, as the official dataset toolkit makes its training "
-                   "latents: surface voxels, DINOv2 features averaged over rendered views (unlit base colour), "
-                   "then the SLat and structure encoders.")
+class TrellisEncodeMesh(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrellisEncodeMesh", display_name="TRELLIS Encode Mesh (no sampling)", category="TRELLIS/sampling",
+            description="Encodes a textured mesh without sampling, as the official dataset toolkit makes its "
+                        "training latents: surface voxels, DINOv2 features averaged over rendered views (unlit base "
+                        "colour), then the SLat and structure encoders.",
+            inputs=[
+                _model_input(),
+                io.Int.Input("views", default=150, min=1, max=1000,
+                             tooltip="Rendered views (official: 150); fewer is faster and coarser."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the cameras' Hammersley offset (the official toolkit draws one at "
+                                     "random per asset)."),
+                MESH.Input("mesh", optional=True,
+                           tooltip="A core MESH (glTF frame, Y up; its uvs + texture or vertex colours are used when "
+                                   "present, else grey); its first batch item is used."),
+                _mesh_path_input(),
+            ],
+            outputs=[host.output(SLAT, "slat", "The mesh's structured latent (decode it, or edit it with the edit "
+                                               "nodes)."),
+                     host.output(STRUCTURE, "structure", "Its structure, with the dense structure latent (for the "
+                                                         "edit nodes).")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": _model_input(),
-            "views": ("INT", {"default": 150, "min": 1, "max": 1000,
-                              "tooltip": "Rendered views (official: 150); fewer is faster and coarser."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
-                             "tooltip": "Seed of the cameras' Hammersley offset (the official toolkit draws one "
-                                        "at random per asset)."}),
-        }, "optional": {
-            "mesh": ("MESH", {"tooltip": "A core MESH (glTF frame, Y up; its uvs + texture or vertex colours are "
-                                         "used when present, else grey); its first batch item is used."}),
-            "mesh_path": _mesh_path_input("Or a mesh file from ComfyUI's input folder (.glb/.gltf/.obj read as Y up, "
-                                          ".ply/.stl as Z up, as the official toolkit and the command line). "
-                                          "Used when no mesh is linked."),
-        }}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, mesh_path=""):
+    def validate_inputs(cls, mesh_path=""):
         return check_mesh_path(mesh_path)
 
-    def encode(self, model: ModelHandle, views=150, seed=0, mesh=None, mesh_path=""):
+    @classmethod
+    def execute(cls, model: ModelHandle, views=150, seed=0, mesh=None, mesh_path=""):
         from ..trellis_impl.encoding import encode_asset
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
             raise ValueError(f"views must be an int >= 1, got {views!r}")
@@ -97,4 +96,4 @@ class TrellisEncodeMesh:
                              progress=progress)
         slat = asset.slat(device)
         structure = Structure(slat.coords.cpu(), 1, folder.resolution, latent=asset.structure_latent)
-        return (TrellisSlat(slat, 1), structure)
+        return io.NodeOutput(TrellisSlat(slat, 1), structure)

@@ -1,4 +1,4 @@
-"""Loader, condition, sampler and decode nodes (V1 API)."""
+"""Loader, condition, sampler and decode nodes."""
 from __future__ import annotations
 
 import os
@@ -18,7 +18,9 @@ from ..trellis_impl.pipelines.generation import (Noise, Structure, structure_fro
 from ..trellis_impl.readers import MESH_EXTENSIONS
 from ..trellis_impl.validation import MAX_SEED
 from . import host
+from .host import io
 from .model import DTYPES, ModelHandle, load_trellis_model, model_choices
+from .sockets import ASSET, COND, MESH, MODEL, SLAT, STRUCTURE, VOXEL
 
 SEED_MAX = MAX_SEED
 BACKGROUND_MODES = ("auto", "keep", "remove")
@@ -50,16 +52,19 @@ class TrellisAsset:
 
 
 def _model_input():
-    return ("TRELLIS_V1_MODEL", {"tooltip": "A TRELLIS model from 'TRELLIS Model Loader'."})
+    return MODEL.Input("model", tooltip="A TRELLIS model from 'TRELLIS Model Loader'.")
 
 
-def _mesh_path_input(tooltip: str):
+def _mesh_path_input():
     """A choice of the mesh files under ComfyUI's input folder ('' = none: a linked MESH is used)."""
-    return ([""] + host.input_mesh_files(), {"default": "", "tooltip": tooltip})
+    return io.Combo.Input("mesh_path", options=[""] + host.input_mesh_files(), default="", optional=True,
+                          tooltip="Or a mesh file from ComfyUI's input folder (.glb/.gltf/.obj read as Y up, .ply/.stl "
+                                  "as Z up, as the official toolkit and the command line). Used when no mesh is "
+                                  "linked.")
 
 
 def check_mesh_path(mesh_path) -> Union[bool, str]:
-    """VALIDATE_INPUTS of a mesh_path choice, so a bad value is refused before anything runs: ''
+    """validate_inputs of a mesh_path choice, so a bad value is refused before anything runs: ''
     or a mesh file (relative to the input folder, or absolute as the API may send it). Returns True
     or the error line."""
     value = str(mesh_path or "").strip()
@@ -73,26 +78,35 @@ def check_mesh_path(mesh_path) -> Union[bool, str]:
     return True
 
 
-def _sampler_inputs(steps: int, cfg: float) -> dict:
-    return {
-        "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
-                         "tooltip": "Random seed. Give the structure and latent samplers the same seed to get "
-                                    "the asset the official pipeline gives for that seed."}),
-        "steps": ("INT", {"default": steps, "min": 1, "max": 500,
-                          "tooltip": "Flow sampler steps (the released pipeline.json: 25; the official README example uses 12)."}),
-        "cfg": ("FLOAT", {"default": cfg, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                          "tooltip": "Classifier-free guidance strength (released pipeline.json: 5.0)."}),
-        "cfg_interval_start": ("FLOAT", {"advanced": True, "default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
-                                         "tooltip": "Guidance is applied only for t in [start, end] (t=1 is noise)."}),
-        "cfg_interval_end": ("FLOAT", {"advanced": True, "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                       "tooltip": "End of the guidance interval (t=1 is noise)."}),
-        "rescale_t": ("FLOAT", {"advanced": True, "default": 3.0, "min": 0.1, "max": 20.0, "step": 0.1,
-                                "tooltip": "Time-step warp of the flow schedule (released: 3.0)."}),
-        "multi_image_mode": (list(MULTI_IMAGE_MODES), {
-            "default": "stochastic",
-            "tooltip": "How several views of one object (a batch of images) are combined: 'stochastic' "
-                       "cycles the views across steps, 'multidiffusion' averages them every step."}),
-    }
+def check_choice(name: str, value, choices) -> None:
+    """Refuse a combo value that is not one of its choices, naming the input: 0.24.0 refuses it
+    before the node runs, 0.3.64 does not check the combos of V3 nodes."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _sampler_inputs(steps: int, cfg: float) -> list:
+    return [
+        io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                     tooltip="Random seed. Give the structure and latent samplers the same seed to get the asset "
+                             "the official pipeline gives for that seed."),
+        io.Int.Input("steps", default=steps, min=1, max=500,
+                     tooltip="Flow sampler steps (the released pipeline.json: 25; the official README example uses 12)."),
+        io.Float.Input("cfg", default=cfg, min=0.0, max=100.0, step=0.1, round=0.01,
+                       tooltip="Classifier-free guidance strength (released pipeline.json: 5.0)."),
+        host.advanced(io.Float, "cfg_interval_start", default=0.5, min=0.0, max=1.0, step=0.01,
+                      tooltip="Guidance is applied only for t in [start, end] (t=1 is noise)."),
+        host.advanced(io.Float, "cfg_interval_end", default=1.0, min=0.0, max=1.0, step=0.01,
+                      tooltip="End of the guidance interval (t=1 is noise)."),
+        host.advanced(io.Float, "rescale_t", default=3.0, min=0.1, max=20.0, step=0.1,
+                      tooltip="Time-step warp of the flow schedule (released: 3.0)."),
+    ]
+
+
+def _multi_image_input():
+    return io.Combo.Input("multi_image_mode", options=list(MULTI_IMAGE_MODES), default="stochastic",
+                          tooltip="How several views of one object (a batch of images) are combined: 'stochastic' "
+                                  "cycles the views across steps, 'multidiffusion' averages them every step.")
 
 
 def _params(steps, cfg, start, end, rescale_t) -> dict:
@@ -110,44 +124,46 @@ def _check_cond(model: ModelHandle, cond: TrellisCond, node: str) -> None:
                          f"{model.kind} model; use the same kind of model for conditioning and sampling")
 
 
+def _views(cond: TrellisCond, multi_image_mode: str) -> Optional[dict]:
+    check_choice("multi_image_mode", multi_image_mode, MULTI_IMAGE_MODES)
+    return views_options(multi_image_mode) if cond.views > 1 else None
+
+
 # ----------------------------------------------------------------------------- loader
 
-class TrellisModelLoader:
-    CATEGORY = "TRELLIS/loaders"
-    FUNCTION = "load"
-    RETURN_TYPES = ("TRELLIS_V1_MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The model folder (loaded lazily, stage by stage, under ComfyUI's model management).",)
-    DESCRIPTION = "Loads a TRELLIS model folder (pipeline.json + ckpts/) from models/trellis."
+class TrellisModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrellisModelLoader", display_name="TRELLIS Model Loader", category="TRELLIS/loaders",
+            description="Loads a TRELLIS model folder (pipeline.json + ckpts/) from models/trellis.",
+            inputs=[
+                io.Combo.Input("model", options=model_choices(),
+                               tooltip="A folder with pipeline.json under models/trellis (or an extra_model_paths "
+                                       "'trellis' entry), or a Hugging Face repository id (downloaded into "
+                                       "models/trellis when 'download' is on)."),
+                host.advanced(io.Combo, "dtype", options=list(DTYPES), default="auto",
+                              tooltip="Compute dtype of the transformers (auto: float16 on GPU, float32 on CPU)."),
+                host.advanced(io.Combo, "attention_backend", options=["auto"] + ATTENTION.names(), default="auto",
+                              tooltip="Attention kernel of this model's stages (other models keep theirs); auto "
+                                      "picks the fastest available."),
+                host.advanced(io.Combo, "sparse_conv_backend", options=["auto"] + SPARSE_CONV.names(),
+                              default="auto", tooltip="Sparse convolution kernel of this model's stages."),
+                io.Boolean.Input("download", default=False,
+                                 tooltip="Download a missing repository from Hugging Face (needs internet)."),
+            ],
+            outputs=[host.output(MODEL, "model", "The model folder (loaded lazily, stage by stage, under "
+                                                 "ComfyUI's model management).")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": (model_choices(), {
-                "tooltip": "A folder with pipeline.json under models/trellis (or an extra_model_paths 'trellis' "
-                           "entry), or a Hugging Face repository id (downloaded into models/trellis when "
-                           "'download' is on)."}),
-            "dtype": (list(DTYPES), {"advanced": True, "default": "auto",
-                                     "tooltip": "Compute dtype of the transformers (auto: float16 on GPU, "
-                                                "float32 on CPU)."}),
-            "attention_backend": (["auto"] + ATTENTION.names(), {"advanced": True,
-                "default": "auto", "tooltip": "Attention kernel of this model's stages (other models keep "
-                                              "theirs); auto picks the fastest available."}),
-            "sparse_conv_backend": (["auto"] + SPARSE_CONV.names(), {"advanced": True,
-                "default": "auto", "tooltip": "Sparse convolution kernel of this model's stages."}),
-            "download": ("BOOLEAN", {"default": False, "tooltip": "Download a missing repository from "
-                                                                  "Hugging Face (needs internet)."}),
-        }}
-
-    def load(self, model, dtype="auto", attention_backend="auto", sparse_conv_backend="auto", download=False):
+    def execute(cls, model, dtype="auto", attention_backend="auto", sparse_conv_backend="auto", download=False):
         backends = {"attention": attention_backend, "sparse_conv": sparse_conv_backend}
         for family, name in backends.items():
             check_backend(family, name, f"{family}_backend")
-        return (load_trellis_model(model, dtype, bool(download), backends),)
+        return io.NodeOutput(load_trellis_model(model, dtype, bool(download), backends))
 
 
 # ----------------------------------------------------------------------------- conditions
-
 def _image_arrays(image: torch.Tensor, mask: Optional[torch.Tensor], background: str):
     """IMAGE [B,H,W,C] (+ MASK) -> list of (uint8 array, alpha mask or None) per view."""
     if not isinstance(image, torch.Tensor) or image.dim() != 4:
@@ -185,32 +201,32 @@ def _image_arrays(image: torch.Tensor, mask: Optional[torch.Tensor], background:
     return views
 
 
-class TrellisImageCondition:
-    CATEGORY = "TRELLIS/conditioning"
-    FUNCTION = "encode"
-    RETURN_TYPES = ("TRELLIS_V1_COND", "IMAGE")
-    RETURN_NAMES = ("cond", "preprocessed")
-    OUTPUT_TOOLTIPS = ("DINOv2 condition of the object (all images of the batch are views of one object).",
-                       "The cropped 518x518 images the encoder saw.")
+
+class TrellisImageCondition(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrellisImageCondition", display_name="TRELLIS Image Condition", category="TRELLIS/conditioning",
+            inputs=[
+                _model_input(),
+                io.Image.Input("image", tooltip="The object; a batch of several images = several views of one "
+                                                "object."),
+                io.Combo.Input("background", options=list(BACKGROUND_MODES), default="auto",
+                               tooltip="auto: use the mask / the image's alpha, else remove the background (rembg); "
+                                       "keep: the whole image is the object; remove: always run background "
+                                       "removal (rembg)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Optional object mask as LoadImage gives it (alpha = 1 - mask). A 64x64 mask "
+                                      "(LoadImage without alpha) counts as no mask."),
+            ],
+            outputs=[host.output(COND, "cond", "DINOv2 condition of the object (all images of the batch are views "
+                                               "of one object)."),
+                     host.output(io.Image, "preprocessed", "The cropped 518x518 images the encoder saw.")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": _model_input(),
-            "image": ("IMAGE", {"tooltip": "The object; a batch of several images = several views of one object."}),
-            "background": (list(BACKGROUND_MODES), {
-                "default": "auto",
-                "tooltip": "auto: use the mask / the image's alpha, else remove the background (rembg); keep: the "
-                           "whole image is the object; remove: always run background removal (rembg)."}),
-        }, "optional": {
-            "mask": ("MASK", {"tooltip": "Optional object mask as LoadImage gives it (alpha = 1 - mask). A 64x64 "
-                                         "mask (LoadImage without alpha) counts as no mask."}),
-        }}
-
-    def encode(self, model: ModelHandle, image, background="auto", mask=None):
+    def execute(cls, model: ModelHandle, image, background="auto", mask=None):
         model.require("image", "TrellisImageCondition")
-        if background not in BACKGROUND_MODES:
-            raise ValueError(f"background must be one of {BACKGROUND_MODES}, got {background!r}")
+        check_choice("background", background, BACKGROUND_MODES)
         views = _image_arrays(image, mask, background)
         host.check_interrupt()
         pipeline = model.pipeline
@@ -220,65 +236,64 @@ class TrellisImageCondition:
         cond = pipeline.get_cond(prepared)
         tensors = {k: v.detach().float().cpu() for k, v in cond.items()}
         out = torch.stack([torch.from_numpy(np.asarray(p).astype(np.float32) / 255.0) for p in prepared])
-        return (TrellisCond("image", tensors, views=len(prepared)), out)
+        return io.NodeOutput(TrellisCond("image", tensors, views=len(prepared)), out)
 
 
-class TrellisTextCondition:
-    CATEGORY = "TRELLIS/conditioning"
-    FUNCTION = "encode"
-    RETURN_TYPES = ("TRELLIS_V1_COND",)
-    RETURN_NAMES = ("cond",)
-    OUTPUT_TOOLTIPS = ("CLIP-L text condition.",)
+class TrellisTextCondition(io.ComfyNode):
     # ComfyUI's own CLIP nodes do not reproduce the official tokens exactly (fp16 weights by
     # default, (word:1.2) weighting syntax, >75-token chunking instead of truncation), so the pack
     # runs its own CLIP-L (transformers, float32, truncation at 77 tokens) from the model folder.
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": _model_input(),
-            "prompt": ("STRING", {"multiline": True, "default": "",
-                                  "tooltip": "Description of the object. Encoded by the pack's own CLIP-L as the "
-                                             "official pipeline does (truncated at 77 tokens, no weighting syntax)."}),
-        }}
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrellisTextCondition", display_name="TRELLIS Text Condition", category="TRELLIS/conditioning",
+            inputs=[
+                _model_input(),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="Description of the object. Encoded by the pack's own CLIP-L as the official "
+                                        "pipeline does (truncated at 77 tokens, no weighting syntax)."),
+            ],
+            outputs=[host.output(COND, "cond", "CLIP-L text condition.")])
 
-    def encode(self, model: ModelHandle, prompt):
+    @classmethod
+    def execute(cls, model: ModelHandle, prompt):
         model.require("text", "TrellisTextCondition")
         host.check_interrupt()
         pipeline = model.prepare(encoder=True)
         cond = pipeline.get_cond([str(prompt)])
-        return (TrellisCond("text", {k: v.detach().float().cpu() for k, v in cond.items()}, views=1),)
+        return io.NodeOutput(TrellisCond("text", {k: v.detach().float().cpu() for k, v in cond.items()}, views=1))
 
 
 # ----------------------------------------------------------------------------- samplers
 
-class TrellisStructureSampler:
-    CATEGORY = "TRELLIS/sampling"
-    FUNCTION = "sample"
-    RETURN_TYPES = ("TRELLIS_V1_STRUCTURE", "VOXEL")
-    RETURN_NAMES = ("structure", "voxel")
-    OUTPUT_TOOLTIPS = ("Occupied voxels (stage 1).",
-                       "The same as a core VOXEL (Y up; None on hosts without VOXEL).")
+class TrellisStructureSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrellisStructureSampler", display_name="TRELLIS Structure Sampler", category="TRELLIS/sampling",
+            inputs=[
+                _model_input(),
+                COND.Input("cond", tooltip="Condition from a TRELLIS condition node."),
+                *_sampler_inputs(25, 5.0),
+                _multi_image_input(),
+                io.Int.Input("num_samples", default=1, min=1, max=16,
+                             tooltip="Number of assets generated from the condition."),
+            ],
+            outputs=[host.output(STRUCTURE, "structure", "Occupied voxels (stage 1)."),
+                     host.output(VOXEL, "voxel", "The same as a core VOXEL (Y up; None on hosts without VOXEL).")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        inputs = {"model": _model_input(),
-                  "cond": ("TRELLIS_V1_COND", {"tooltip": "Condition from a TRELLIS condition node."}),
-                  **_sampler_inputs(25, 5.0),
-                  "num_samples": ("INT", {"default": 1, "min": 1, "max": 16,
-                                          "tooltip": "Number of assets generated from the condition."})}
-        return {"required": inputs}
-
-    def sample(self, model: ModelHandle, cond: TrellisCond, seed, steps, cfg, cfg_interval_start, cfg_interval_end,
-               rescale_t, multi_image_mode="stochastic", num_samples=1):
+    def execute(cls, model: ModelHandle, cond: TrellisCond, seed, steps, cfg, cfg_interval_start, cfg_interval_end,
+                rescale_t, multi_image_mode="stochastic", num_samples=1):
         _check_cond(model, cond, "TrellisStructureSampler")
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
+        views = _views(cond, multi_image_mode)
         host.check_interrupt()
         pipeline = model.prepare(["structure"])
-        views = views_options(multi_image_mode) if cond.views > 1 else None
         structure = pipeline.sample_structure(cond.on(pipeline.device), Noise(int(seed)), int(num_samples), params,
                                               host.step_callback(steps), views).cpu()
-        return (structure, host.make_voxel(structure.coords, structure.resolution, structure.num_samples))
+        return io.NodeOutput(structure, host.make_voxel(structure.coords, structure.resolution, structure.num_samples))
 
 
 def _check_structure(model: ModelHandle, structure, node: str) -> None:
@@ -289,53 +304,50 @@ def _check_structure(model: ModelHandle, structure, node: str) -> None:
                          f"works on {model.folder.resolution}^3; use the same model for both")
 
 
-class TrellisLatentSampler:
-    CATEGORY = "TRELLIS/sampling"
-    FUNCTION = "sample"
-    RETURN_TYPES = ("TRELLIS_V1_SLAT",)
-    RETURN_NAMES = ("slat",)
-    OUTPUT_TOOLTIPS = ("Structured latent (stage 2).",)
+class TrellisLatentSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrellisLatentSampler", display_name="TRELLIS Latent Sampler", category="TRELLIS/sampling",
+            inputs=[
+                _model_input(),
+                COND.Input("cond", tooltip="Condition from a TRELLIS condition node."),
+                STRUCTURE.Input("structure", tooltip="From TrellisStructureSampler or TrellisMeshToStructure."),
+                *_sampler_inputs(25, 5.0),
+                _multi_image_input(),
+            ],
+            outputs=[host.output(SLAT, "slat", "Structured latent (stage 2).")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": _model_input(),
-            "cond": ("TRELLIS_V1_COND", {"tooltip": "Condition from a TRELLIS condition node."}),
-            "structure": ("TRELLIS_V1_STRUCTURE", {"tooltip": "From TrellisStructureSampler or TrellisMeshToStructure."}),
-            **_sampler_inputs(25, 5.0),
-        }}
-
-    def sample(self, model: ModelHandle, cond: TrellisCond, structure: Structure, seed, steps, cfg,
-               cfg_interval_start, cfg_interval_end, rescale_t, multi_image_mode="stochastic"):
+    def execute(cls, model: ModelHandle, cond: TrellisCond, structure: Structure, seed, steps, cfg,
+                cfg_interval_start, cfg_interval_end, rescale_t, multi_image_mode="stochastic"):
         _check_cond(model, cond, "TrellisLatentSampler")
         _check_structure(model, structure, "TrellisLatentSampler")
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
+        views = _views(cond, multi_image_mode)
         host.check_interrupt()
         pipeline = model.prepare(["latent"])
-        views = views_options(multi_image_mode) if cond.views > 1 else None
         slat = pipeline.sample_latents(cond.on(pipeline.device), structure, Noise.for_latents(int(seed), structure),
                                        params, host.step_callback(steps), views)
-        return (TrellisSlat(slat, structure.num_samples),)
+        return io.NodeOutput(TrellisSlat(slat, structure.num_samples))
 
 
-class TrellisDecode:
-    CATEGORY = "TRELLIS/sampling"
-    FUNCTION = "decode"
-    RETURN_TYPES = ("TRELLIS_V1_ASSET",)
-    RETURN_NAMES = ("asset",)
-    OUTPUT_TOOLTIPS = ("The decoded representations (Gaussians, mesh, radiance field).",)
+class TrellisDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrellisDecode", display_name="TRELLIS Decode", category="TRELLIS/sampling",
+            inputs=[
+                _model_input(),
+                SLAT.Input("slat", tooltip="From TrellisLatentSampler."),
+                io.Boolean.Input("gaussian", default=True, tooltip="Decode 3D Gaussians (splats; GLB texture bake)."),
+                io.Boolean.Input("mesh", default=True, tooltip="Decode the mesh (needed for GLB export)."),
+                io.Boolean.Input("radiance_field", default=False, tooltip="Decode the radiance field (Strivec)."),
+            ],
+            outputs=[host.output(ASSET, "asset", "The decoded representations (Gaussians, mesh, radiance field).")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": _model_input(),
-            "slat": ("TRELLIS_V1_SLAT", {"tooltip": "From TrellisLatentSampler."}),
-            "gaussian": ("BOOLEAN", {"default": True, "tooltip": "Decode 3D Gaussians (splats; GLB texture bake)."}),
-            "mesh": ("BOOLEAN", {"default": True, "tooltip": "Decode the mesh (needed for GLB export)."}),
-            "radiance_field": ("BOOLEAN", {"default": False, "tooltip": "Decode the radiance field (Strivec)."}),
-        }}
-
-    def decode(self, model: ModelHandle, slat: TrellisSlat, gaussian=True, mesh=True, radiance_field=False):
+    def execute(cls, model: ModelHandle, slat: TrellisSlat, gaussian=True, mesh=True, radiance_field=False):
         formats = [f for f, on in (("gaussian", gaussian), ("radiance_field", radiance_field), ("mesh", mesh)) if on]
         if not formats:
             raise ValueError("TrellisDecode: choose at least one of gaussian, mesh, radiance_field")
@@ -346,33 +358,30 @@ class TrellisDecode:
             pipeline = model.prepare([f])
             decoded.update(pipeline.decode(slat.slat, [f]))
             pbar.update_absolute(i + 1, len(formats))
-        return (TrellisAsset(decoded, slat.batch_size),)
+        return io.NodeOutput(TrellisAsset(decoded, slat.batch_size))
 
 
-class TrellisMeshToStructure:
-    CATEGORY = "TRELLIS/sampling"
-    FUNCTION = "convert"
-    RETURN_TYPES = ("TRELLIS_V1_STRUCTURE", "VOXEL")
-    RETURN_NAMES = ("structure", "voxel")
-    OUTPUT_TOOLTIPS = ("Surface voxels of the mesh; connect to TrellisLatentSampler for a variant.",
-                       "The same as a core VOXEL (None on hosts without VOXEL).")
+class TrellisMeshToStructure(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrellisMeshToStructure", display_name="TRELLIS Mesh to Structure", category="TRELLIS/sampling",
+            inputs=[
+                _model_input(),
+                MESH.Input("mesh", optional=True,
+                           tooltip="A core MESH (glTF frame, Y up); its first batch item is used."),
+                _mesh_path_input(),
+            ],
+            outputs=[host.output(STRUCTURE, "structure", "Surface voxels of the mesh; connect to "
+                                                         "TrellisLatentSampler for a variant."),
+                     host.output(VOXEL, "voxel", "The same as a core VOXEL (None on hosts without VOXEL).")])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": _model_input(),
-        }, "optional": {
-            "mesh": ("MESH", {"tooltip": "A core MESH (glTF frame, Y up); its first batch item is used."}),
-            "mesh_path": _mesh_path_input("Or a mesh file from ComfyUI's input folder (.glb/.gltf/.obj read as Y up, "
-                                          ".ply/.stl as Z up, as the official toolkit and the command line). "
-                                          "Used when no mesh is linked."),
-        }}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, mesh_path=""):
+    def validate_inputs(cls, mesh_path=""):
         return check_mesh_path(mesh_path)
 
-    def convert(self, model: ModelHandle, mesh=None, mesh_path=""):
+    @classmethod
+    def execute(cls, model: ModelHandle, mesh=None, mesh_path=""):
         if mesh is not None:
             items = host.mesh_items(mesh)
             if not items:
@@ -382,4 +391,4 @@ class TrellisMeshToStructure:
             structure = structure_from_mesh_file(host.input_path(str(mesh_path).strip()), model.folder.resolution)
         else:
             raise ValueError("TrellisMeshToStructure: link a mesh or give mesh_path")
-        return (structure, host.make_voxel(structure.coords, structure.resolution, 1))
+        return io.NodeOutput(structure, host.make_voxel(structure.coords, structure.resolution, 1))

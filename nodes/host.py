@@ -1,19 +1,23 @@
 """The one module of the pack that touches ComfyUI's own modules.
 
-Everything is imported lazily, inside the functions, and resolved by feature (never by version),
-so the pack imports on a 2025 host (0.3.64: ``MESH`` in ``comfy_extras.nodes_hunyuan3d``, no
-SPLAT / File3D / VOXEL in ``comfy_api``) and on a 2026 host (``comfy_api.latest.Types``), and
-even outside ComfyUI (the helpers then fall back to no-ops where that is safe).
+The V3 node API (``comfy_api.latest``: ``io``, ``ComfyExtension``), which every supported host has
+(0.3.64 onwards), is imported here for the node modules, which subclass its ``io.ComfyNode``.
+Everything else is imported lazily, inside the functions, and everything is resolved by feature
+(never by version), so the pack runs on a 2025 host (0.3.64: ``MESH`` in
+``comfy_extras.nodes_hunyuan3d``, no SPLAT / File3D / VOXEL in ``comfy_api``, inputs without
+``advanced=``) and on a 2026 host (``comfy_api.latest.Types``, ``io.Splat``, ``io.File3D*``).
 """
 from __future__ import annotations
 
 import importlib
-import io
 import os
+from io import BytesIO
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
+
+from comfy_api.latest import ComfyExtension, io  # noqa: F401  (ComfyExtension: for nodes/__init__.py)
 
 from ..trellis_impl.readers import MESH_EXTENSIONS
 
@@ -25,6 +29,34 @@ def _module(name: str):
         return importlib.import_module(name)
     except ImportError:
         return None
+
+
+# ----------------------------------------------------------------------------- V3 schema
+
+def core_socket(name: str, io_type: str):
+    """The host's socket class ``io.<name>`` (e.g. ``io.Splat``), or a custom socket of the same
+    type string where the host has none (0.3.64: no SPLAT / File3D sockets): links match by the
+    type string alone, so saved workflows and core nodes connect the same either way."""
+    return getattr(io, name, None) or io.Custom(io_type)
+
+
+def output(socket, name: str, tooltip: str):
+    """An output shown as ``name`` (0.3.64 shows an output without ``display_name`` by its type).
+    Its id is apart from the input ids, which 0.3.64 requires (``Schema.validate``): the loader's
+    input and output are both 'model'. Links and saved workflows refer to outputs by position."""
+    return socket.Output(f"{name}_output", display_name=name, tooltip=tooltip)
+
+
+def advanced(socket, name: str, **options):
+    """``socket.Input(name, **options)`` folded away in the front end as an expert input. Hosts since
+    2026 take ``advanced=True``; 0.3.64's inputs lack the argument, and there the flag goes into the
+    input's ``extra_dict``, which every host serves among its options (where the V1 nodes had it)."""
+    try:
+        return socket.Input(name, advanced=True, **options)
+    except TypeError:
+        made = socket.Input(name, **options)
+        made.extra_dict["advanced"] = True
+        return made
 
 
 # ----------------------------------------------------------------------------- progress, interrupts
@@ -371,7 +403,7 @@ def make_file3d(data: bytes, file_format: str):
     cls = core_class("File3D")
     if cls is None:
         return None
-    return cls(io.BytesIO(data), file_format=file_format)
+    return cls(BytesIO(data), file_format=file_format)
 
 
 def make_voxel(coords: torch.Tensor, resolution: int, batch_size: int):

@@ -7,27 +7,26 @@ from ..trellis_impl.export.glb_export import to_glb
 from ..trellis_impl.export.splat_files import save_spz
 from . import host
 from .export import _check_asset, _prefix_input
+from .host import io
+from .sockets import ASSET, REGION
 
 
-class TrellisPreview:
-    CATEGORY = "TRELLIS/export"
-    FUNCTION = "preview"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ()
-    RETURN_NAMES = ()
-    DESCRIPTION = ("Shows the decoded mesh and Gaussians in the node's viewer (toggle or side by side); writes "
-                   "a quick vertex-colour GLB and an .spz (one number) under ComfyUI's temp folder.")
+class TrellisPreview(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TrellisPreview", display_name="TRELLIS Preview (mesh + splat)", category="TRELLIS/export",
+            description="Shows the decoded mesh and Gaussians in the node's viewer (toggle or side by side); writes a "
+                        "quick vertex-colour GLB and an .spz (one number) under ComfyUI's temp folder.",
+            is_output_node=True,
+            inputs=[
+                ASSET.Input("asset", tooltip="From TrellisDecode (mesh and/or gaussian)."),
+                _prefix_input("trellis/preview"),
+                REGION.Input("region", optional=True, tooltip="An edit region, shown as translucent boxes."),
+            ])
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "asset": ("TRELLIS_V1_ASSET", {"tooltip": "From TrellisDecode (mesh and/or gaussian)."}),
-            "filename_prefix": _prefix_input("trellis/preview"),
-        }, "optional": {
-            "region": ("TRELLIS_V1_REGION", {"tooltip": "An edit region, shown as translucent boxes."}),
-        }}
-
-    def preview(self, asset, filename_prefix="trellis/preview", region=None):
+    def execute(cls, asset, filename_prefix="trellis/preview", region=None):
         asset = _check_asset(asset, "TrellisPreview")
         host.check_filename_prefix(filename_prefix)
         meshes = [m for m in asset.decoded.get("mesh", []) if getattr(m, "success", True)]
@@ -52,4 +51,4 @@ class TrellisPreview:
                 if ext in written:
                     item[key] = {k: written[ext][k] for k in ("filename", "subfolder", "type")}
             items.append(item)
-        return {"ui": {"trellis_preview": items}, "result": ()}
+        return io.NodeOutput(ui={"trellis_preview": items})

@@ -1,14 +1,18 @@
 """A small in-repo stand-in for the ComfyUI host (only what the pack's nodes/host.py touches).
 
 ``install(tmp_path, variant)`` puts fake ``folder_paths``, ``comfy.model_management``,
-``comfy.model_patcher``, ``comfy.utils`` and either the 2025 ``comfy_extras.nodes_hunyuan3d``
-(MESH(vertices, faces) only) or the 2026 ``comfy_api.latest.Types`` (MESH with keyword fields,
-SPLAT, File3D, VOXEL) into ``sys.modules``; ``import_pack(root)`` imports the pack the way
-ComfyUI does (spec_from_file_location on its __init__.py under a mangled module name).
+``comfy.model_patcher``, ``comfy.utils``, the 2025 ``comfy_extras.nodes_hunyuan3d`` (MESH(vertices,
+faces) only) and ``comfy_api.latest`` (the V3 node API of that variant, ``v3_api.py``; in the 2026
+variant also ``Types``: MESH with keyword fields, SPLAT, File3D, VOXEL) into ``sys.modules``;
+``import_pack(root, host)`` imports the pack the way ComfyUI does (spec_from_file_location on its
+__init__.py under a mangled module name) and ``load_nodes(pack, host)`` takes its nodes as ComfyUI's
+loader does (``nodes.py: load_custom_node``).
 """
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import inspect
 import io
 import os
 import re
@@ -19,12 +23,30 @@ from typing import Dict, List, Optional
 
 import torch
 
+VARIANTS = ("2025", "2026")
 HOST_MODULES = ("folder_paths", "comfy", "comfy.model_management", "comfy.model_patcher", "comfy.utils",
                 "comfy_extras", "comfy_extras.nodes_hunyuan3d", "comfy_api", "comfy_api.latest")
 
 
 class InterruptProcessingException(Exception):
     pass
+
+
+_V3_APIS: Dict[str, types.ModuleType] = {}
+
+
+def v3_api(variant: str) -> types.ModuleType:
+    """The V3 node API (``comfy_api.latest.io``) of a host variant: v3_api.py run once per variant,
+    so that the classes of a pack imported on one variant stay that variant's."""
+    if variant not in _V3_APIS:
+        spec = importlib.util.spec_from_file_location(f"comfy_host_v3_api_{variant}",
+                                                      Path(__file__).with_name("v3_api.py"))
+        module = importlib.util.module_from_spec(spec)
+        module.VARIANT = variant
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        _V3_APIS[variant] = module
+    return _V3_APIS[variant]
 
 
 class Host:
@@ -175,8 +197,6 @@ class Host:
         return mod
 
     def _types_2026(self):
-        latest = types.ModuleType("comfy_api.latest")
-
         class VOXEL:
             def __init__(self, data, voxel_colors=None, resolution=None):
                 self.data, self.voxel_colors, self.resolution = data, voxel_colors, resolution
@@ -203,7 +223,14 @@ class Host:
                     return self._source.getvalue()
                 return Path(self._source).read_bytes()
 
-        latest.Types = types.SimpleNamespace(MESH=MESH, VOXEL=VOXEL, SPLAT=SPLAT, File3D=File3D)
+        return types.SimpleNamespace(MESH=MESH, VOXEL=VOXEL, SPLAT=SPLAT, File3D=File3D)
+
+    def _comfy_api(self):
+        """``comfy_api.latest``: the V3 node API and ``Types`` (0.3.64's holds no 3D types)."""
+        api = v3_api(self.variant)
+        latest = types.ModuleType("comfy_api.latest")
+        latest.io, latest.ComfyExtension = api, api.ComfyExtension
+        latest.Types = self._types_2026() if self.variant == "2026" else types.SimpleNamespace()
         return latest
 
     def _build(self):
@@ -220,15 +247,14 @@ class Host:
         hunyuan = self._types_2025()
         m["comfy_extras.nodes_hunyuan3d"] = hunyuan
         extras.nodes_hunyuan3d = hunyuan
-        if self.variant == "2026":
-            api = types.ModuleType("comfy_api")
-            api.__path__ = []
-            latest = self._types_2026()
-            api.latest = latest
-            m["comfy_api"], m["comfy_api.latest"] = api, latest
-            hunyuan.MESH, hunyuan.VOXEL = latest.Types.MESH, latest.Types.VOXEL  # kept for compatibility
-        elif self.variant != "2025":
+        if self.variant not in VARIANTS:
             raise ValueError(f"variant must be '2025' or '2026', got {self.variant!r}")
+        api = types.ModuleType("comfy_api")
+        api.__path__ = []
+        api.latest = self._comfy_api()
+        m["comfy_api"], m["comfy_api.latest"] = api, api.latest
+        if self.variant == "2026":
+            hunyuan.MESH, hunyuan.VOXEL = api.latest.Types.MESH, api.latest.Types.VOXEL  # kept for compatibility
         self.modules = m
 
     @property
@@ -250,10 +276,18 @@ def uninstall() -> None:
         sys.modules.pop(name, None)
 
 
-def import_pack(pack_root: Path):
-    """Import the pack as ComfyUI's loader does (module name = path with '.' -> '_x_')."""
-    init = Path(pack_root) / "__init__.py"
+def pack_module_name(pack_root: Path, host: Optional[Host] = None) -> str:
+    """ComfyUI's module name of a pack folder (its path, '.' -> '_x_'); on the stand-in one per host
+    variant: a ComfyUI process imports the pack once, against its one host, this one once per variant."""
     name = str(Path(pack_root).resolve()).replace(".", "_x_")
+    return name if host is None else f"{name}@{host.variant}"
+
+
+def import_pack(pack_root: Path, host: Optional[Host] = None):
+    """Import the pack as ComfyUI's loader does (spec_from_file_location on its __init__.py), on the
+    stand-in ``host`` or, with None, on the real host whose modules are importable."""
+    init = Path(pack_root) / "__init__.py"
+    name = pack_module_name(pack_root, host)
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, str(init),
@@ -266,3 +300,30 @@ def import_pack(pack_root: Path):
         sys.modules.pop(name, None)
         raise
     return module
+
+
+def load_nodes(pack, host: Host) -> tuple[Dict[str, type], Dict[str, str]]:
+    """(node classes by id, display names) of an imported pack, as ``nodes.py: load_custom_node``
+    takes them: ``NODE_CLASS_MAPPINGS`` when the module has it (its ``comfy_entrypoint`` is then
+    ignored), else ``comfy_entrypoint()`` (awaited when a coroutine), which must give a
+    ComfyExtension; 0.24.0 awaits its ``on_load`` first; every node's schema is built once."""
+    if getattr(pack, "NODE_CLASS_MAPPINGS", None) is not None:
+        return dict(pack.NODE_CLASS_MAPPINGS), dict(getattr(pack, "NODE_DISPLAY_NAME_MAPPINGS", None) or {})
+
+    async def entry():
+        extension = pack.comfy_entrypoint()
+        if inspect.iscoroutine(extension):
+            extension = await extension
+        if not isinstance(extension, v3_api(host.variant).ComfyExtension):
+            raise TypeError("comfy_entrypoint did not return a ComfyExtension")
+        if host.variant == "2026":
+            await extension.on_load()
+        return await extension.get_node_list()
+
+    classes, names = {}, {}
+    for node_cls in asyncio.run(entry()):
+        schema = node_cls.GET_SCHEMA()
+        classes[schema.node_id] = node_cls
+        if schema.display_name is not None:
+            names[schema.node_id] = schema.display_name
+    return classes, names

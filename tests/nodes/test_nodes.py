@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from node_fixtures import (host2026_fixture, host_fixture, model_root_fixture, nodes_fixture,  # noqa: F401
-                           pack_fixture)  # fixtures (by their name=)
-from comfy_host import InterruptProcessingException  # noqa: E402  (on sys.path via node_fixtures)
+                           pack_fixture, run, run_with_ui)  # fixtures (by their name=) and helpers
+import comfy_host  # noqa: E402  (on sys.path via node_fixtures)
+from comfy_host import InterruptProcessingException  # noqa: E402
 
 CORE_IDS = {"SaveGLB", "Preview3D", "Preview3DAdvanced", "PreviewGaussianSplat", "PreviewPointCloud", "Load3D",
             "CreateCameraInfo", "SplatToFile3D", "File3DToSplat", "RenderSplat", "TransformSplat", "MergeSplat",
@@ -31,15 +32,15 @@ def _files(root):
 
 
 def _image_asset(nodes, host, views=1, **loader):
-    (model,) = nodes["TrellisModelLoader"].load("random-image", **loader)
+    (model,) = run(nodes["TrellisModelLoader"], "random-image", **loader)
     img, mask = _image(views)
-    cond, pre = nodes["TrellisImageCondition"].encode(model, img, "auto", mask)
+    cond, pre = run(nodes["TrellisImageCondition"], model, img, "auto", mask)
     assert pre.shape == (views, 518, 518, 3)
-    structure, voxel = nodes["TrellisStructureSampler"].sample(model, cond, seed=1, multi_image_mode="stochastic",
+    structure, voxel = run(nodes["TrellisStructureSampler"], model, cond, seed=1, multi_image_mode="stochastic",
                                                               num_samples=1, **STEPS)
-    (slat,) = nodes["TrellisLatentSampler"].sample(model, cond, structure, seed=1, multi_image_mode="stochastic",
+    (slat,) = run(nodes["TrellisLatentSampler"], model, cond, structure, seed=1, multi_image_mode="stochastic",
                                                    **STEPS)
-    (asset,) = nodes["TrellisDecode"].decode(model, slat, True, True, False)
+    (asset,) = run(nodes["TrellisDecode"], model, slat, True, True, False)
     return model, structure, voxel, asset
 
 
@@ -48,8 +49,10 @@ EXPERT_INPUTS = {"dtype", "attention_backend", "sparse_conv_backend", "cfg_inter
 
 
 def test_node_definitions(pack, host):
-    assert pack.NODE_CLASS_MAPPINGS and set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
-    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+    assert not hasattr(pack, "NODE_CLASS_MAPPINGS")  # else the host's loader would ignore comfy_entrypoint
+    classes, display_names = comfy_host.load_nodes(pack, host)
+    assert classes and set(classes) == set(display_names)
+    for node_id, cls in classes.items():
         assert node_id.startswith("Trellis") and not node_id.startswith("Trellis2") and node_id not in CORE_IDS
         assert cls.CATEGORY.startswith("TRELLIS/")
         inputs = cls.INPUT_TYPES()
@@ -62,7 +65,7 @@ def test_node_definitions(pack, host):
                 assert bool(options.get("advanced")) == (name in EXPERT_INPUTS), f"{node_id}.{name}"
         assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES)
         assert hasattr(cls, cls.FUNCTION)
-    choices = pack.NODE_CLASS_MAPPINGS["TrellisModelLoader"].INPUT_TYPES()["required"]["model"][0]
+    choices = classes["TrellisModelLoader"].INPUT_TYPES()["required"]["model"][1]["options"]
     assert "random-image" in choices and "random-text" in choices and "microsoft/TRELLIS-image-large" in choices
     # the extra_model_paths entry is kept, models/trellis appended
     paths = host.folder_paths.get_folder_paths("trellis")
@@ -85,9 +88,9 @@ def test_image_chain(nodes, host):
 
     # the texture bake is host-independent: the older host checks its outputs on the cheaper vertex colours
     bake = "fast" if host.variant == "2026" else "vertex_colors"
-    out = nodes["TrellisExportGLB"].export(asset, "trellis/asset", simplify=0.9, texture_size=512, bake=bake,
+    out = run_with_ui(nodes["TrellisExportGLB"], asset, "trellis/asset", simplify=0.9, texture_size=512, bake=bake,
                                            bake_steps=10, unwrap="fast", origin="center", fill_holes=False)
-    mesh, glb_file, rel = out["result"]
+    mesh, glb_file, rel = out.outputs
     assert rel == "trellis/asset_00001_.glb"
     path = os.path.join(host.output_dir, rel)
     with open(path, "rb") as f:
@@ -98,7 +101,7 @@ def test_image_chain(nodes, host):
         trimesh = None
     geometry = trimesh.load(path, force="mesh") if trimesh is not None else None
     assert geometry is None or len(geometry.faces) > 0
-    preview = out["ui"]["trellis_preview"][0]
+    preview = out.ui["trellis_preview"][0]
     assert preview["mesh"] == {"filename": "asset_00001_.glb", "subfolder": "trellis", "type": "output"}
     assert preview["splat"] is None
     assert mesh.vertices.dim() == 3 and mesh.vertices.shape[2] == 3 and mesh.faces.shape[2] == 3
@@ -118,20 +121,20 @@ def test_image_chain(nodes, host):
     assert abs((v.max(0) - v.min(0))[1] - z_extent) < 0.05 * z_extent + 0.02
 
     if host.variant == "2025":  # the rest (numbering, splat formats, turntable, preview) is the same on both
-        splat, splat_file, _ = nodes["TrellisExportSplat"].export(asset, "trellis/splat", "ply")["result"]
+        splat, splat_file, _ = run(nodes["TrellisExportSplat"], asset, "trellis/splat", "ply")
         assert splat is None and splat_file is None
         return
     # second export: new numbered file, never overwritten
-    out2 = nodes["TrellisExportGLB"].export(asset, "trellis/asset", 0.9, 512, "vertex_colors", 10, "fast", "base",
+    out2 = run(nodes["TrellisExportGLB"], asset, "trellis/asset", 0.9, 512, "vertex_colors", 10, "fast", "base",
                                             False)
-    assert out2["result"][2] == "trellis/asset_00002_.glb"
+    assert out2[2] == "trellis/asset_00002_.glb"
 
     for fmt in ("ply", "spz", "splat"):
-        res = nodes["TrellisExportSplat"].export(asset, "trellis/splat", fmt)
-        splat, splat_file, srel = res["result"]
+        res = run_with_ui(nodes["TrellisExportSplat"], asset, "trellis/splat", fmt)
+        splat, splat_file, srel = res.outputs
         assert srel == f"trellis/splat_00001_.{fmt}" if fmt == "ply" else srel.endswith(f".{fmt}")
         assert os.path.isfile(os.path.join(host.output_dir, srel))
-        entry = res["ui"]["trellis_preview"][0]
+        entry = res.ui["trellis_preview"][0]
         assert entry["splat_format"] == fmt and entry["mesh"] is None
         if host.variant == "2026":
             g = asset.decoded["gaussian"][0]
@@ -149,14 +152,15 @@ def test_image_chain(nodes, host):
         else:
             assert splat is None and splat_file is None
 
-    (frames,) = nodes["TrellisTurntable"].render(asset, frames=2, resolution=32, mode="side_by_side", pitch=14.3,
+    (frames,) = run(nodes["TrellisTurntable"], asset, frames=2, resolution=32, mode="side_by_side", pitch=14.3,
                                                  radius=2.0, fov=40.0)
     assert frames.shape == (2, 32, 64, 3) and frames.device.type == "cpu"
     assert float(frames.min()) >= 0 and float(frames.max()) <= 1
 
     # the preview node writes both a mesh and a splat for the widget (side by side / toggle)
-    preview = nodes["TrellisPreview"].preview(asset, "trellis/preview")
-    (item,) = preview["ui"]["trellis_preview"]
+    preview = run_with_ui(nodes["TrellisPreview"], asset, "trellis/preview")
+    assert preview.outputs == ()
+    (item,) = preview.ui["trellis_preview"]
     assert item["mesh"]["filename"].endswith(".glb") and item["splat"]["filename"].endswith(".spz")
     assert item["mesh"]["filename"][:-4] == item["splat"]["filename"][:-4]  # one number for the pair
     for key in ("mesh", "splat"):  # previews go to temp/, not output/
@@ -167,19 +171,19 @@ def test_image_chain(nodes, host):
 
 def test_text_chain_and_variant(nodes, host2026):
     host = host2026
-    (model,) = nodes["TrellisModelLoader"].load("random-text", "float32", "auto", "auto", False)
-    (cond,) = nodes["TrellisTextCondition"].encode(model, "a wooden chair")
-    structure, _ = nodes["TrellisStructureSampler"].sample(model, cond, seed=3, multi_image_mode="stochastic",
+    (model,) = run(nodes["TrellisModelLoader"], "random-text", "float32", "auto", "auto", False)
+    (cond,) = run(nodes["TrellisTextCondition"], model, "a wooden chair")
+    structure, _ = run(nodes["TrellisStructureSampler"], model, cond, seed=3, multi_image_mode="stochastic",
                                                            num_samples=2, **STEPS)
     assert structure.num_samples == 2
-    (slat,) = nodes["TrellisLatentSampler"].sample(model, cond, structure, seed=3, multi_image_mode="stochastic",
+    (slat,) = run(nodes["TrellisLatentSampler"], model, cond, structure, seed=3, multi_image_mode="stochastic",
                                                    **STEPS)
-    (asset,) = nodes["TrellisDecode"].decode(model, slat, True, True, False)
+    (asset,) = run(nodes["TrellisDecode"], model, slat, True, True, False)
     assert len(asset.decoded["mesh"]) == 2
-    out = nodes["TrellisExportGLB"].export(asset, "text/chair", 0.9, 512, "vertex_colors", 10, "fast", "center",
+    out = run_with_ui(nodes["TrellisExportGLB"], asset, "text/chair", 0.9, 512, "vertex_colors", 10, "fast", "center",
                                            False)
-    assert len(out["ui"]["trellis_preview"]) == 2
-    mesh = out["result"][0]
+    assert len(out.ui["trellis_preview"]) == 2
+    mesh = out.outputs[0]
     assert mesh.vertices.shape[0] == 2
 
     # split nodes with equal seeds = the official single call for that seed
@@ -193,15 +197,15 @@ def test_text_chain_and_variant(nodes, host2026):
     assert torch.allclose(reference.slat.feats.cpu(), slat.slat.feats.cpu(), atol=1e-5)
 
     # mesh -> structure -> latent sampler (variant)
-    structure2, voxel2 = nodes["TrellisMeshToStructure"].convert(model, mesh=mesh)
+    structure2, voxel2 = run(nodes["TrellisMeshToStructure"], model, mesh=mesh)
     assert structure2.coords.shape[1] == 4 and structure2.coords.shape[0] > 0 and structure2.noise_shape is None
-    (slat2,) = nodes["TrellisLatentSampler"].sample(model, cond, structure2, seed=5, multi_image_mode="stochastic",
+    (slat2,) = run(nodes["TrellisLatentSampler"], model, cond, structure2, seed=5, multi_image_mode="stochastic",
                                                     **STEPS)
     assert slat2.slat.feats.shape[0] == structure2.coords.shape[0]
     assert voxel2.data.shape == (1, 16, 16, 16)
     # a mesh file path works too (reading .glb needs trimesh)
     pytest.importorskip("trimesh")
-    structure3, _ = nodes["TrellisMeshToStructure"].convert(model, mesh_path=os.path.join(host.output_dir,
+    structure3, _ = run(nodes["TrellisMeshToStructure"], model, mesh_path=os.path.join(host.output_dir,
                                                                                           "text/chair_00001_.glb"))
     assert structure3.coords.shape[0] > 0
 
@@ -209,89 +213,89 @@ def test_text_chain_and_variant(nodes, host2026):
 def test_each_loader_sets_the_backends_of_its_own_model(nodes, host2026):
     import sys
     generation = sys.modules[nodes["TrellisModelLoader"].__module__]  # the pack's own registry
-    (naive,) = nodes["TrellisModelLoader"].load("random-image", "float32", "naive", "auto", False)
-    (auto,) = nodes["TrellisModelLoader"].load("random-image", "float32", "auto", "auto", False)
+    (naive,) = run(nodes["TrellisModelLoader"], "random-image", "float32", "naive", "auto", False)
+    (auto,) = run(nodes["TrellisModelLoader"], "random-image", "float32", "auto", "auto", False)
     naive.prepare(["structure"])
     auto.prepare(["structure"])
     assert naive.folder.model("sparse_structure_flow_model").backends == {"attention": "naive"}
     assert auto.folder.model("sparse_structure_flow_model").backends == {}
     assert generation.ATTENTION.forced is None  # nothing process-wide
     with pytest.raises(ValueError, match="attention_backend: unknown attention backend 'fast'"):
-        nodes["TrellisModelLoader"].load("random-image", "float32", "fast", "auto", False)
+        run(nodes["TrellisModelLoader"], "random-image", "float32", "fast", "auto", False)
 
 
 def test_multi_view_image(nodes, host2026):
-    (model,) = nodes["TrellisModelLoader"].load("random-image")
+    (model,) = run(nodes["TrellisModelLoader"], "random-image")
     img, mask = _image(2)
-    cond, _ = nodes["TrellisImageCondition"].encode(model, img, "auto", mask)
+    cond, _ = run(nodes["TrellisImageCondition"], model, img, "auto", mask)
     assert cond.views == 2
     for mode in ("stochastic", "multidiffusion"):
-        structure, _ = nodes["TrellisStructureSampler"].sample(model, cond, seed=0, multi_image_mode=mode,
+        structure, _ = run(nodes["TrellisStructureSampler"], model, cond, seed=0, multi_image_mode=mode,
                                                                num_samples=1, **STEPS)
         assert structure.coords.shape[1] == 4
 
 
 def test_bad_mask_size(nodes, host2026):
-    (model,) = nodes["TrellisModelLoader"].load("random-image")
+    (model,) = run(nodes["TrellisModelLoader"], "random-image")
     img, _ = _image(1, 80, 96)
     with pytest.raises(ValueError, match=r"mask.*32x40.*96x80"):
-        nodes["TrellisImageCondition"].encode(model, img, "auto", torch.zeros(1, 40, 32))
+        run(nodes["TrellisImageCondition"], model, img, "auto", torch.zeros(1, 40, 32))
     # LoadImage's 64x64 placeholder = no mask: then the image's own alpha is used
     rgba = torch.cat([img, torch.zeros(1, 80, 96, 1)], dim=3)
     rgba[:, 20:60, 30:70, 3] = 1.0
-    cond, _ = nodes["TrellisImageCondition"].encode(model, rgba, "auto", torch.zeros(1, 64, 64))
+    cond, _ = run(nodes["TrellisImageCondition"], model, rgba, "auto", torch.zeros(1, 64, 64))
     assert cond.tensors["cond"].shape[0] == 1
 
 
 def test_empty_batch(nodes, host2026):
-    (model,) = nodes["TrellisModelLoader"].load("random-image")
+    (model,) = run(nodes["TrellisModelLoader"], "random-image")
     with pytest.raises(ValueError, match="empty"):
-        nodes["TrellisImageCondition"].encode(model, torch.zeros(0, 64, 64, 3), "auto")
+        run(nodes["TrellisImageCondition"], model, torch.zeros(0, 64, 64, 3), "auto")
 
 
 def test_wrong_model_kind(nodes, host2026):
-    (text_model,) = nodes["TrellisModelLoader"].load("random-text")
+    (text_model,) = run(nodes["TrellisModelLoader"], "random-text")
     img, mask = _image()
     with pytest.raises(ValueError, match="random-text is a text model; TrellisImageCondition needs an image model"):
-        nodes["TrellisImageCondition"].encode(text_model, img, "auto", mask)
-    (image_model,) = nodes["TrellisModelLoader"].load("random-image")
+        run(nodes["TrellisImageCondition"], text_model, img, "auto", mask)
+    (image_model,) = run(nodes["TrellisModelLoader"], "random-image")
     with pytest.raises(ValueError, match="random-image is an image model; TrellisTextCondition needs a text model"):
-        nodes["TrellisTextCondition"].encode(image_model, "a chair")
-    cond, _ = nodes["TrellisImageCondition"].encode(image_model, img, "auto", mask)
+        run(nodes["TrellisTextCondition"], image_model, "a chair")
+    cond, _ = run(nodes["TrellisImageCondition"], image_model, img, "auto", mask)
     with pytest.raises(ValueError, match="image model"):
-        nodes["TrellisStructureSampler"].sample(text_model, cond, seed=0, multi_image_mode="stochastic",
+        run(nodes["TrellisStructureSampler"], text_model, cond, seed=0, multi_image_mode="stochastic",
                                                 num_samples=1, **STEPS)
 
 
 def test_interrupt(nodes, host2026):
     host = host2026
-    (model,) = nodes["TrellisModelLoader"].load("random-image")
+    (model,) = run(nodes["TrellisModelLoader"], "random-image")
     img, mask = _image()
-    cond, _ = nodes["TrellisImageCondition"].encode(model, img, "auto", mask)
+    cond, _ = run(nodes["TrellisImageCondition"], model, img, "auto", mask)
     steps = dict(STEPS, steps=6)
     host.checks = 0
     # checks: before the stage, before every block of the flow model (block_hook) and after every
     # step; the third falls inside the first step's forward pass, which stops there
     host.interrupt_after_checks = 3
     with pytest.raises(InterruptProcessingException):
-        nodes["TrellisStructureSampler"].sample(model, cond, seed=0, multi_image_mode="stochastic", num_samples=1,
+        run(nodes["TrellisStructureSampler"], model, cond, seed=0, multi_image_mode="stochastic", num_samples=1,
                                                 **steps)
     step_updates = [e for e in host.progress if e[0] == "abs" and e[2] == 6]
     assert host.checks == 3 and step_updates == []  # stopped within one block of the flag
-    structure, _ = nodes["TrellisStructureSampler"].sample(model, cond, seed=0, multi_image_mode="stochastic",
+    structure, _ = run(nodes["TrellisStructureSampler"], model, cond, seed=0, multi_image_mode="stochastic",
                                                            num_samples=1, **STEPS)
-    (slat,) = nodes["TrellisLatentSampler"].sample(model, cond, structure, seed=0, multi_image_mode="stochastic",
+    (slat,) = run(nodes["TrellisLatentSampler"], model, cond, structure, seed=0, multi_image_mode="stochastic",
                                                    **STEPS)
-    (asset,) = nodes["TrellisDecode"].decode(model, slat, True, True, False)
+    (asset,) = run(nodes["TrellisDecode"], model, slat, True, True, False)
     # interrupted export: no file left behind, then a re-run writes the first number
     host.checks = 0
     host.interrupt_after_checks = 3
     with pytest.raises(InterruptProcessingException):
-        nodes["TrellisExportGLB"].export(asset, "trellis/asset", 0.9, 512, "fast", 10, "fast", "center", False)
+        run(nodes["TrellisExportGLB"], asset, "trellis/asset", 0.9, 512, "fast", 10, "fast", "center", False)
     assert [f for f in _files(host.output_dir) if not os.path.isdir(os.path.join(host.output_dir, f))] == []
-    out = nodes["TrellisExportGLB"].export(asset, "trellis/asset", 0.9, 512, "vertex_colors", 10, "fast", "center",
+    out = run(nodes["TrellisExportGLB"], asset, "trellis/asset", 0.9, 512, "vertex_colors", 10, "fast", "center",
                                            False)
-    assert out["result"][2] == "trellis/asset_00001_.glb"
+    assert out[2] == "trellis/asset_00001_.glb"
     assert _files(host.output_dir) == [os.path.join("trellis", "asset_00001_.glb")]
 
 
@@ -300,9 +304,9 @@ def test_bad_prefix(pack, nodes, host2026, prefix):
     host = host2026
     asset = pack.nodes.generation.TrellisAsset({"mesh": [object()], "gaussian": [object()]}, 1)
     with pytest.raises(ValueError, match="filename_prefix"):
-        nodes["TrellisExportGLB"].export(asset, prefix, 0.9, 512, "fast", 10, "fast", "center", False)
+        run(nodes["TrellisExportGLB"], asset, prefix, 0.9, 512, "fast", 10, "fast", "center", False)
     with pytest.raises(ValueError, match="filename_prefix"):
-        nodes["TrellisExportSplat"].export(asset, prefix, "ply")
+        run(nodes["TrellisExportSplat"], asset, prefix, "ply")
     assert _files(host.output_dir) == []
     assert not os.path.exists(os.path.join(os.path.dirname(host.output_dir), "escape"))
 
@@ -310,10 +314,10 @@ def test_bad_prefix(pack, nodes, host2026, prefix):
 def test_embedded_demo_model_is_the_first_choice_and_needs_no_download(pack, nodes, host2026, model_root,
                                                                        monkeypatch):
     model_folder = sys.modules[pack.__name__ + ".trellis_impl.pipelines.model_folder"]
-    loader = pack.NODE_CLASS_MAPPINGS["TrellisModelLoader"]
+    loader = nodes["TrellisModelLoader"]
     monkeypatch.setattr(model_folder, "DEMO_MODEL_PATH", model_root / "absent")
-    assert "TRELLIS-demo" not in loader.INPUT_TYPES()["required"]["model"][0]  # not listed when not shipped
+    assert "TRELLIS-demo" not in loader.INPUT_TYPES()["required"]["model"][1]["options"]  # not listed when not shipped
     monkeypatch.setattr(model_folder, "DEMO_MODEL_PATH", model_root / "random-image")  # a stand-in, same layout
-    assert loader.INPUT_TYPES()["required"]["model"][0][0] == "TRELLIS-demo"
-    (model,) = nodes["TrellisModelLoader"].load("TRELLIS-demo")  # download stays off
+    assert loader.INPUT_TYPES()["required"]["model"][1]["options"][0] == "TRELLIS-demo"
+    (model,) = run(nodes["TrellisModelLoader"], "TRELLIS-demo")  # download stays off
     assert model.folder.path == model_root / "random-image" and model.folder.kind == "image"

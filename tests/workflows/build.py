@@ -19,7 +19,7 @@ sys.path[:0] = [str(REPO / "tests"), str(HERE)]
 
 import comfy_host  # noqa: E402
 from core_nodes import CORE_NODES  # noqa: E402
-from ui_graph import _inputs_in_order, is_widget, widget_slots  # noqa: E402
+from ui_graph import _inputs_in_order, choices, is_widget, widget_slots  # noqa: E402
 
 IMAGE_MODEL, TEXT_MODEL = "microsoft/TRELLIS-image-large", "microsoft/TRELLIS-text-large"
 SAMPLER = {"seed": 1, "steps": 25, "cfg": 5.0}
@@ -250,8 +250,8 @@ def build(description: dict, classes: dict) -> dict:
                     value = values[slot]
                 elif defaults.get(slot) is not None:
                     value = defaults[slot]
-                elif isinstance(kinds[slot][0], (list, tuple)) and kinds[slot][0]:
-                    value = kinds[slot][0][0]
+                elif choices(*kinds[slot]):
+                    value = choices(*kinds[slot])[0]
                 else:
                     value = ""
                 widget_values.append(value)
@@ -297,14 +297,14 @@ def build(description: dict, classes: dict) -> dict:
 
 
 def node_classes() -> dict:
-    """The pack's node classes (imported as ComfyUI does, on the in-repo host stand-in) + core."""
+    """The pack's node classes (imported and loaded as ComfyUI does, on the in-repo host stand-in) + core."""
     with tempfile.TemporaryDirectory() as tmp:
-        comfy_host.install(Path(tmp), "2026")
+        host = comfy_host.install(Path(tmp), "2026")
         try:
-            pack = comfy_host.import_pack(REPO)
+            classes, _ = comfy_host.load_nodes(comfy_host.import_pack(REPO, host), host)
         finally:
             comfy_host.uninstall()
-    return {**CORE_NODES, **pack.NODE_CLASS_MAPPINGS}
+    return {**CORE_NODES, **classes}
 
 
 def main() -> None:

@@ -4,10 +4,13 @@ widget inputs in INPUT_TYPES order (required, then optional); a seed INT (contro
 or named seed/noise_seed) is followed by its control slot, a COMBO with control_after_generate by
 two, an image_upload COMBO by an ``upload`` slot; links become ``[source id, output index]``;
 Note/MarkdownNote nodes and muted nodes (mode 2) are dropped, bypassed nodes (mode 4) pass their
-first input of the same type through."""
+first input of the same type through. A combo is served as its list of choices (V1) or as
+"COMBO" with ``options`` (V3); the front end treats both alike."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
+
+from comfy_host.execution import Ran, check_inputs, fingerprint, is_link, run_node
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 NON_EXECUTING = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
@@ -22,6 +25,13 @@ def _inputs_in_order(node_class) -> List[Tuple[str, Any, dict]]:
             options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
             out.append((name, kind, options))
     return out
+
+
+def choices(kind, options: dict) -> Optional[list]:
+    """A combo's choices, in either form it is served in; None for other inputs."""
+    if isinstance(kind, (list, tuple)):
+        return list(kind)
+    return list(options.get("options", [])) if kind == "COMBO" else None
 
 
 def is_widget(kind, options: dict) -> bool:
@@ -39,7 +49,7 @@ def widget_slots(node_class) -> List[Tuple[str, bool]]:
         slots.append((name, True))
         if kind == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed")):
             slots.append((f"{name}:control", False))
-        elif isinstance(kind, (list, tuple)) and options.get("control_after_generate"):
+        elif choices(kind, options) is not None and options.get("control_after_generate"):
             slots += [(f"{name}:control", False), (f"{name}:filter", False)]
         if options.get("image_upload"):
             slots.append(("upload", False))
@@ -88,33 +98,53 @@ def ui_to_api(workflow: dict, classes: Dict[str, type]) -> Dict[str, dict]:
     return prompt
 
 
-def execute(prompt: Dict[str, dict], classes: Dict[str, type]) -> Dict[str, Any]:
-    """Run the output nodes of ``prompt`` and their ancestors; returns {node id: result tuple or
-    ui dict}. Inputs missing from the prompt take the node's defaults (as the host does)."""
-    results: Dict[str, Any] = {}
+class PromptError(Exception):
+    """The prompt was refused before anything ran (the host's validation errors, one per line)."""
 
-    def run(node_id: str):
-        if node_id in results:
-            return results[node_id]
-        entry = prompt[node_id]
-        cls = classes[entry["class_type"]]
-        kwargs = {}
-        for name, value in entry["inputs"].items():
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and value[0] in prompt:
-                out = run(value[0])
-                kwargs[name] = (out["result"] if isinstance(out, dict) else out)[value[1]]
-            else:
-                kwargs[name] = value
-        for name, kind, options in _inputs_in_order(cls):
-            if name not in kwargs and "default" in options:
-                kwargs[name] = options["default"]
-        out = getattr(cls(), cls.FUNCTION)(**kwargs)
-        results[node_id] = out
-        return out
 
+def execute(prompt: Dict[str, dict], classes: Dict[str, type], variant: str,
+            cache: Optional[Dict[tuple, Ran]] = None) -> Dict[str, Ran]:
+    """Run the output nodes of ``prompt`` and their ancestors as the host does; returns {node id:
+    its outputs and ui}. Every node to run is validated first (``comfy_host.execution.check_inputs``
+    for the host ``variant``): one bad input refuses the whole prompt. A node's key is its class, its
+    constant inputs, its fingerprint and its inputs' keys; with a ``cache`` shared between calls, a
+    node whose key is there is not run again (re-running an unchanged prompt runs nothing)."""
     outputs = [i for i, e in prompt.items() if getattr(classes[e["class_type"]], "OUTPUT_NODE", False)]
     if not outputs:
-        raise ValueError("prompt has no output node")
+        raise PromptError("prompt has no output node")
+    order: List[str] = []
+
+    def visit(node_id: str):
+        if node_id not in order:
+            for value in prompt[node_id]["inputs"].values():
+                if is_link(value):
+                    visit(value[0])
+            order.append(node_id)
+
     for node_id in outputs:
-        run(node_id)
+        visit(node_id)
+    errors, constants = [], {}
+    for node_id in order:
+        entry = prompt[node_id]
+        received = {name: classes[prompt[value[0]]["class_type"]].RETURN_TYPES[value[1]]
+                    for name, value in entry["inputs"].items() if is_link(value)}
+        found, constants[node_id] = check_inputs(classes[entry["class_type"]], entry["inputs"], received, variant)
+        errors += [f"node {node_id} ({entry['class_type']}): {error}" for error in found]
+    if errors:
+        raise PromptError("\n".join(errors))
+
+    cache = {} if cache is None else cache
+    keys: Dict[str, tuple] = {}
+    results: Dict[str, Ran] = {}
+    for node_id in order:
+        entry = prompt[node_id]
+        cls = classes[entry["class_type"]]
+        links = {name: value for name, value in entry["inputs"].items() if is_link(value)}
+        keys[node_id] = (entry["class_type"], repr(sorted(constants[node_id].items())),
+                         fingerprint(cls, constants[node_id], list(links)),
+                         tuple((name, keys[value[0]], value[1]) for name, value in sorted(links.items())))
+        if keys[node_id] not in cache:
+            linked = {name: results[value[0]].outputs[value[1]] for name, value in links.items()}
+            cache[keys[node_id]] = run_node(cls, {**constants[node_id], **linked})
+        results[node_id] = cache[keys[node_id]]
     return results
