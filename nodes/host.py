@@ -25,10 +25,9 @@ TRELLIS_FOLDER = "trellis"
 
 
 def _module(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
+    """A host module, imported when used (not at the pack's import: the test stand-in replaces the
+    host's modules between tests). Every host with ``comfy_api.latest`` has the ones named here."""
+    return importlib.import_module(name)
 
 
 # ----------------------------------------------------------------------------- V3 schema
@@ -61,27 +60,14 @@ def advanced(socket, name: str, **options):
 
 # ----------------------------------------------------------------------------- progress, interrupts
 
-class _NullProgress:
-    def update(self, value):
-        pass
-
-    def update_absolute(self, value, total=None, preview=None):
-        pass
-
-
 def progress_bar(total: int):
     """A ``comfy.utils.ProgressBar`` (created inside the node function, as the host requires)."""
-    utils = _module("comfy.utils")
-    if utils is None or not hasattr(utils, "ProgressBar"):
-        return _NullProgress()
-    return utils.ProgressBar(max(1, int(total)))
+    return _module("comfy.utils").ProgressBar(max(1, int(total)))
 
 
 def check_interrupt() -> None:
     """Raise the host's InterruptProcessingException when the user pressed Cancel."""
-    mm = _module("comfy.model_management")
-    if mm is not None and hasattr(mm, "throw_exception_if_processing_interrupted"):
-        mm.throw_exception_if_processing_interrupted()
+    _module("comfy.model_management").throw_exception_if_processing_interrupted()
 
 
 def step_callback(total: int) -> Callable[[str, int, int], None]:
@@ -100,8 +86,6 @@ def step_callback(total: int) -> Callable[[str, int, int], None]:
 def output_directory(kind: str = "output") -> str:
     """ComfyUI's output folder, or its temp folder (``kind='temp'``: previews, emptied at start-up)."""
     fp = _module("folder_paths")
-    if fp is None:
-        raise RuntimeError("folder_paths is not importable: the TRELLIS nodes run inside ComfyUI")
     return fp.get_temp_directory() if kind == "temp" else fp.get_output_directory()
 
 
@@ -110,18 +94,13 @@ def input_path(path: str) -> str:
     paths are kept (they are read, never written)."""
     if os.path.isabs(path):
         return path
-    fp = _module("folder_paths")
-    base = fp.get_input_directory() if fp is not None and hasattr(fp, "get_input_directory") else os.getcwd()
-    return os.path.join(base, path)
+    return os.path.join(_module("folder_paths").get_input_directory(), path)
 
 
 def input_mesh_files() -> List[str]:
     """Mesh files under ComfyUI's input folder, relative to it with '/' separators, sorted (the
     choices of a mesh widget; uploads through the core Load 3D node land in ``input/3d``)."""
-    fp = _module("folder_paths")
-    if fp is None or not hasattr(fp, "get_input_directory"):
-        return []
-    base = fp.get_input_directory()
+    base = _module("folder_paths").get_input_directory()
     found = []
     for dirpath, dirnames, filenames in os.walk(base):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -134,11 +113,8 @@ def install_example_inputs(sources: Dict[str, str]) -> List[str]:
     """Copy the example workflows' input files into ComfyUI's input folder: ``sources`` maps a
     path relative to the input folder (names of the pack's own, never a core example's) to the
     file to copy. A file already there is kept, whatever it holds; a copy is written whole (temporary
-    name, then rename). Returns the paths written. Outside ComfyUI nothing is done."""
-    fp = _module("folder_paths")
-    if fp is None or not hasattr(fp, "get_input_directory"):
-        return []
-    base = fp.get_input_directory()
+    name, then rename). Returns the paths written."""
+    base = _module("folder_paths").get_input_directory()
     written = []
     for relative, source in sources.items():
         target = os.path.join(base, relative)
@@ -216,8 +192,6 @@ def register_model_folder() -> List[str]:
     """Make sure ``models/trellis`` is a registered ``trellis`` folder (keeping entries that
     extra_model_paths.yaml made); returns the registered directories."""
     fp = _module("folder_paths")
-    if fp is None:
-        return []
     default = os.path.join(fp.models_dir, TRELLIS_FOLDER)
     known = getattr(fp, "folder_names_and_paths", {})
     paths = list(known[TRELLIS_FOLDER][0]) if TRELLIS_FOLDER in known else []
@@ -258,47 +232,38 @@ def model_roots() -> List[str]:
 # ----------------------------------------------------------------------------- model management
 
 def torch_device() -> torch.device:
-    mm = _module("comfy.model_management")
-    return torch.device(mm.get_torch_device()) if mm is not None else torch.device("cpu")
+    return torch.device(_module("comfy.model_management").get_torch_device())
 
 
 def offload_device() -> torch.device:
-    mm = _module("comfy.model_management")
-    return torch.device(mm.unet_offload_device()) if mm is not None else torch.device("cpu")
+    return torch.device(_module("comfy.model_management").unet_offload_device())
 
 
 def make_patcher(module: torch.nn.Module):
     """A ``ModelPatcher`` so that ComfyUI offloads the module when other models need the GPU."""
-    mp = _module("comfy.model_patcher")
-    if mp is None:
-        return None
-    return mp.ModelPatcher(module, load_device=torch_device(), offload_device=offload_device())
+    return _module("comfy.model_patcher").ModelPatcher(module, load_device=torch_device(),
+                                                        offload_device=offload_device())
 
 
 def load_to_device(patchers) -> None:
     """``load_models_gpu(patchers, force_full_load=True)``: the sparse / custom layers cannot be
     partially loaded, and a 2D model of the same graph gets offloaded first."""
-    patchers = [p for p in patchers if p is not None]
-    mm = _module("comfy.model_management")
-    if mm is None or not patchers:
-        return
-    mm.load_models_gpu(patchers, force_full_load=True)
+    if patchers:
+        _module("comfy.model_management").load_models_gpu(list(patchers), force_full_load=True)
 
 
 # ----------------------------------------------------------------------------- core types
 
 def core_types():
     """``comfy_api.latest.Types`` or None."""
-    latest = _module("comfy_api.latest")
-    return getattr(latest, "Types", None) if latest is not None else None
+    return getattr(_module("comfy_api.latest"), "Types", None)
 
 
 def core_class(name: str):
     types = core_types()
     cls = getattr(types, name, None) if types is not None else None
-    if cls is None and name in ("MESH", "VOXEL"):
-        legacy = _module("comfy_extras.nodes_hunyuan3d")
-        cls = getattr(legacy, name, None) if legacy is not None else None
+    if cls is None and name in ("MESH", "VOXEL"):  # 0.3.64: the classes of the Hunyuan3D nodes
+        cls = getattr(_module("comfy_extras.nodes_hunyuan3d"), name, None)
     return cls
 
 

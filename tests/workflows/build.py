@@ -296,22 +296,24 @@ def build(description: dict, classes: dict) -> dict:
     return workflow
 
 
-def node_classes() -> dict:
-    """The pack's node classes (imported and loaded as ComfyUI does, on the in-repo host stand-in) + core."""
+def build_all() -> dict:
+    """Every workflow, {name: UI JSON}, built from the pack's node classes (imported and loaded as
+    ComfyUI does, on the in-repo host stand-in, which stays installed while their schemas are read)
+    and the core ones."""
     with tempfile.TemporaryDirectory() as tmp:
         host = comfy_host.install(Path(tmp), "2026")
         try:
             classes, _ = comfy_host.load_nodes(comfy_host.import_pack(REPO, host), host)
+            classes = {**CORE_NODES, **classes}
+            return {name: build(describe(), classes) for name, describe in WORKFLOWS.items()}
         finally:
             comfy_host.uninstall()
-    return {**CORE_NODES, **classes}
 
 
 def main() -> None:
-    classes = node_classes()
     out = REPO / "workflows"
-    for name, describe in WORKFLOWS.items():
-        (out / f"{name}.json").write_text(json.dumps(build(describe(), classes), indent=1) + "\n")
+    for name, workflow in build_all().items():
+        (out / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
         print(out / f"{name}.json")
 
 
