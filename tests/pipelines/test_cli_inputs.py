@@ -37,6 +37,7 @@ CASES = [
     (["ok.png", "--simplify", "1.0"], r"simplify .* must be in \[0, 1\)"),
     (["ok.png", "--latent-steps", "0"], r"--latent steps must be an integer in \[1, 1000\]"),
     (["ok.png", "--num-samples", "0"], r"--num-samples must be an integer in \[1, 64\]"),
+    (["ok.png", "--step-cache", "0"], r"--step-cache must be an integer in \[1, 50\]"),
     (["ok.png", "--seed", str(2 ** 64)], r"--seed must be an integer in \[0, 2\^64 - 1\]"),
     (["ok.png", "--structure-cfg-interval", "0.8", "0.2"], "CFG interval must be LOW HIGH"),
     (["ok.png", "--out", "{root}/a_file"], "--out .*a_file: is a file; give a folder"),
@@ -111,7 +112,7 @@ def test_a_damaged_late_checkpoint_fails_before_sampling(setup, tmp_path, damage
     else:
         save_file({"out_layer.weight": torch.zeros(3, 3)}, str(weights))
     from trellis_impl.sampling import flow_euler
-    monkeypatch.setattr(flow_euler.FlowEulerSampler, "sample_once", lambda *a, **k: pytest.fail("sampling started"))
+    monkeypatch.setattr(flow_euler.FlowEulerSampler, "_model_call", lambda *a, **k: pytest.fail("sampling started"))
     with pytest.raises(ValueError, match=base.name):
         cli_run(["image", str(root / "ok.png"), "--model", str(broken), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()

@@ -163,3 +163,33 @@ def test_structures_from_voxels_and_mesh_files(folder, tmp_path):
     z_extent = from_ply.coords[:, 3].max() - from_ply.coords[:, 3].min()
     y_extent = from_ply.coords[:, 2].max() - from_ply.coords[:, 2].min()
     assert z_extent > y_extent  # Z up in the TRELLIS frame
+
+
+def test_step_cache_through_the_pipeline_and_the_command_line(folder, tmp_path, monkeypatch):
+    """A StepCache among the sampler parameters reaches both flows (fewer model runs, the same
+    structure shape of result); --step-cache N sets one per stage."""
+    from PIL import Image
+
+    from trellis_impl.cli import run as cli_run
+    from trellis_impl.sampling import StepCache, flow_euler
+    calls = []
+    original = flow_euler.FlowEulerSampler._model_call
+    monkeypatch.setattr(flow_euler.FlowEulerSampler, "_model_call",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    pipe = TrellisPipeline(ModelFolder(folder))
+    params = {"steps": 10, "cfg_interval": [0.0, 1.0]}  # CFG at every step: 2 model runs per evaluation
+    pipe.generate(condition(), seed=3, formats=(), structure_params=params, slat_params=params)
+    full = len(calls)
+    calls.clear()
+    cached = {**params, "step_cache": StepCache(interval=3)}
+    pipe.generate(condition(), seed=3, formats=(), structure_params=cached, slat_params=cached)
+    assert full == 2 * 2 * 10 and len(calls) == 2 * 2 * StepCache(interval=3).evaluations(10) == 2 * 2 * 5
+    calls.clear()
+    image = Image.new("RGBA", (64, 64))
+    image.paste((200, 80, 60, 255), (16, 16, 48, 48))
+    image.save(tmp_path / "in.png")
+    argv = ["image", str(tmp_path / "in.png"), "--model", str(folder), "--out", str(tmp_path / "out"),
+            "--formats", "gaussian", "--files", "ply", "--step-cache", "3"]
+    for stage in ("structure", "latent"):
+        argv += [f"--{stage}-steps", "10", f"--{stage}-cfg-interval", "0", "1"]
+    assert cli_run(argv) == 0 and len(calls) == 2 * 2 * 5

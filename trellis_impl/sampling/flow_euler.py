@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from ..sparse import SparseTensor, sparse_cat
+from .step_cache import StepCache
 
 __all__ = ["FlowEulerSampler", "FlowEulerCfgSampler", "FlowEulerGuidanceIntervalSampler", "SamplerOutput",
-           "InversionOutput", "time_schedule", "noised"]
+           "InversionOutput", "StepCache", "time_schedule", "noised"]
 
 Sample = Union[torch.Tensor, SparseTensor]
 # Called after every step with (step index, number of steps, x after the step); may raise to stop.
@@ -119,13 +120,17 @@ class FlowEulerSampler:
     @torch.no_grad()
     def sample_once(self, model, x_t: Sample, t: float, t_prev: float, cond: Any = None, step: int = 0, **kwargs):
         """One Euler step from t to t_prev (``step``: its index); returns (x_{t_prev}, x_0 estimate)."""
-        v = self._velocity(model, x_t, t, step, cond, **kwargs)
+        return self._euler_step(x_t, t, t_prev, self._velocity(model, x_t, t, step, cond, **kwargs))
+
+    def _euler_step(self, x_t: Sample, t: float, t_prev: float, v: Sample):
+        """(x_{t_prev}, x_0 estimate) from the velocity at t."""
         return x_t - (t - t_prev) * v, self._v_to_xstart(x_t, t, v)
 
     @torch.no_grad()
     def sample(self, model, noise: Sample, cond: Any = None, steps: int = 50, rescale_t: float = 1.0,
                verbose: bool = False, callback: Optional[StepCallback] = None, t_start: float = 1.0,
-               step_hook: Optional[StepHook] = None, **kwargs) -> SamplerOutput:
+               step_hook: Optional[StepHook] = None, step_cache: Optional[StepCache] = None,
+               **kwargs) -> SamplerOutput:
         """Integrate from ``noise`` (t = 1) to t = 0.
 
         Args:
@@ -139,6 +144,8 @@ class FlowEulerSampler:
                 the first step going from t_start to the next schedule time (1.0: the full run;
                 0: no step, ``noise`` is returned). Step indices stay those of the full schedule.
             step_hook: ``hook(i, t, t_prev, x) -> x or None`` after every step; may replace x.
+            step_cache: forecast the velocity at most steps instead of running the model
+                (``StepCache``; None: the model at every step, the official sampler).
         """
         pairs = time_schedule(steps, rescale_t)
         if not 0.0 <= t_start <= 1.0:
@@ -148,8 +155,16 @@ class FlowEulerSampler:
             indexed = [(i, (min(t, t_start), t_prev)) for i, (t, t_prev) in indexed if t_prev < t_start]
         out = SamplerOutput()
         x = noise
+        if step_cache is not None:
+            step_cache.reset()
         for k, (i, (t, t_prev)) in enumerate(_progress(indexed, verbose)):
-            x, x0 = self.sample_once(model, x, t, t_prev, cond, step=i, **kwargs)
+            if step_cache is None or step_cache.is_anchor(i, steps):
+                v = self._velocity(model, x, t, i, cond, **kwargs)
+                if step_cache is not None:
+                    step_cache.record(t, v)
+            else:
+                v = step_cache.forecast(t)
+            x, x0 = self._euler_step(x, t, t_prev, v)
             if step_hook is not None:
                 replaced = step_hook(i, t, t_prev, x)
                 x = x if replaced is None else replaced
