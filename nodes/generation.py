@@ -16,6 +16,7 @@ from ..trellis_impl.pipelines import MULTI_IMAGE_MODES
 from ..trellis_impl.pipelines.generation import (Noise, Structure, structure_from_mesh, structure_from_mesh_file,
                                                  views_options)
 from ..trellis_impl.readers import MESH_EXTENSIONS
+from ..trellis_impl.sampling import StepCache
 from ..trellis_impl.validation import MAX_SEED
 from . import host
 from .host import io
@@ -109,11 +110,21 @@ def _multi_image_input():
                                   "cycles the views across steps, 'multidiffusion' averages them every step.")
 
 
-def _params(steps, cfg, start, end, rescale_t) -> dict:
+def _step_cache_input():
+    return host.advanced(io.Int, "step_cache", default=1, min=1, max=50,
+                         tooltip="Run the model at one step in N (and the first two and the last) and forecast the "
+                                 "velocity at the others. 1: off, the official sampler; 3: 10 of 25 model runs, "
+                                 "with a small deviation (docs/gpu.md, 'Step cache').")
+
+
+def _params(steps, cfg, start, end, rescale_t, step_cache=1) -> dict:
     if start > end:
         raise ValueError(f"cfg_interval_start ({start}) must not exceed cfg_interval_end ({end})")
-    return {"steps": int(steps), "cfg_strength": float(cfg), "cfg_interval": [float(start), float(end)],
-            "rescale_t": float(rescale_t)}
+    params = {"steps": int(steps), "cfg_strength": float(cfg), "cfg_interval": [float(start), float(end)],
+              "rescale_t": float(rescale_t)}
+    if int(step_cache) > 1:
+        params["step_cache"] = StepCache(interval=int(step_cache))
+    return params
 
 
 def _check_cond(model: ModelHandle, cond: TrellisCond, node: str) -> None:
@@ -279,15 +290,16 @@ class TrellisStructureSampler(io.ComfyNode):
                 _multi_image_input(),
                 io.Int.Input("num_samples", default=1, min=1, max=16,
                              tooltip="Number of assets generated from the condition."),
+                _step_cache_input(),
             ],
             outputs=[host.output(STRUCTURE, "structure", "Occupied voxels (stage 1)."),
                      host.output(VOXEL, "voxel", "The same as a core VOXEL (Y up; None on hosts without VOXEL).")])
 
     @classmethod
     def execute(cls, model: ModelHandle, cond: TrellisCond, seed, steps, cfg, cfg_interval_start, cfg_interval_end,
-                rescale_t, multi_image_mode="stochastic", num_samples=1):
+                rescale_t, multi_image_mode="stochastic", num_samples=1, step_cache=1):
         _check_cond(model, cond, "TrellisStructureSampler")
-        params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
+        params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t, step_cache)
         views = _views(cond, multi_image_mode)
         host.check_interrupt()
         pipeline = model.prepare(["structure"])
@@ -315,15 +327,16 @@ class TrellisLatentSampler(io.ComfyNode):
                 STRUCTURE.Input("structure", tooltip="From TrellisStructureSampler or TrellisMeshToStructure."),
                 *_sampler_inputs(25, 5.0),
                 _multi_image_input(),
+                _step_cache_input(),
             ],
             outputs=[host.output(SLAT, "slat", "Structured latent (stage 2).")])
 
     @classmethod
     def execute(cls, model: ModelHandle, cond: TrellisCond, structure: Structure, seed, steps, cfg,
-                cfg_interval_start, cfg_interval_end, rescale_t, multi_image_mode="stochastic"):
+                cfg_interval_start, cfg_interval_end, rescale_t, multi_image_mode="stochastic", step_cache=1):
         _check_cond(model, cond, "TrellisLatentSampler")
         _check_structure(model, structure, "TrellisLatentSampler")
-        params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
+        params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t, step_cache)
         views = _views(cond, multi_image_mode)
         host.check_interrupt()
         pipeline = model.prepare(["latent"])

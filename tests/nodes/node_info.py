@@ -100,11 +100,18 @@ def front_end_view(info: dict) -> dict:
 
 
 def differences(served: dict, expected: dict) -> list:
-    """One line per node whose view differs from the snapshot's (or that only one side has)."""
+    """One line per node whose view differs from the snapshot's (or that only one side has). Inputs
+    appended after the snapshot's are allowed (saved widget values bind by position, so appending
+    keeps them where they were); everything the snapshot has must be served as it was."""
     lines = [f"{node_id}: only in the snapshot" for node_id in expected if node_id not in served]
     lines += [f"{node_id}: not in the snapshot" for node_id in served if node_id not in expected]
     for node_id in sorted(set(served) & set(expected)):
         now, before = front_end_view(served[node_id]), front_end_view(expected[node_id])
+        for section, order in before["input_order"].items():
+            served_order = now["input_order"].get(section, [])
+            if served_order[:len(order)] == order:  # compare the snapshot's part; appended inputs may follow
+                now["input_order"][section] = order
+                now["input"][section] = {name: now["input"][section][name] for name in order}
         lines += [f"{node_id}.{key}: {now[key]!r} != {before[key]!r}" for key in before if now[key] != before[key]]
     return lines
 

@@ -2,7 +2,7 @@
 serves for every node, built by the host's V3 API (the stand-in's, both variants), is what the V1
 nodes served (tests/fixtures/node_info_v1.json, written by node_info.py from the last V1 revision):
 the same nodes, inputs in the same order with the same types, defaults, ranges, tooltips and
-advanced flags, the same outputs. ``node_info.py check-host`` runs the same comparison on a real
+advanced flags (inputs appended after them allowed), the same outputs. ``node_info.py check-host`` runs the same comparison on a real
 ComfyUI tree (docs/comfyui_trial.md)."""
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_every_node_serves_what_the_v1_node_served(bare_host):
 
 def test_the_comparison_sees_what_the_front_end_sees():
     """Only forms the front end treats alike compare equal: a reordered, retyped or unflagged input
-    or a renamed output does not."""
+    or a renamed output does not; an input appended after the snapshot's does."""
     loader = SNAPSHOT_NODES["TrellisModelLoader"]
     v3_form = json.loads(json.dumps(loader))
     kind, options = v3_form["input"]["required"]["dtype"]
@@ -52,4 +52,11 @@ def test_the_comparison_sees_what_the_front_end_sees():
     for change, apply in changes.items():
         changed = json.loads(json.dumps(loader))
         apply(changed)
-        assert front_end_view(changed) != front_end_view(loader), change
+        assert differences({"TrellisModelLoader": changed}, {"TrellisModelLoader": loader}), change
+    appended = json.loads(json.dumps(loader))
+    appended["input"]["required"]["extra"] = ["INT", {"default": 1}]
+    appended["input_order"]["required"].append("extra")
+    assert differences({"TrellisModelLoader": appended}, {"TrellisModelLoader": loader}) == []
+    inserted = json.loads(json.dumps(appended))
+    inserted["input_order"]["required"].insert(0, inserted["input_order"]["required"].pop())
+    assert differences({"TrellisModelLoader": inserted}, {"TrellisModelLoader": loader})

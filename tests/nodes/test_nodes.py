@@ -45,7 +45,7 @@ def _image_asset(nodes, host, views=1, **loader):
 
 
 EXPERT_INPUTS = {"dtype", "attention_backend", "sparse_conv_backend", "cfg_interval_start", "cfg_interval_end",
-                 "rescale_t", "bake_steps", "unwrap", "fill_holes", "pitch", "radius", "fov"}
+                 "rescale_t", "step_cache", "bake_steps", "unwrap", "fill_holes", "pitch", "radius", "fov"}
 
 
 def test_node_definitions(pack, host):
@@ -321,3 +321,24 @@ def test_embedded_demo_model_is_the_first_choice_and_needs_no_download(pack, nod
     assert loader.INPUT_TYPES()["required"]["model"][1]["options"][0] == "TRELLIS-demo"
     (model,) = run(nodes["TrellisModelLoader"], "TRELLIS-demo")  # download stays off
     assert model.folder.path == model_root / "random-image" and model.folder.kind == "image"
+
+
+def test_step_cache_input_runs_fewer_model_forwards(pack, nodes, host, monkeypatch):
+    """step_cache = 3 on both samplers: the models run at 5 of 10 steps per flow (StepCache), and the
+    samplers' progress still reaches every step."""
+    from trellis_impl.sampling import StepCache
+    flow_euler = sys.modules[f"{pack.__name__}.trellis_impl.sampling.flow_euler"]  # the pack's own copy
+    calls = []
+    original = flow_euler.FlowEulerSampler._model_call
+    monkeypatch.setattr(flow_euler.FlowEulerSampler, "_model_call",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    (model,) = run(nodes["TrellisModelLoader"], "random-image")
+    img, mask = _image()
+    cond, _ = run(nodes["TrellisImageCondition"], model, img, "auto", mask)
+    every_step = dict(steps=10, cfg=3.0, cfg_interval_start=0.0, cfg_interval_end=1.0, rescale_t=3.0)
+    structure, _ = run(nodes["TrellisStructureSampler"], model, cond, seed=1, multi_image_mode="stochastic",
+                       num_samples=1, step_cache=3, **every_step)
+    run(nodes["TrellisLatentSampler"], model, cond, structure, seed=1, multi_image_mode="stochastic", step_cache=3,
+        **every_step)
+    assert len(calls) == 2 * 2 * StepCache(interval=3).evaluations(10) == 20  # 2 flows, a CFG pair each
+    assert host.progress.count(("abs", 10, 10)) == 2  # each sampler's bar reached its last step

@@ -59,7 +59,8 @@ def widget_slots(node_class) -> List[Tuple[str, bool]]:
 
 
 def ui_to_api(workflow: dict, classes: Dict[str, type]) -> Dict[str, dict]:
-    """Convert a UI-format workflow into an API prompt, checking every node type and widget count."""
+    """Convert a UI-format workflow into an API prompt, checking every node type and that no node
+    has more widget values than widgets."""
     nodes = {str(n["id"]): n for n in workflow["nodes"]}
     links = {link[0]: link for link in workflow.get("links", [])}
 
@@ -85,9 +86,14 @@ def ui_to_api(workflow: dict, classes: Dict[str, type]) -> Dict[str, dict]:
         cls = classes[node["type"]]
         slots = widget_slots(cls)
         values = list(node.get("widgets_values") or [])
-        if len(values) != len(slots):
+        if len(values) > len(slots):
             raise ValueError(f"node {node_id} ({node['type']}): {len(values)} widget values, the node "
                              f"defines {len(slots)} ({[s for s, _ in slots]})")
+        # a workflow saved before an input was appended has fewer values: as the front end's
+        # configure() does, the widgets after them keep their defaults
+        defaults = {name: options.get("default", (choices(kind, options) or [None])[0])
+                    for name, kind, options in _inputs_in_order(cls)}
+        values += [defaults.get(name) for name, _ in slots[len(values):]]
         inputs = {name: value for (name, real), value in zip(slots, values) if real}
         for slot in node.get("inputs", []):
             if slot.get("link") is not None:
