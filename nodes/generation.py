@@ -111,7 +111,8 @@ def _multi_image_input():
 
 
 def _step_cache_input():
-    return host.advanced(io.Int, "step_cache", default=1, min=1, max=50,
+    # optional: an API prompt saved before it was appended has no value for it, and stays valid
+    return host.advanced(io.Int, "step_cache", optional=True, default=1, min=1, max=50,
                          tooltip="Run the model at one step in N (and the first two and the last) and forecast the "
                                  "velocity at the others. 1: off, the official sampler; 3: 10 of 25 model runs, "
                                  "with a small deviation (docs/gpu.md, 'Step cache').")

@@ -107,11 +107,13 @@ def differences(served: dict, expected: dict) -> list:
     lines += [f"{node_id}: not in the snapshot" for node_id in served if node_id not in expected]
     for node_id in sorted(set(served) & set(expected)):
         now, before = front_end_view(served[node_id]), front_end_view(expected[node_id])
-        for section, order in before["input_order"].items():
-            served_order = now["input_order"].get(section, [])
-            if served_order[:len(order)] == order:  # compare the snapshot's part; appended inputs may follow
+        for section in list(now["input_order"]):
+            order = before["input_order"].get(section, [])
+            if now["input_order"][section][:len(order)] == order:  # the snapshot's part; appended inputs may follow
                 now["input_order"][section] = order
                 now["input"][section] = {name: now["input"][section][name] for name in order}
+            if not order and section not in before["input_order"]:  # a section of appended inputs only
+                del now["input_order"][section], now["input"][section]
         lines += [f"{node_id}.{key}: {now[key]!r} != {before[key]!r}" for key in before if now[key] != before[key]]
     return lines
 
