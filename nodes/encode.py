@@ -1,7 +1,6 @@
 """TrellisEncodeMesh: a textured mesh -> its TRELLIS latents with the model's encoders."""
 from __future__ import annotations
 
-import os
 
 from ..trellis_impl.pipelines.generation import Structure
 from . import host
@@ -31,14 +30,10 @@ def _core_mesh(mesh):
 
 
 def _file_mesh(mesh_path: str):
-    """A TexturedMesh (TRELLIS frame) from a file under ComfyUI's input folder, its up axis by
-    format (``frames.mesh_file_frame``), as every mesh input."""
+    """A TexturedMesh (TRELLIS frame) from a file under ComfyUI's input folder (checked by
+    ``validate_inputs`` before the run), its up axis by format (``frames.mesh_file_frame``)."""
     from ..trellis_impl.encoding import load_textured_mesh
-    path = host.input_path(mesh_path)
-    if not os.path.isfile(path):
-        raise ValueError(f"mesh_path: no file {path!r} (relative paths are read from ComfyUI's input folder, "
-                         "e.g. '3d/chair.glb')")
-    return load_textured_mesh(path, up="auto")
+    return load_textured_mesh(host.input_path(mesh_path), up="auto")
 
 
 class TrellisEncodeMesh(io.ComfyNode):

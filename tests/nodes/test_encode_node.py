@@ -55,7 +55,9 @@ def test_encode_mesh_file_and_errors(nodes, host2026):
     assert slat.slat.feats.shape[0] == structure.coords.shape[0] > 0
     with pytest.raises(ValueError, match="link a mesh or give mesh_path"):
         run(nodes["TrellisEncodeMesh"], model, 2, 0)
-    with pytest.raises(ValueError, match="no file"):
+    # the host refuses it before the run (validate_inputs); a run anyway fails naming the file
+    assert "no such file in ComfyUI's input folder" in nodes["TrellisEncodeMesh"].validate_inputs(mesh_path="nothing.glb")
+    with pytest.raises(ValueError, match="mesh file not found: .*nothing.glb"):
         run(nodes["TrellisEncodeMesh"], model, 2, 0, mesh_path="nothing.glb")
     with pytest.raises(ValueError, match="views"):
         run(nodes["TrellisEncodeMesh"], model, 0, 0, mesh_path="box.stl")
