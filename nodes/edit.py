@@ -14,7 +14,7 @@ from . import host
 from .host import io
 from .model import ModelHandle
 from .generation import (TrellisCond, TrellisSlat, _check_cond, _check_structure, _model_input, _params,
-                         _sampler_inputs, check_choice)
+                         _sampler_inputs, check_choice, choice_error)
 from .sockets import COND, INVERSION, MESH, REGION, SLAT, STRUCTURE
 
 
@@ -88,6 +88,11 @@ class TrellisEditRegion(io.ComfyNode):
 
 
 class TrellisRegionEdit(io.ComfyNode):
+    @classmethod
+    def validate_inputs(cls, mode=None, method=None):
+        error = choice_error("mode", mode, EDIT_MODES)
+        return choice_error("method", method, EDIT_METHODS) if error is True else error
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

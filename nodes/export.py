@@ -9,7 +9,7 @@ from ..trellis_impl.export.glb_export import BAKE_MODES, PHASES, UNWRAP_METHODS,
 from ..trellis_impl.export.splat_files import save_splat, save_spz
 from ..trellis_impl.render.turntable import MAX_SIZE, TURNTABLE_MODES, turntable
 from . import host
-from .generation import TrellisAsset, check_choice
+from .generation import TrellisAsset, check_choice, choice_error
 from .host import io
 from .sockets import ASSET, FILE_3D_GLB, FILE_3D_SPLAT_ANY, MESH, SPLAT
 
@@ -36,6 +36,12 @@ def _read(path: str) -> bytes:
 
 
 class TrellisExportGLB(io.ComfyNode):
+    @classmethod
+    def validate_inputs(cls, bake=None, unwrap=None, origin=None):
+        return next((error for error in (choice_error("bake", bake, BAKE_MODES),
+                                         choice_error("unwrap", unwrap, UNWRAP_METHODS),
+                                         choice_error("origin", origin, ORIGINS)) if error is not True), True)
+
     @classmethod
     def define_schema(cls):
         return io.Schema(
@@ -113,6 +119,10 @@ class TrellisExportGLB(io.ComfyNode):
 
 class TrellisExportSplat(io.ComfyNode):
     @classmethod
+    def validate_inputs(cls, format=None):
+        return choice_error("format", format, SPLAT_FORMATS)
+
+    @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="TrellisExportSplat", display_name="TRELLIS Export Splat", category="TRELLIS/export",
@@ -152,6 +162,10 @@ class TrellisExportSplat(io.ComfyNode):
 
 
 class TrellisTurntable(io.ComfyNode):
+    @classmethod
+    def validate_inputs(cls, mode=None):
+        return choice_error("mode", mode, TURNTABLE_MODES)
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -79,11 +79,20 @@ def check_mesh_path(mesh_path) -> Union[bool, str]:
     return True
 
 
+def choice_error(name: str, value, choices) -> Union[bool, str]:
+    """``validate_inputs`` of a combo: True, or the line naming the input and its choices. 0.3.64
+    does not check the combos of V3 nodes itself, so without this a bad value would only fail once
+    the node runs, after the nodes before it. None (a linked value, not known yet) passes."""
+    if value is None or value in choices:
+        return True
+    return f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+
+
 def check_choice(name: str, value, choices) -> None:
-    """Refuse a combo value that is not one of its choices, naming the input: 0.24.0 refuses it
-    before the node runs, 0.3.64 does not check the combos of V3 nodes."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    """``choice_error`` at run time (a prompt sent without validation, or a linked value)."""
+    error = choice_error(name, value, choices)
+    if error is not True:
+        raise ValueError(error)
 
 
 def _sampler_inputs(steps: int, cfg: float) -> list:
@@ -216,6 +225,10 @@ def _image_arrays(image: torch.Tensor, mask: Optional[torch.Tensor], background:
 
 class TrellisImageCondition(io.ComfyNode):
     @classmethod
+    def validate_inputs(cls, background=None):
+        return choice_error("background", background, BACKGROUND_MODES)
+
+    @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="TrellisImageCondition", display_name="TRELLIS Image Condition", category="TRELLIS/conditioning",
@@ -281,6 +294,10 @@ class TrellisTextCondition(io.ComfyNode):
 
 class TrellisStructureSampler(io.ComfyNode):
     @classmethod
+    def validate_inputs(cls, multi_image_mode=None):
+        return choice_error("multi_image_mode", multi_image_mode, MULTI_IMAGE_MODES)
+
+    @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="TrellisStructureSampler", display_name="TRELLIS Structure Sampler", category="TRELLIS/sampling",
@@ -318,6 +335,10 @@ def _check_structure(model: ModelHandle, structure, node: str) -> None:
 
 
 class TrellisLatentSampler(io.ComfyNode):
+    @classmethod
+    def validate_inputs(cls, multi_image_mode=None):
+        return choice_error("multi_image_mode", multi_image_mode, MULTI_IMAGE_MODES)
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

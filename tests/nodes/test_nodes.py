@@ -342,3 +342,22 @@ def test_step_cache_input_runs_fewer_model_forwards(pack, nodes, host, monkeypat
         **every_step)
     assert len(calls) == 2 * 2 * StepCache(interval=3).evaluations(10) == 20  # 2 flows, a CFG pair each
     assert host.progress.count(("abs", 10, 10)) == 2  # each sampler's bar reached its last step
+
+
+def test_combo_values_are_checked_before_the_run(nodes, host):
+    """Every node with a combo refuses a value outside its choices in validate_inputs, naming the
+    input (0.3.64 does not check the combos of V3 nodes); a good value and a linked one (None) pass."""
+    cases = {"TrellisImageCondition": {"background": "sideways"},
+             "TrellisStructureSampler": {"multi_image_mode": "all"},
+             "TrellisLatentSampler": {"multi_image_mode": "all"},
+             "TrellisRegionEdit": {"mode": "merge", "method": "magic"},
+             "TrellisExportGLB": {"bake": "slow", "unwrap": "uv", "origin": "top"},
+             "TrellisExportSplat": {"format": "obj"},
+             "TrellisTurntable": {"mode": "points"}}
+    for node_id, bad in cases.items():
+        check = nodes[node_id].validate_inputs
+        for name, value in bad.items():
+            verdict = check(**{name: value})
+            assert isinstance(verdict, str) and verdict.startswith(f"{name} must be one of"), (node_id, verdict)
+            assert check(**{name: None}) is True
+    assert nodes["TrellisExportGLB"].validate_inputs(bake="fast", unwrap="fast", origin="base") is True

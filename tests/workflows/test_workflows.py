@@ -273,9 +273,9 @@ def _changed(path: Path, classes, class_type: str, **inputs) -> dict:
 
 
 def test_a_bad_input_is_one_clear_error_naming_it(host):
-    """Both hosts refuse an out-of-range number and a missing mesh file (validate_inputs) before
-    anything runs; a value outside a combo's choices is refused by 0.24.0 before anything runs, and
-    by the node itself on 0.3.64, which does not check the combos of V3 nodes."""
+    """Both hosts refuse an out-of-range number, a missing mesh file and a value outside a combo's
+    choices before anything runs (the last by the node's validate_inputs: 0.3.64 does not check
+    the combos of V3 nodes itself)."""
     classes, _ = _classes(host)
     image_to_3d = REPO / "workflows" / "trellis_image_to_3d.json"
     from_mesh = REPO / "workflows" / "trellis_variant_from_mesh.json"
@@ -287,13 +287,14 @@ def test_a_bad_input_is_one_clear_error_naming_it(host):
         execute(_changed(from_mesh, classes, "TrellisMeshToStructure", mesh_path="3d/missing.obj"), classes,
                 host.variant)
     sideways = _changed(image_to_3d, classes, "TrellisImageCondition", background="sideways")
-    if host.variant == "2026":
-        with pytest.raises(PromptError, match=r"^node 3 \(TrellisImageCondition\): Value not in list: "
-                                              r"background: 'sideways' not in"):
-            execute(sideways, classes, host.variant)
-    else:
-        with pytest.raises(ValueError, match=r"^background must be one of 'auto', 'keep', 'remove', got 'sideways'$"):
-            execute(sideways, classes, host.variant)
+    with pytest.raises(PromptError, match=r"^node 3 \(TrellisImageCondition\): Custom validation failed for node: "
+                                          r"background - background must be one of 'auto', 'keep', 'remove', "
+                                          r"got 'sideways'$"):
+        execute(sideways, classes, host.variant)
+    obj = _changed(image_to_3d, classes, "TrellisExportSplat", format="obj")
+    with pytest.raises(PromptError, match=r"\(TrellisExportSplat\): Custom validation failed for node: format - "
+                                          r"format must be one of"):
+        execute(obj, classes, host.variant)
     assert not any(host.output_dir.rglob("*.*"))  # refused before anything was written
 
 
