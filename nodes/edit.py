@@ -90,8 +90,7 @@ class TrellisEditRegion(io.ComfyNode):
 class TrellisRegionEdit(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, mode=None, method=None):
-        error = choice_error("mode", mode, EDIT_MODES)
-        return choice_error("method", method, EDIT_METHODS) if error is True else error
+        return choice_error(mode=(mode, EDIT_MODES), method=(method, EDIT_METHODS))
 
     @classmethod
     def define_schema(cls):

@@ -38,9 +38,7 @@ def _read(path: str) -> bytes:
 class TrellisExportGLB(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, bake=None, unwrap=None, origin=None):
-        return next((error for error in (choice_error("bake", bake, BAKE_MODES),
-                                         choice_error("unwrap", unwrap, UNWRAP_METHODS),
-                                         choice_error("origin", origin, ORIGINS)) if error is not True), True)
+        return choice_error(bake=(bake, BAKE_MODES), unwrap=(unwrap, UNWRAP_METHODS), origin=(origin, ORIGINS))
 
     @classmethod
     def define_schema(cls):
@@ -120,7 +118,7 @@ class TrellisExportGLB(io.ComfyNode):
 class TrellisExportSplat(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, format=None):
-        return choice_error("format", format, SPLAT_FORMATS)
+        return choice_error(format=(format, SPLAT_FORMATS))
 
     @classmethod
     def define_schema(cls):
@@ -164,7 +162,7 @@ class TrellisExportSplat(io.ComfyNode):
 class TrellisTurntable(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, mode=None):
-        return choice_error("mode", mode, TURNTABLE_MODES)
+        return choice_error(mode=(mode, TURNTABLE_MODES))
 
     @classmethod
     def define_schema(cls):

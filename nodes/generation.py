@@ -79,18 +79,20 @@ def check_mesh_path(mesh_path) -> Union[bool, str]:
     return True
 
 
-def choice_error(name: str, value, choices) -> Union[bool, str]:
-    """``validate_inputs`` of a combo: True, or the line naming the input and its choices. 0.3.64
-    does not check the combos of V3 nodes itself, so without this a bad value would only fail once
-    the node runs, after the nodes before it. None (a linked value, not known yet) passes."""
-    if value is None or value in choices:
-        return True
-    return f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+def choice_error(**combos) -> Union[bool, str]:
+    """``validate_inputs`` of combos given as ``name=(value, choices)``: True, or the line naming the
+    first input whose value is not among its choices. 0.3.64 does not check the combos of V3 nodes
+    itself, so without this a bad value would only fail once the node runs, after the nodes before
+    it. None (a linked value, not known yet) passes."""
+    for name, (value, choices) in combos.items():
+        if value is not None and value not in choices:
+            return f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+    return True
 
 
 def check_choice(name: str, value, choices) -> None:
     """``choice_error`` at run time (a prompt sent without validation, or a linked value)."""
-    error = choice_error(name, value, choices)
+    error = choice_error(**{name: (value, choices)})
     if error is not True:
         raise ValueError(error)
 
@@ -226,7 +228,7 @@ def _image_arrays(image: torch.Tensor, mask: Optional[torch.Tensor], background:
 class TrellisImageCondition(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, background=None):
-        return choice_error("background", background, BACKGROUND_MODES)
+        return choice_error(background=(background, BACKGROUND_MODES))
 
     @classmethod
     def define_schema(cls):
@@ -295,7 +297,7 @@ class TrellisTextCondition(io.ComfyNode):
 class TrellisStructureSampler(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, multi_image_mode=None):
-        return choice_error("multi_image_mode", multi_image_mode, MULTI_IMAGE_MODES)
+        return choice_error(multi_image_mode=(multi_image_mode, MULTI_IMAGE_MODES))
 
     @classmethod
     def define_schema(cls):
@@ -337,7 +339,7 @@ def _check_structure(model: ModelHandle, structure, node: str) -> None:
 class TrellisLatentSampler(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, multi_image_mode=None):
-        return choice_error("multi_image_mode", multi_image_mode, MULTI_IMAGE_MODES)
+        return choice_error(multi_image_mode=(multi_image_mode, MULTI_IMAGE_MODES))
 
     @classmethod
     def define_schema(cls):

@@ -59,8 +59,7 @@ class StepCache:
         return self._scheduled(step, steps) or len(self._anchors) < 2
 
     def _scheduled(self, step: int, steps: int) -> bool:
-        return (self.interval == 1 or step < self.warmup or step == steps - 1
-                or (step - self.warmup) % self.interval == self.interval - 1)
+        return step < self.warmup or step == steps - 1 or (step - self.warmup) % self.interval == self.interval - 1
 
     def evaluations(self, steps: int) -> int:
         """How many steps of a full run of ``steps`` run the model."""

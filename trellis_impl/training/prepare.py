@@ -195,7 +195,7 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
                         (render_size, "render_size"), (supersample, "supersample"), (batch_size, "batch_size")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{what} must be an int >= 1, got {value!r}")
-    mesh_file_frame("", up)  # checks up
+    mesh_file_frame("", up)  # the one check of up (its error names the allowed values), before any file is read
     meshes = find_meshes(sources)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     settings = {"resolution": resolution, "num_views": num_views, "cond_views": cond_views, "render_size": render_size,
