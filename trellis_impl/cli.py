@@ -1,4 +1,4 @@
-"""Command line: ``python -m trellis_impl {image,text,variant,edit,vary,encode,prepare-data,procedural-meshes,train,export-folder,random-folder} ...``.
+"""Command line: ``python -m trellis_impl {image,text,variant,edit,vary,encode,prepare-data,procedural-meshes,train,export-folder,distilled-folder,random-folder} ...``.
 
 Examples::
 
@@ -14,6 +14,7 @@ Examples::
     python -m trellis_impl train configs/training/ss_vae.json --data DATA --out runs/ss_vae
     torchrun --nproc_per_node 2 -m trellis_impl train configs/training/ss_flow_img.json --data DATA --out runs/ss_flow
     python -m trellis_impl export-folder runs/ss_vae runs/ss_flow ... --out models/MY-TRELLIS
+    python -m trellis_impl distilled-folder models/TRELLIS-image-large --download --out models/TRELLIS-image-large-mdt-dist
     python -m trellis_impl random-folder models/TRELLIS-random --kind image
 """
 from __future__ import annotations
@@ -196,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="float16: the released layout; float32: the weights exactly as trained")
     export.add_argument("--condition-encoder", default=None,
                         help="DINOv2 / CLIP folder copied into the model folder (default: the flow runs' encoder)")
+    distilled = sub.add_parser("distilled-folder", help="TRELLIS-image-large + MDT-dist few-step flows -> a model "
+                                                        "folder sampling in 1-4 steps per stage")
+    distilled.add_argument("base", help="the TRELLIS-image-large model folder (its decoders and DINOv2 are used)")
+    distilled.add_argument("weights", nargs="*",
+                           help="the distilled flows: a folder or files (.safetensors/.pt), told apart by their keys; "
+                                "with --download, fetched from Zanwei/mdt-dist into --models-dir/mdt-dist")
+    distilled.add_argument("--out", required=True, help="the model folder to write (must not exist)")
+    distilled.add_argument("--steps", type=int, default=2, choices=[1, 2, 3, 4],
+                           help="sampler steps per stage (the authors': 1 or 2)")
+    distilled.add_argument("--download", action="store_true", help="download the weights with huggingface_hub")
+    distilled.add_argument("--models-dir", default="models", help="where --download puts them (default: ./models)")
     random = sub.add_parser("random-folder", help="write a small random-weight model folder (for tests and demos)")
     random.add_argument("path")
     random.add_argument("--kind", default="image", choices=["image", "text"])
@@ -435,6 +447,13 @@ def run(argv: Optional[List[str]] = None) -> int:
         if trainer.context.is_main:
             print(f"{args.out}: step {step} of {trainer.max_steps}")
         trainer.context.close()
+        return 0
+    if args.command == "distilled-folder":
+        from .pipelines.distilled import download_mdt_dist, write_distilled_folder
+        if not args.weights and not args.download:
+            raise ValueError("distilled-folder: give the distilled weights (a folder or files) or --download")
+        weights = args.weights or download_mdt_dist(args.models_dir)
+        print(write_distilled_folder(args.base, weights, args.out, steps=args.steps))
         return 0
     if args.command == "export-folder":
         from .training import export_model_folder

@@ -16,7 +16,7 @@ from .slat_vae import (ElasticSLatEncoder, ElasticSLatGaussianDecoder, ElasticSL
 from .sparse_structure_flow import SparseStructureFlowModel
 from .sparse_structure_vae import SparseStructureDecoder, SparseStructureEncoder
 
-__all__ = ["MODEL_CLASSES", "build_model", "load_model", "from_pretrained", "CheckpointError", "read_torch_state_dict", "check_checkpoint"]
+__all__ = ["MODEL_CLASSES", "build_model", "load_model", "from_pretrained", "CheckpointError", "read_torch_state_dict", "check_checkpoint", "read_config"]
 
 MODEL_CLASSES: Dict[str, Type[TrellisModel]] = {cls.__name__: cls for cls in (
     SparseStructureEncoder, SparseStructureDecoder, SparseStructureFlowModel,
@@ -69,7 +69,8 @@ def _listing(keys) -> str:
     return shown + (f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
 
 
-def _read_config(path: str) -> dict:
+def read_config(path: str) -> dict:
+    """A checkpoint's ``NAME.json`` ({"name": class, "args": {...}}); CheckpointError naming the file."""
     try:
         with open(path, encoding="utf-8") as f:
             config = json.load(f)
@@ -115,7 +116,7 @@ def check_checkpoint(path: str) -> None:
     and names a known class, and the safetensors header (which the library validates against the
     file's length) lists exactly the model's keys and shapes. CheckpointError naming the file."""
     from safetensors import safe_open
-    config = _read_config(path + ".json")
+    config = read_config(path + ".json")
     with torch.device("meta"):
         model = build_model(config["name"], **config.get("args", {}))
     weights_path = path + ".safetensors"
@@ -146,7 +147,7 @@ def load_model(path: str, dtype: Optional[torch.dtype] = None, device: Union[str
     for ext in (".json", ".safetensors"):
         if path.endswith(ext):
             path = path[: -len(ext)]
-    config = _read_config(path + ".json")
+    config = read_config(path + ".json")
     args = {**config.get("args", {}), **overrides}
     with torch.device("meta"):
         model = build_model(config["name"], operations=operations, **args)

@@ -283,13 +283,15 @@ def _view_of_step(step: int, num_views: int, weights: Optional[Sequence[float]])
 
 
 class FlowEulerCfgSampler(FlowEulerGuidanceIntervalSampler):
-    """Euler with CFG at every step."""
+    """Euler with CFG at every step (the official sampler). A ``cfg_interval`` given explicitly
+    (the nodes always pass one) limits guidance as in ``FlowEulerGuidanceIntervalSampler``."""
 
     @torch.no_grad()
     def sample(self, model, noise: Sample, cond: Any = None, neg_cond: Any = None, steps: int = 50,
                rescale_t: float = 1.0, cfg_strength: float = 3.0, verbose: bool = False,
-               callback: Optional[StepCallback] = None, **kwargs) -> SamplerOutput:
-        return super().sample(model, noise, cond, neg_cond, steps, rescale_t, cfg_strength, (0.0, 1.0), verbose,
+               callback: Optional[StepCallback] = None, cfg_interval: Sequence[float] = (0.0, 1.0),
+               **kwargs) -> SamplerOutput:
+        return super().sample(model, noise, cond, neg_cond, steps, rescale_t, cfg_strength, cfg_interval, verbose,
                               callback, **kwargs)
 
 
