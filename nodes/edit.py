@@ -141,7 +141,7 @@ class TrellisRegionEdit(io.ComfyNode):
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
         host.check_interrupt()
         pipeline = model.prepare(["structure", "latent", "structure_encoder"] if structure.latent is None
-                                 else ["structure", "latent"])
+                                 else ["structure", "latent"], voxels=structure.coords.shape[0])
         device = pipeline.device
         result = region_edit(
             pipeline, cond.on(device), structure.coords.to(device), None if slat is None else slat.slat,
@@ -182,7 +182,7 @@ class TrellisInvertAsset(io.ComfyNode):
         _single(model, structure, slat, "TrellisInvertAsset")
         host.check_interrupt()
         pipeline = model.prepare(["structure", "latent", "structure_encoder"] if structure.latent is None
-                                 else ["structure", "latent"])
+                                 else ["structure", "latent"], voxels=structure.coords.shape[0])
         device = pipeline.device
         schedule = {"steps": int(steps), "rescale_t": float(rescale_t)}
         return io.NodeOutput(invert_asset(pipeline, structure.coords.to(device), None if slat is None else slat.slat,
@@ -221,7 +221,7 @@ class TrellisDetailVariation(io.ComfyNode):
         _single(model, structure, slat, "TrellisDetailVariation")
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t)
         host.check_interrupt()
-        pipeline = model.prepare(["latent"])
+        pipeline = model.prepare(["latent"], voxels=structure.coords.shape[0])
         device = pipeline.device
         result = detail_variation(pipeline, cond.on(device), structure.coords.to(device),
                                   None if slat is None else slat.slat, strength=float(strength),

@@ -259,7 +259,7 @@ class TrellisImageCondition(io.ComfyNode):
         pipeline = model.pipeline
         prepared = [preprocess_image(px, alpha, pipeline.background_remover) for px, alpha in views]
         host.check_interrupt()
-        pipeline = model.prepare(encoder=True)
+        pipeline = model.prepare(encoder=True, images=len(prepared))
         cond = pipeline.get_cond(prepared)
         tensors = {k: v.detach().float().cpu() for k, v in cond.items()}
         out = torch.stack([torch.from_numpy(np.asarray(p).astype(np.float32) / 255.0) for p in prepared])
@@ -322,7 +322,7 @@ class TrellisStructureSampler(io.ComfyNode):
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t, step_cache)
         views = _views(cond, multi_image_mode)
         host.check_interrupt()
-        pipeline = model.prepare(["structure"])
+        pipeline = model.prepare(["structure"], samples=int(num_samples))
         structure = pipeline.sample_structure(cond.on(pipeline.device), Noise(int(seed)), int(num_samples), params,
                                               host.step_callback(steps), views).cpu()
         return io.NodeOutput(structure, host.make_voxel(structure.coords, structure.resolution, structure.num_samples))
@@ -363,7 +363,7 @@ class TrellisLatentSampler(io.ComfyNode):
         params = _params(steps, cfg, cfg_interval_start, cfg_interval_end, rescale_t, step_cache)
         views = _views(cond, multi_image_mode)
         host.check_interrupt()
-        pipeline = model.prepare(["latent"])
+        pipeline = model.prepare(["latent"], voxels=structure.coords.shape[0])
         slat = pipeline.sample_latents(cond.on(pipeline.device), structure, Noise.for_latents(int(seed), structure),
                                        params, host.step_callback(steps), views)
         return io.NodeOutput(TrellisSlat(slat, structure.num_samples))
@@ -392,7 +392,7 @@ class TrellisDecode(io.ComfyNode):
         decoded = {}
         for i, f in enumerate(formats):
             host.check_interrupt()
-            pipeline = model.prepare([f])
+            pipeline = model.prepare([f], voxels=slat.slat.coords.shape[0])
             decoded.update(pipeline.decode(slat.slat, [f]))
             pbar.update_absolute(i + 1, len(formats))
         return io.NodeOutput(TrellisAsset(decoded, slat.batch_size))

@@ -245,11 +245,13 @@ def make_patcher(module: torch.nn.Module):
                                                         offload_device=offload_device())
 
 
-def load_to_device(patchers) -> None:
-    """``load_models_gpu(patchers, force_full_load=True)``: the sparse / custom layers cannot be
-    partially loaded, and a 2D model of the same graph gets offloaded first."""
+def load_to_device(patchers, memory_required: int = 0) -> None:
+    """``load_models_gpu(patchers, memory_required, force_full_load=True)``: the sparse / custom
+    layers cannot be partially loaded; other models (a 2D model of the same graph) are offloaded
+    first until the weights and ``memory_required`` bytes of working memory fit."""
     if patchers:
-        _module("comfy.model_management").load_models_gpu(list(patchers), force_full_load=True)
+        _module("comfy.model_management").load_models_gpu(list(patchers), memory_required=int(memory_required),
+                                                            force_full_load=True)
 
 
 # ----------------------------------------------------------------------------- core types

@@ -96,7 +96,10 @@ class ModelHandle:
 
     def prepare_encoding(self):
         """Load the SLat and structure encoders and DINOv2 (an image model's own; for a text model
-        the DINOv2 found beside it, or downloaded) onto the compute device; returns DINOv2."""
+        the DINOv2 found beside it, or downloaded) onto the compute device, with the working memory
+        of a batch of views through DINOv2 (the largest step); returns DINOv2."""
+        from ..trellis_impl.encoding.encode import VIEWS_PER_BATCH
+        from ..trellis_impl.pipelines.memory import working_memory
         from ..trellis_impl.pipelines.model_folder import ENCODER_KEY, SLAT_ENCODER_KEY
         if self.kind == "image":
             dinov2, key = self._load_encoder(), "encoder"
@@ -108,12 +111,15 @@ class ModelHandle:
                                            device=host.offload_device())
             dinov2, key = self._dinov2, "dinov2"
         host.load_to_device([self._patcher(k, self.folder.model(k)) for k in (SLAT_ENCODER_KEY, ENCODER_KEY)]
-                            + [self._patcher(key, dinov2)])
+                            + [self._patcher(key, dinov2)], working_memory("condition", VIEWS_PER_BATCH))
         return dinov2
 
-    def prepare(self, stages: Sequence[str] = (), encoder: bool = False):
+    def prepare(self, stages: Sequence[str] = (), encoder: bool = False, voxels: int = 0, samples: int = 1,
+                images: int = 1):
         """Load the models of ``stages`` (keys of STAGE_KEYS) and/or the encoder onto the compute
-        device through ComfyUI's model management; returns the pipeline."""
+        device through ComfyUI's model management, asking it for the stages' working memory at
+        these sizes (``TrellisPipeline.working_memory``) so it offloads before, not after, an
+        out-of-memory; returns the pipeline."""
         pipeline = self.pipeline
         pipeline.run_device = host.torch_device()
         patchers = []
@@ -123,7 +129,8 @@ class ModelHandle:
         for stage in stages:
             for key in STAGE_KEYS[stage]:
                 patchers.append(self._patcher(key, self.folder.model(key)))
-        host.load_to_device(patchers)
+        needs = [pipeline.working_memory(s, voxels, samples, images) for s in [*stages, *(["condition"] if encoder else [])]]
+        host.load_to_device(patchers, max(needs, default=0))
         return pipeline
 
 

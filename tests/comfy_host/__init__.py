@@ -131,7 +131,8 @@ class Host:
 
         def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                             force_full_load=False):
-            host.load_calls.append({"models": list(models), "force_full_load": force_full_load})
+            host.load_calls.append({"models": list(models), "force_full_load": force_full_load,
+                                    "memory_required": memory_required})
             for m in models:
                 m.model.to(m.load_device)
                 m.model.device = m.load_device  # as ComfyUI's ModelPatcher.load does

@@ -80,6 +80,14 @@ def test_image_chain(nodes, host):
     for key in ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model", "slat_decoder_gs",
                 "slat_decoder_mesh"):
         assert id(model.folder.model(key)) in loaded, key
+    # ... each with the working memory of its stage at this size, so the host offloads beforehand
+    pipeline, voxels = model.pipeline, structure.coords.shape[0]
+    asked = {tuple(sorted(id(p.model) for p in c["models"])): c["memory_required"] for c in host.load_calls}
+    for key, stage, size in (("slat_flow_model", "latent", {"voxels": voxels}),
+                             ("slat_decoder_mesh", "mesh", {"voxels": voxels}),
+                             ("sparse_structure_flow_model", "structure", {"samples": 1})):
+        ids = [k for k in asked if id(model.folder.model(key)) in k]
+        assert ids and asked[ids[0]] == pipeline.working_memory(stage, **size) > 0, key
     assert any(e[0] == "abs" and e[2] == 2 for e in host.progress)  # per-step progress
     if host.variant == "2026":
         assert voxel.data.shape == (1, 16, 16, 16) and voxel.data.sum() == structure.coords.shape[0]

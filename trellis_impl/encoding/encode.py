@@ -32,12 +32,14 @@ from .features import FeatureAccumulator, patch_token_maps, project_to_grid, sam
     voxel_centers
 from .views import RENDER_RESOLUTION, hammersley_cameras
 
-__all__ = ["encode_asset", "EncodedAsset", "save_encoded", "EncodeProgress", "ENCODE_PHASES"]
+__all__ = ["encode_asset", "EncodedAsset", "save_encoded", "EncodeProgress", "ENCODE_PHASES", "VIEWS_PER_BATCH"]
 
 # Called with (phase, done, total): ('views', views done, views) after each batch of views, then
 # ('encoders', 1, 1); raise to interrupt.
 EncodeProgress = Callable[[str, int, int], None]
 ENCODE_PHASES = ("voxelize", "render", "dinov2", "projection", "slat_encoder", "structure_encoder")
+# Views rendered and encoded by DINOv2 together: bounds the working memory.
+VIEWS_PER_BATCH = 16
 
 
 @dataclass
@@ -81,7 +83,7 @@ def _load_dinov2(folder: ModelFolder, download: bool, device: torch.device):
 @torch.no_grad()
 def encode_asset(mesh_or_path: Union[TexturedMesh, str, os.PathLike], model_folder: Union[ModelFolder, str, os.PathLike],
                  num_views: int = 150, *, offset: Optional[Sequence[float]] = None, seed: int = 0,
-                 resolution: int = RENDER_RESOLUTION, supersample: int = 2, batch_size: int = 16,
+                 resolution: int = RENDER_RESOLUTION, supersample: int = 2, batch_size: int = VIEWS_PER_BATCH,
                  dinov2: Optional[torch.nn.Module] = None, download: bool = False, device=None,
                  tf32: bool = False, progress: Optional[EncodeProgress] = None) -> EncodedAsset:
     """Encode a textured mesh with a model folder's encoders (no optimisation).

@@ -24,6 +24,7 @@ import torch
 from ..sampling import FlowEulerCfgSampler, FlowEulerGuidanceIntervalSampler, FlowEulerSampler
 from ..sparse import SparseTensor
 from ..validation import check_seed
+from .memory import working_memory
 from .model_folder import ModelFolder, ModelFolderError
 
 __all__ = ["TrellisPipeline", "GenerationResult", "Structure", "Noise", "structure_from_voxels", "structure_from_mesh",
@@ -210,6 +211,15 @@ class TrellisPipeline:
         params = self.sampler_params(stage, overrides)
         callback = None if progress is None else (lambda i, n, x: progress(stage, i + 1, n))
         return self.sampler(stage).sample(model, noise, **cond, **params, **(views or {}), callback=callback).samples
+
+    def working_memory(self, stage: str, voxels: int = 0, samples: int = 1, images: int = 1) -> int:
+        """Bytes ``stage`` (condition, structure, structure_encoder, latent or a format) needs on a
+        GPU beyond its weights, for ``voxels`` occupied voxels (latent, decoders), ``samples``
+        (structure) and ``images`` (condition), with this pipeline's CFG batching."""
+        rows = 2 if self.batch_cfg else 1
+        units = {"condition": images, "structure": samples * rows, "structure_encoder": samples,
+                 "latent": voxels * rows}.get(stage, voxels)
+        return working_memory(stage, units)
 
     def latent_statistics(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """(mean, std), each float32 [1, C] on the device: SLat = normalised SLat * std + mean."""

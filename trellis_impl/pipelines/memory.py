@@ -1,0 +1,36 @@
+"""Working memory of each stage on a GPU: what a stage allocates beyond the resident weights.
+
+Hosts that share the GPU free (offload) other models before a stage runs when told how much it
+needs: ComfyUI's ``load_models_gpu(..., memory_required=...)``. The figures are linear in what
+drives them (images, forward rows, voxels), at the released model sizes (smaller models get an
+overestimate: the host frees more than needed, never less), float16 torso. Each stage's
+(fixed, per-unit) bytes come from peaks measured on an H100 (docs/gpu.md, "Working memory"),
+rounded up, and carry a 25 % margin on top.
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+__all__ = ["STAGES", "working_memory"]
+
+_MIB = 1 << 20
+_MARGIN = 1.25
+# stage: (fixed bytes, bytes per unit, the unit)
+STAGES: Dict[str, Tuple[int, int, str]] = {
+    "condition": (64 * _MIB, 320 * _MIB, "image (518 px DINOv2 or 77-token CLIP)"),
+    "structure": (320 * _MIB, 384 * _MIB, "flow row (a sample; two with batched CFG)"),
+    "structure_encoder": (384 * _MIB, 384 * _MIB, "structure (64^3 occupancy) encoded"),
+    "latent": (128 * _MIB, 40 * 1024, "voxel row (voxels x 2 with batched CFG)"),
+    "gaussian": (64 * _MIB, 32 * 1024, "voxel"),
+    "radiance_field": (64 * _MIB, 24 * 1024, "voxel"),
+    "mesh": (256 * _MIB, 192 * 1024, "voxel (256^3 subdivision and FlexiCubes)"),
+}
+
+
+def working_memory(stage: str, units: int) -> int:
+    """Bytes ``stage`` (a key of ``STAGES``) needs beyond its weights for ``units`` of its unit
+    (``STAGES[stage][2]``), margin included."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    fixed, per_unit, _ = STAGES[stage]
+    return int(_MARGIN * (fixed + per_unit * max(int(units), 0)))
