@@ -140,6 +140,16 @@ def run_jobs(job: Callable[[Dict[str, float]], object], reps: int) -> dict:
             "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2 ** 30}
 
 
+def working_bytes(fn: Callable[[], object]) -> int:
+    """Bytes ``fn`` allocates at its peak beyond what was allocated before it (the resident weights)."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
 def context_gib() -> float:
     """Device memory this process holds outside the caching allocator (the CUDA context and
     kernels), assuming no other process on the device."""
@@ -208,7 +218,30 @@ def project_side(args) -> dict:
     with torch.no_grad():
         report["step_seconds"] = step_costs(step, inputs["scaling"])
     report.update(load_seconds=load_s, context_gib=context)
+    report["working_memory"] = working_memory_table(pipeline, cond, {**inputs["scaling"], "job": job_shell})
     return report
+
+
+def working_memory_table(pipeline, cond, shells: Dict[object, torch.Tensor]) -> dict:
+    """Measured working memory of each stage against ``TrellisPipeline.working_memory``: {stage:
+    {voxels: [measured bytes, estimated bytes]}} (latent: a 2-step run, both steps guided)."""
+    from trellis_impl.pipelines.generation import Noise, Structure
+    from trellis_impl.sparse import SparseTensor
+
+    table = {"structure": {1: [working_bytes(lambda: pipeline.sample_structure(cond, Noise(SEED))),
+                               pipeline.working_memory("structure", samples=1)]}}
+    for coords in shells.values():
+        coords = coords.cuda()
+        n = int(coords.shape[0])
+        structure = Structure(coords, 1, pipeline.resolution)
+        table.setdefault("latent", {})[n] = [
+            working_bytes(lambda: pipeline.sample_latents(cond, structure, Noise(SEED), params={"steps": 2})),
+            pipeline.working_memory("latent", voxels=n)]
+        slat = SparseTensor(torch.randn(n, 8, device="cuda"), coords)
+        for fmt in DECODED:
+            table.setdefault(fmt, {})[n] = [working_bytes(lambda: pipeline.decode(slat, [fmt])),
+                                            pipeline.working_memory(fmt, voxels=n)]
+    return table
 
 
 # ---------------------------------------------------------------- the official code
@@ -451,6 +484,12 @@ def main() -> int:
         print(f"{name}: structure voxels {s['structure_voxels']}, Gaussians {s['gaussians']}, mesh faces "
               f"{s['mesh_faces']}" + "".join(f", stage-2 latent rel. RMS vs {k[len('slat_rel_rms_vs_'):]} {v:.2e}"
                                              for k, v in s.items() if k.startswith("slat_rel_rms_vs_") and v is not None))
+    for name, r in reports.items():
+        if "working_memory" in r:
+            print(f"\n{name}: working memory beyond the weights, measured / estimated (GiB)")
+            for stage, rows in r["working_memory"].items():
+                print(f"  {stage:<10s} " + "  ".join(f"{n}: {m / 2 ** 30:.2f} / {e / 2 ** 30:.2f}"
+                                                  for n, (m, e) in sorted(rows.items())))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=float))
     return 0 if len(reports) == len(sides) else 1
