@@ -78,6 +78,9 @@ def _add_common(parser: argparse.ArgumentParser, structure: bool = True) -> None
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto", choices=list(_DTYPES),
                         help="torso compute dtype (auto: float32 on CPU, float16 on GPU)")
+    parser.add_argument("--low-vram", action="store_true",
+                        help="GPU: keep the models on the CPU and move each to the GPU only for its stage "
+                             "(a few GiB less at the peak, about a second more per asset)")
     stages = ("structure", "latent") if structure else ("latent",)
     for stage in stages:
         parser.add_argument(f"--{stage}-steps", type=int, default=None, help=f"{stage} sampler steps (released: 25)")
@@ -281,7 +284,7 @@ def _check_run_args(args) -> dict:
 
 def _load(cls, args):
     return cls.from_folder(args.model, models_dir=args.models_dir, device=args.device, dtype=_DTYPES[args.dtype],
-                           download=args.download)
+                           download=args.download, offload=args.low_vram)
 
 
 def _print_timings(timings: dict, export_seconds: float) -> None:
@@ -338,7 +341,7 @@ def _edit(args, images: dict):
         pipeline = _load(ImageTo3DPipeline, args)
     else:  # delete: no condition, no condition encoder
         pipeline = TrellisPipeline(open_model_folder(args.model, args.models_dir, args.device, _DTYPES[args.dtype],
-                                                     args.download))
+                                                     args.download, args.low_vram))
     cond = _condition(pipeline, images.get("image"), args.prompt)
     structure, slat = _read_asset(pipeline, args.asset)
     coords, latent = structure.coords.to(pipeline.device), structure.latent

@@ -18,7 +18,8 @@ MULTI_IMAGE_MODES = ("stochastic", "multidiffusion")
 
 
 def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, Sequence[Union[str, Path]], None] = None,
-                      device="cpu", dtype: Optional[torch.dtype] = None, download: bool = False) -> ModelFolder:
+                      device="cpu", dtype: Optional[torch.dtype] = None, download: bool = False,
+                      offload: bool = False) -> ModelFolder:
     """The one way a model name becomes a verified model folder (command line, library and nodes).
 
     ``model`` is, in this order: the embedded demo model (``DEMO_MODEL``); a folder holding
@@ -26,6 +27,7 @@ def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, Sequ
     order; default the working directory); or a known repository id (``microsoft/TRELLIS-image-large``)
     found complete under one of them as its last path part, or with ``download`` fetched into the
     first one. Every checkpoint is checked (``ModelFolder.verify``) before it is returned.
+    ``offload``: the low-VRAM mode (``ModelFolder``).
     """
     roots = [Path(models_dir)] if isinstance(models_dir, (str, Path)) else [Path(r) for r in (models_dir or ["."])]
     path = demo_model_path() if str(model) == DEMO_MODEL else Path(model)
@@ -45,7 +47,7 @@ def open_model_folder(model: Union[str, Path], models_dir: Union[str, Path, Sequ
                 raise ModelFolderError(f"{model} is not in {roots[0] / name} (or is incomplete); download it there "
                                        f"(--download, download=True or the loader's 'download', when online)")
             path = download_model_folder(str(model), roots[0])
-    folder = ModelFolder(path, dtype=dtype, device=device)
+    folder = ModelFolder(path, dtype=dtype, device=device, offload=offload)
     folder.verify()  # a damaged late-stage checkpoint fails now, not after sampling
     return folder
 
@@ -72,16 +74,18 @@ class ImageTo3DPipeline(TrellisPipeline):
 
     @classmethod
     def from_folder(cls, model: Union[str, Path], models_dir=None, device="cpu", dtype=None,
-                    download: bool = False, batch_cfg: Optional[bool] = None) -> "ImageTo3DPipeline":
-        folder = open_model_folder(model, models_dir, device, dtype, download)
+                    download: bool = False, batch_cfg: Optional[bool] = None,
+                    offload: bool = False) -> "ImageTo3DPipeline":
+        folder = open_model_folder(model, models_dir, device, dtype, download, offload)
         _require_kind(folder, "image")
-        encoder = load_dinov2(str(image_encoder_path(folder, download)), device=device)
+        encoder = load_dinov2(str(image_encoder_path(folder, download)), device="cpu" if folder.offload else device)
         return cls(folder, encoder, batch_cfg=folder.device.type == "cuda" if batch_cfg is None else batch_cfg)
 
     def get_cond(self, images) -> dict:
         """Prepared images (PIL list, or a float tensor [N, 3, H, W] in [0, 1]) ->
         {'cond': [N, T, C], 'neg_cond': zeros [1, T, C]}."""
-        cond = encode_image(self.encoder, images if isinstance(images, torch.Tensor) else list(images)).to(self.device)
+        encoder = self.folder.activate(self.encoder)
+        cond = encode_image(encoder, images if isinstance(images, torch.Tensor) else list(images)).to(self.device)
         return {"cond": cond, "neg_cond": torch.zeros_like(cond[:1])}
 
     def run(self, images, masks: Optional[Sequence] = None, seed: int = 42, num_samples: int = 1,
@@ -141,15 +145,17 @@ class TextTo3DPipeline(TrellisPipeline):
 
     @classmethod
     def from_folder(cls, model: Union[str, Path], models_dir=None, device="cpu", dtype=None,
-                    download: bool = False, batch_cfg: Optional[bool] = None) -> "TextTo3DPipeline":
+                    download: bool = False, batch_cfg: Optional[bool] = None,
+                    offload: bool = False) -> "TextTo3DPipeline":
         from ..conditioning.clip_text import ClipTextEncoder
-        folder = open_model_folder(model, models_dir, device, dtype, download)
+        folder = open_model_folder(model, models_dir, device, dtype, download, offload)
         _require_kind(folder, "text")
-        encoder = ClipTextEncoder.from_folder(text_encoder_path(folder, download), device=device)
+        encoder = ClipTextEncoder.from_folder(text_encoder_path(folder, download),
+                                              device="cpu" if folder.offload else device)
         return cls(folder, encoder, batch_cfg=folder.device.type == "cuda" if batch_cfg is None else batch_cfg)
 
     def get_cond(self, prompts: Sequence[str]) -> dict:
-        cond = self.encoder.get_cond(list(prompts))
+        cond = self.folder.activate(self.encoder).get_cond(list(prompts))
         return {k: v.to(self.device) for k, v in cond.items()}
 
     def run(self, prompt: str, seed: int = 42, num_samples: int = 1, formats: Sequence[str] = FORMATS,

@@ -64,13 +64,18 @@ class ModelFolder:
             ``model('sparse_structure_encoder')``; default: the structure decoder's checkpoint
             with ``ss_dec`` -> ``ss_enc`` in its name (the released ``ss_enc_conv3d_16l8_fp16``,
             which pipeline.json does not list).
+        offload: the low-VRAM mode: models wait on the CPU and only the one in use is on
+            ``device`` (``activate``); each stage then needs its own weights, not all of them.
     """
 
     def __init__(self, path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None,
-                 device: Union[str, torch.device] = "cpu", encoder_path: Union[str, os.PathLike, None] = None):
+                 device: Union[str, torch.device] = "cpu", encoder_path: Union[str, os.PathLike, None] = None,
+                 offload: bool = False):
         self.path = Path(path)
         self.encoder_path = None if encoder_path is None else Path(encoder_path)
         self.dtype, self.device = dtype, torch.device(device)
+        self.offload = offload and self.device.type != "cpu"
+        self._active: Optional[torch.nn.Module] = None
         config_path = self.path / "pipeline.json"
         if not config_path.is_file():
             raise ModelFolderError(f"{self.path}: no pipeline.json here; a model folder holds pipeline.json and "
@@ -171,14 +176,27 @@ class ModelFolder:
                 check_checkpoint(str(self.checkpoint_path(key)))
 
     def model(self, key: str) -> TrellisModel:
-        """Load (once) and return model ``key``, e.g. 'sparse_structure_flow_model'."""
+        """Load (once) and return model ``key``, e.g. 'sparse_structure_flow_model', on ``device``."""
         if key not in self._models:
             missing = self.missing_files([key])
             if missing:
                 raise ModelFolderError(f"model folder {self.path} is incomplete: missing "
                                        + ", ".join(str(p) for p in missing))
-            self._models[key] = load_model(str(self.checkpoint_path(key)), dtype=self.dtype, device=self.device)
-        return self._models[key]
+            # offloaded models wait on the CPU but keep the torso dtype of the device they run on
+            dtype = self.dtype if self.dtype is not None or not self.offload else torch.float16
+            self._models[key] = load_model(str(self.checkpoint_path(key)), dtype=dtype,
+                                           device="cpu" if self.offload else self.device)
+        return self.activate(self._models[key])
+
+    def activate(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` ready to run on ``device``: with ``offload``, moved there while the module
+        activated before goes back to the CPU (one model on the device at a time); otherwise as is.
+        Condition encoders kept outside the folder go through here too."""
+        if self.offload and module is not self._active:
+            if self._active is not None:
+                self._active.to("cpu")
+            self._active = module.to(self.device)
+        return module
 
     def loaded(self) -> Dict[str, TrellisModel]:
         return dict(self._models)

@@ -1,0 +1,68 @@
+"""The low-VRAM mode: models wait on the CPU and only the one in use is on the GPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trellis_impl.pipelines.generation import Noise, TrellisPipeline
+from trellis_impl.pipelines.model_folder import ModelFolder
+from trellis_impl.pipelines.random_folder import RANDOM_COND_CHANNELS, write_random_model_folder
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory):
+    return write_random_model_folder(tmp_path_factory.mktemp("models") / "TRELLIS-random")
+
+
+class Moves(torch.nn.Module):
+    """Records where it is asked to go."""
+
+    def __init__(self, log, name):
+        super().__init__()
+        self.log, self.name = log, name
+
+    def to(self, device):
+        self.log.append((self.name, str(device)))
+        return self
+
+
+def test_one_module_on_the_device_at_a_time(path):
+    folder = ModelFolder(path, device="cpu", offload=True)
+    assert not folder.offload  # nothing to save on a CPU run
+    folder.offload, folder.device = True, torch.device("meta")  # the bookkeeping, without a GPU
+    log = []
+    a, b = Moves(log, "a"), Moves(log, "b")
+    assert folder.activate(a) is a and folder.activate(a) is a
+    folder.activate(b)
+    folder.activate(a)
+    assert log == [("a", "meta"), ("a", "cpu"), ("b", "meta"), ("b", "cpu"), ("a", "meta")]
+
+
+def test_offloaded_models_load_on_the_cpu_with_the_gpu_torso_dtype(path):
+    folder = ModelFolder(path, device="cpu")
+    folder.offload, folder.device = True, torch.device("meta")
+    folder.activate = lambda module: module  # keep it where it loaded
+    flow = folder.model("slat_flow_model")
+    assert next(flow.parameters()).device.type == "cpu"
+    assert flow.dtype == torch.float16
+
+
+@pytest.mark.gpu
+def test_offloaded_generation_equals_resident(path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cond = torch.randn(1, 6, RANDOM_COND_CHANNELS["image"], generator=torch.Generator().manual_seed(0)).cuda()
+    cond = {"cond": cond, "neg_cond": torch.zeros_like(cond)}
+    results = []
+    for offload in (False, True):
+        folder = ModelFolder(path, device="cuda", offload=offload)
+        pipeline = TrellisPipeline(folder, batch_cfg=True)
+        noise = Noise(3)
+        structure = pipeline.sample_structure(cond, noise, params={"steps": 3})
+        slat = pipeline.sample_latents(cond, structure, noise, params={"steps": 3})
+        mesh = pipeline.decode(slat, ["mesh"])["mesh"][0]
+        resident = [k for k, m in folder.loaded().items() if next(m.parameters()).is_cuda]
+        results.append((structure.coords, slat.feats, mesh.vertices, resident))
+    (c0, f0, v0, all_resident), (c1, f1, v1, one_resident) = results
+    assert torch.equal(c0, c1) and torch.equal(f0, f1) and torch.equal(v0, v1)
+    assert len(all_resident) == 4 and one_resident == ["slat_decoder_mesh"]
