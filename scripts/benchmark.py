@@ -63,10 +63,17 @@ def shell(inner: float, outer: float, resolution: int = 64) -> torch.Tensor:
     return torch.cat([torch.zeros_like(xyz[:, :1]), xyz], 1)
 
 
-def shell_of(voxels: int, width: float = 2.0) -> torch.Tensor:
-    """A shell ``width`` voxels thick with about ``voxels`` voxels (area 4 pi r^2 x width)."""
+def shell_of(voxels: int, width: float = 2.0, max_outer: float = 30.5) -> torch.Tensor:
+    """A shell with about ``voxels`` voxels inside the 64^3 grid: ``width`` voxels thick (area
+    4 pi r^2 x width) while that fits within ``max_outer``, else thicker (inner radius bisected)."""
     outer = math.sqrt(voxels / (4 * math.pi * width)) + width / 2
-    return shell(outer - width, outer)
+    if outer <= max_outer:
+        return shell(outer - width, outer)
+    low, high = 0.0, max_outer
+    for _ in range(30):
+        inner = (low + high) / 2
+        low, high = (inner, high) if shell(inner, max_outer).shape[0] > voxels else (low, inner)
+    return shell((low + high) / 2, max_outer)
 
 
 def write_inputs(weights: Path) -> None:

@@ -29,3 +29,18 @@ def test_pipeline_counts_the_batched_cfg_rows(tmp_path):
     assert batched.working_memory("mesh", voxels=5000) == apart.working_memory("mesh", voxels=5000) \
         == working_memory("mesh", 5000)
     assert batched.working_memory("condition", images=3) == working_memory("condition", 3)
+
+
+# Working memory measured on an H100 (docs/gpu.md, "Speed and memory", 2026-12-07), GiB by voxels.
+MEASURED_GIB = {"latent": {4952: 0.78, 10160: 1.06, 16168: 1.38, 19688: 1.57},
+                "gaussian": {4952: 0.12, 10160: 0.25, 16168: 0.39, 19688: 0.48},
+                "mesh": {4952: 0.84, 10160: 1.62, 16168: 2.62, 19688: 3.17}}
+
+
+def test_estimates_cover_the_measured_peaks_with_margin(tmp_path):
+    pipeline = TrellisPipeline(ModelFolder(write_random_model_folder(tmp_path / "m")), batch_cfg=True)
+    assert pipeline.working_memory("structure", samples=1) >= 0.23 * 2 ** 30 * 1.2
+    for stage, rows in MEASURED_GIB.items():
+        for voxels, gib in rows.items():
+            ratio = pipeline.working_memory(stage, voxels=voxels) / (gib * 2 ** 30)
+            assert 1.15 < ratio < 1.6, (stage, voxels, ratio)  # a margin, not a gross overestimate

@@ -4,8 +4,8 @@ Hosts that share the GPU free (offload) other models before a stage runs when to
 needs: ComfyUI's ``load_models_gpu(..., memory_required=...)``. The figures are linear in what
 drives them (images, forward rows, voxels), at the released model sizes (smaller models get an
 overestimate: the host frees more than needed, never less), float16 torso. Each stage's
-(fixed, per-unit) bytes come from peaks measured on an H100 (docs/gpu.md, "Working memory"),
-rounded up, and carry a 25 % margin on top.
+(fixed, per-unit) bytes are fitted to peaks measured on an H100 (docs/gpu.md, "Speed and memory")
+and carry a 25 % margin on top.
 """
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ from typing import Dict, Tuple
 
 __all__ = ["STAGES", "working_memory"]
 
-_MIB = 1 << 20
+_MIB, _KIB = 1 << 20, 1 << 10
 _MARGIN = 1.25
-# stage: (fixed bytes, bytes per unit, the unit)
+# stage: (fixed bytes, bytes per unit, the unit). Fitted to the H100 run of 2026-12-07 (structure,
+# latent, Gaussian and mesh decoders at 5k-20k voxels); the others are bounds, not measured.
 STAGES: Dict[str, Tuple[int, int, str]] = {
     "condition": (64 * _MIB, 320 * _MIB, "image (518 px DINOv2 or 77-token CLIP)"),
-    "structure": (320 * _MIB, 384 * _MIB, "flow row (a sample; two with batched CFG)"),
+    "structure": (96 * _MIB, 72 * _MIB, "flow row (a sample; two with batched CFG)"),
     "structure_encoder": (384 * _MIB, 384 * _MIB, "structure (64^3 occupancy) encoded"),
-    "latent": (128 * _MIB, 40 * 1024, "voxel row (voxels x 2 with batched CFG)"),
-    "gaussian": (64 * _MIB, 32 * 1024, "voxel"),
-    "radiance_field": (64 * _MIB, 24 * 1024, "voxel"),
-    "mesh": (256 * _MIB, 192 * 1024, "voxel (256^3 subdivision and FlexiCubes)"),
+    "latent": (520 * _MIB, 30 * _KIB, "voxel row (voxels x 2 with batched CFG)"),
+    "gaussian": (8 * _MIB, 25 * _KIB, "voxel"),
+    "radiance_field": (8 * _MIB, 25 * _KIB, "voxel (the Gaussian decoder's figures: same backbone)"),
+    "mesh": (48 * _MIB, 168 * _KIB, "voxel (256^3 subdivision and FlexiCubes)"),
 }
 
 
