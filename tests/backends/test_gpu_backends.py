@@ -93,3 +93,12 @@ def test_sparse_conv_matches_the_cpu_reference(name, dtype_name, dilation):
                                  bias.to(CUDA, dtype), backend=name)
         assert out.dtype == dtype and out.shape == ref.shape
         assert rel_err(out, ref) <= TOL[dtype_name]
+    # repeated rows (a subdivided tensor's input, read from the parents' rows)
+    parents = feats[::2][: coords.shape[0] // 2]
+    ref = submanifold_conv3d(parents.repeat_interleave(2, 0), coords[: 2 * parents.shape[0]],
+                             build_neighbour_map(coords[: 2 * parents.shape[0]], 3, dilation), weight, bias,
+                             backend="torch")
+    coords_cuda = coords[: 2 * parents.shape[0]].to(CUDA)
+    out = submanifold_conv3d(parents.to(CUDA, dtype), coords_cuda, build_neighbour_map(coords_cuda, 3, dilation),
+                             weight.to(CUDA, dtype), bias.to(CUDA, dtype), backend=name, repeat=2)
+    assert rel_err(out, ref) <= TOL[dtype_name]

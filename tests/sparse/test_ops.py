@@ -44,6 +44,23 @@ def test_submanifold_conv_matches_masked_dense_conv():
     assert torch.equal(out.coords, x.coords)
 
 
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_convolving_a_subdivided_tensor_without_building_it(kernel):
+    """``forward_subdivided`` (the mesh decoder's upsampling) equals the convolution of the
+    subdivided tensor, and hands its neighbour map to the next convolution."""
+    x = random_sparse([120, 30], res=8, channels=6, seed=3)
+    conv = SparseConv3d(6, 4, kernel)
+    torch.nn.init.normal_(conv.conv.weight)
+    torch.nn.init.normal_(conv.conv.bias)
+    fine = subdivide(x)
+    out, ref = conv.forward_subdivided(x), conv(fine)
+    assert torch.equal(out.coords, fine.coords) and out.batch_size == x.batch_size
+    torch.testing.assert_close(out.feats, ref.feats, rtol=1e-6, atol=1e-6)
+    if kernel == 3:
+        assert "neighbours_k3_d1" in out.cache
+        assert SparseConv3d(4, 4, 3)(out).feats.shape == (fine.feats.shape[0], 4)
+
+
 def test_border_voxels_see_no_wraparound():
     # voxels at both grid borders: neighbours across the border must not exist
     coords = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 15], [0, 15, 15, 15], [1, 0, 0, 0]], dtype=torch.int32)

@@ -31,7 +31,7 @@ from .registry import family, importable
 __all__ = ["NeighbourMap", "build_neighbour_map", "submanifold_conv3d", "SPARSE_CONV"]
 
 # Rows gathered per GEMM in the torch path are capped so the gathered block stays under this many elements.
-_GATHER_ELEMENTS = 1 << 27
+_GATHER_ELEMENTS = 1 << 26
 
 
 class NeighbourMap:
@@ -100,17 +100,22 @@ def _neighbour_table(neighbours: NeighbourMap) -> torch.Tensor:
 
 
 def _conv_torch(feats: torch.Tensor, neighbours: NeighbourMap, weight: torch.Tensor,
-                bias: Optional[torch.Tensor]) -> torch.Tensor:
+                bias: Optional[torch.Tensor], repeat: int = 1) -> torch.Tensor:
     table = neighbours.table
-    n, c_in = feats.shape
+    n, c_in = neighbours.num_voxels, feats.shape[1]
     taps = table.shape[1]
     # Row (k, c_in) of the flattened weight meets column k * c_in + c of the gathered block.
     w = weight.reshape(weight.shape[0], taps * c_in).t()
-    padded = torch.cat([feats, feats.new_zeros(1, c_in)])  # row N: the missing neighbour
     out = feats.new_empty(n, weight.shape[0])
-    step = max(1, _GATHER_ELEMENTS // (taps * c_in))
+    step = max(1, _GATHER_ELEMENTS // (taps * c_in))  # rows per block
     for start in range(0, n, step):
-        block = padded.index_select(0, table[start:start + step].reshape(-1)).reshape(-1, taps * c_in)
+        rows = table[start:start + step]
+        # Missing neighbours (index N) gather row 0 and are zeroed in the block: no padded copy of
+        # the whole input, which at the mesh decoder's 256^3 level is as large as the block itself.
+        source = rows.clamp(max=n - 1) if repeat == 1 else torch.div(rows.clamp(max=n - 1), repeat,
+                                                                       rounding_mode="floor")
+        block = feats.index_select(0, source.reshape(-1)).reshape(-1, taps, c_in)
+        block = block.masked_fill_((rows == n)[..., None], 0).reshape(-1, taps * c_in)
         out[start:start + step] = block @ w if bias is None else torch.addmm(bias, block, w)
     return out
 
@@ -129,10 +134,12 @@ def _spconv_pairs(neighbours: NeighbourMap):
 
 
 def _conv_spconv(feats: torch.Tensor, neighbours: NeighbourMap, weight: torch.Tensor,
-                 bias: Optional[torch.Tensor]) -> torch.Tensor:
+                 bias: Optional[torch.Tensor], repeat: int = 1) -> torch.Tensor:
     from spconv.pytorch import ConvAlgo, functional
     from spconv.tools import CUDAKernelTimer
     indice_pairs, indice_pair_num = neighbours.built("spconv", _spconv_pairs)
+    if repeat > 1:  # spconv reads its input rows directly: build them
+        feats = feats.repeat_interleave(repeat, dim=0)
     return functional.indice_subm_conv(feats.contiguous(), weight.contiguous(), indice_pairs, indice_pair_num,
                                        feats.shape[0], ConvAlgo.Native, CUDAKernelTimer(False), bias)
 
@@ -152,11 +159,13 @@ SPARSE_CONV.register("spconv", _conv_spconv, _spconv_available)
 
 def submanifold_conv3d(feats: torch.Tensor, coords: torch.Tensor, neighbours: NeighbourMap,
                        weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                       backend: Optional[str] = None) -> torch.Tensor:
+                       backend: Optional[str] = None, repeat: int = 1) -> torch.Tensor:
     """Submanifold sparse convolution.
 
     Args:
-        feats: [N, C_in] voxel features.
+        feats: [N, C_in] voxel features, or with ``repeat`` R > 1 [N / R, C_in]: voxel i has
+            features ``feats[i // R]`` (a subdivided tensor's, whose children are R consecutive
+            rows), convolved without building the N rows (the torch backend; spconv builds them).
         coords: [N, 4] int32 (batch, x, y, z) of the voxels (the coordinates ``neighbours`` was
             built from).
         neighbours: ``build_neighbour_map(coords, kernel)`` (cache it: it depends only on coords).
@@ -167,9 +176,9 @@ def submanifold_conv3d(feats: torch.Tensor, coords: torch.Tensor, neighbours: Ne
     """
     if feats.shape[-1] != weight.shape[-1]:
         raise ValueError(f"sparse conv: input has {feats.shape[-1]} channels, weight expects {weight.shape[-1]}")
-    if feats.shape[0] != neighbours.num_voxels or coords.shape[0] != neighbours.num_voxels:
-        raise ValueError(f"sparse conv: {feats.shape[0]} feature rows and {coords.shape[0]} coordinates, but the "
-                         f"neighbour map has {neighbours.num_voxels} voxels")
-    if feats.shape[0] == 0:
+    if repeat < 1 or feats.shape[0] * repeat != neighbours.num_voxels or coords.shape[0] != neighbours.num_voxels:
+        raise ValueError(f"sparse conv: {feats.shape[0]} feature rows (x {repeat}) and {coords.shape[0]} coordinates, "
+                         f"but the neighbour map has {neighbours.num_voxels} voxels")
+    if neighbours.num_voxels == 0:
         return feats.new_zeros(0, weight.shape[0])
-    return SPARSE_CONV.resolve(feats.device, feats.dtype, backend).fn(feats, neighbours, weight, bias)
+    return SPARSE_CONV.resolve(feats.device, feats.dtype, backend).fn(feats, neighbours, weight, bias, repeat)

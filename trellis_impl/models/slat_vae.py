@@ -14,7 +14,7 @@ from ..modules.transformer import TransformerBlock
 from ..representations.gaussians import Gaussians, gaussian_offset_perturbation, gaussians_from_decoder_output
 from ..representations.mesh import Mesh, features_to_mesh, mesh_feature_channels
 from ..representations.radiance_field import Strivec, strivec_from_decoder_output
-from ..sparse import SparseSiLU, SparseTensor, subdivide
+from ..sparse import SparseSiLU, SparseTensor
 from .base import TrellisModel
 
 __all__ = [
@@ -183,8 +183,18 @@ class SparseSubdivideBlock3d(nn.Module):
                                 else nn.Identity())
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        h = subdivide(self.act_layers(x))
-        return self.out_layers(h) + self.skip_connection(subdivide(x))
+        # The first conv reads the subdivided activations from their parents' rows: the 8x copy
+        # of the input (the largest tensor of the mesh decoder) is never built.
+        h = self.out_layers[0].forward_subdivided(self.act_layers(x))
+        for layer in self.out_layers[1:]:
+            h = layer(h)
+        # The skip is per voxel (1x1 or identity), so it runs before the subdivision, on 8x fewer
+        # rows, and is broadcast over each voxel's 8 children (contiguous rows of h) when added.
+        skip = self.skip_connection(x).feats[:, None, :]
+        children = h.feats.view(-1, 8, h.feats.shape[1])
+        if torch.is_grad_enabled() or children.dtype != torch.promote_types(children.dtype, skip.dtype):
+            return h.replace((children + skip).flatten(0, 1))
+        return h.replace(children.add_(skip).flatten(0, 1))  # inference: in place, no third 8x tensor
 
 
 class SLatMeshDecoder(_SLatDecoder):

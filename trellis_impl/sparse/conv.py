@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from ..backends.sparse_conv import build_neighbour_map, submanifold_conv3d
+from .spatial import subdivided_coords
 from .tensor import SparseTensor
 
 __all__ = ["SparseConv3d", "ConvWeights"]
@@ -49,3 +50,18 @@ class SparseConv3d(nn.Module):
         if key not in x.cache:
             x.cache[key] = build_neighbour_map(x.coords, self.kernel_size, self.dilation)
         return x.replace(submanifold_conv3d(x.feats, x.coords, x.cache[key], weight, bias))
+
+    def forward_subdivided(self, x: SparseTensor) -> SparseTensor:
+        """``self(subdivide(x))`` without building the subdivided features (8x x's rows): each
+        child's features are read from its parent's row. The result carries its neighbour map."""
+        weight, bias = self.conv.weight, self.conv.bias
+        feats, coords = x.feats.to(weight.dtype), subdivided_coords(x.coords)
+        if self.kernel_size == 1:
+            out = feats @ weight.reshape(self.in_channels, self.out_channels)
+            out = (out if bias is None else out + bias).repeat_interleave(8, dim=0)
+            return SparseTensor(out, coords, batch_size=x.batch_size)
+        neighbours = build_neighbour_map(coords, self.kernel_size, self.dilation)
+        out = SparseTensor(submanifold_conv3d(feats, coords, neighbours, weight, bias, repeat=8), coords,
+                           batch_size=x.batch_size)
+        out.cache[f"neighbours_k{self.kernel_size}_d{self.dilation}"] = neighbours
+        return out

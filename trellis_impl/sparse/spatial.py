@@ -62,15 +62,17 @@ def upsample(x: SparseTensor) -> SparseTensor:
     return SparseTensor(x.feats[inverse], coords, layout=layout, cache=fine_cache)
 
 
-def subdivide(x: SparseTensor) -> SparseTensor:
-    """Split every voxel into its 8 children at twice the resolution.
-
-    Children of a voxel are contiguous, in (dx, dy, dz) row-major order; features are copied.
-    """
+def subdivided_coords(coords: torch.Tensor) -> torch.Tensor:
+    """[N, 4] (batch, x, y, z) -> [8N, 4]: every voxel's 8 children at twice the resolution,
+    contiguous (rows 8i..8i+7 are voxel i's), in (dx, dy, dz) row-major order."""
     child = torch.tensor([[0, dx, dy, dz] for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)],
-                         dtype=torch.int32, device=x.device)
-    parent = x.coords.clone()
+                         dtype=coords.dtype, device=coords.device)
+    parent = coords.clone()
     parent[:, 1:] *= 2
-    coords = (parent[:, None, :] + child[None]).reshape(-1, 4)
-    feats = x.feats.repeat_interleave(8, dim=0)
-    return SparseTensor(feats, coords, batch_size=x.batch_size)
+    return (parent[:, None, :] + child[None]).reshape(-1, 4)
+
+
+def subdivide(x: SparseTensor) -> SparseTensor:
+    """Split every voxel into its 8 children at twice the resolution (``subdivided_coords``);
+    features are copied."""
+    return SparseTensor(x.feats.repeat_interleave(8, dim=0), subdivided_coords(x.coords), batch_size=x.batch_size)
