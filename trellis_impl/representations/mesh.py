@@ -161,7 +161,6 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
         raise ValueError(f"coords must be an integer tensor, got {coords.dtype}")
     device = feats.device
     dtype = torch.float64 if training and feats.dtype == torch.float64 else torch.float32
-    feats = feats.to(dtype)
     coords = coords.to(device=device, dtype=torch.long)
     if coords.numel() and (int(coords.min()) < 0 or int(coords.max()) >= res):
         raise ValueError(f"coords must lie in [0, {res}), got [{int(coords.min())}, {int(coords.max())}]")
@@ -171,9 +170,9 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
 
     layout = mesh_feature_layout(use_color)
 
-    def channels(name: str) -> Tensor:
+    def channels(name: str) -> Tensor:  # each group in float32 as it is used: no float32 copy of all of feats
         start, end = layout[name]['range']
-        return feats[:, start:end].reshape(-1, *layout[name]['shape'])
+        return feats[:, start:end].to(dtype).reshape(-1, *layout[name]['shape'])
 
     corner_offsets = torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=device)
 
