@@ -5,7 +5,8 @@ DINOv2 ViT-L/14 reg4, a 518 px image: condition, stage 1, stage 2 on the benchma
 19,688-voxel shell, Gaussians + mesh, GLB export with a 1024 texture (fast bake). Each
 configuration runs in its own process with ``torch.cuda.set_per_process_memory_fraction`` set to
 the cap minus that process's CUDA context; prints, per configuration, whether the job finished, the
-stage that ran out of memory otherwise, and the peak (allocator reserve + context).
+stage that ran out of memory otherwise, and the peak (allocator reserve + context). Runs: no cap
+(all resident, and low-VRAM), then each cap in the low-VRAM mode.
 
     python scripts/memory_cap.py [--weights DIR] [--caps 6 4]
 """
@@ -87,7 +88,8 @@ def main() -> int:
         return 0
     write_inputs(weights)
     rows = []
-    for cap, low_vram in [(0, False), (0, True)] + [(c, lv) for c in args.caps for lv in (False, True)]:
+    # uncapped (the peaks), then each cap in the low-VRAM mode (the mode the caps are for)
+    for cap, low_vram in [(0, False), (0, True)] + [(c, True) for c in args.caps]:
         done = subprocess.run([sys.executable, __file__, "--weights", str(weights), "--child",
                                json.dumps([cap, low_vram])], capture_output=True, text=True)
         if done.returncode != 0:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The speed issue's memory checks on the device, in one call (docs/gpu.md, "Speed and memory"):
+# decoders' working memory, host syncs of the flows, the GPU tests of the low-VRAM mode and the
+# repeated-row convolution, then the whole job under memory caps. Carry the rasteriser wheels:
+#   carry: [".whl/gsplat-1.5.3-py3-none-any.whl", ".whl/diffrp_nvdiffrast-0.3.3.1-py3-none-any.whl",
+#           ".whl/trimesh-5.2.0-py3-none-any.whl"]
+set -uo pipefail
+out=${OUT:-out}
+mkdir -p "$out" /tmp/site
+export PYTHONUNBUFFERED=1
+pip install --no-index --no-deps --target /tmp/site .whl/*.whl > /dev/null 2>&1
+export PYTHONPATH=/tmp/site:$PWD
+timeout 120 python3 scripts/gpu_decoder_memory.py 2>&1 | tee "$out/decoder_memory.txt"
+timeout 90 python3 scripts/gpu_sync_check.py 2>&1 | tee "$out/sync_check.txt"
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/pipelines/test_low_vram.py tests/backends/test_gpu_backends.py \
+  -k "offloaded or sparse_conv" 2>&1 | tail -30 | tee "$out/gpu_tests.txt"
+# gsplat and nvdiffrast build on first use (about 80 s and 25 s); the GLB export then rasterises with them
+timeout 120 python3 -c "from gsplat.cuda._backend import _C; import nvdiffrast.torch as dr; dr.RasterizeCudaContext()" \
+  > "$out/builds.txt" 2>&1
+timeout 200 python3 scripts/memory_cap.py 2>&1 | tee "$out/memory_cap.txt"
