@@ -13,7 +13,7 @@ export PYTHONPATH=/tmp/site:$PWD
 timeout 120 python3 scripts/gpu_decoder_memory.py 2>&1 | tee "$out/decoder_memory.txt"
 timeout 90 python3 scripts/gpu_sync_check.py 2>&1 | tee "$out/sync_check.txt"
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/pipelines/test_low_vram.py tests/backends/test_gpu_backends.py \
-  -k "offloaded or sparse_conv" 2>&1 | tail -30 | tee "$out/gpu_tests.txt"
+  -k "offloaded or low_vram_mode or sparse_conv" 2>&1 | tail -30 | tee "$out/gpu_tests.txt"
 # gsplat and nvdiffrast build on first use (about 80 s and 25 s); the GLB export then rasterises with them
 timeout 150 python3 -c "import torch; from trellis_impl.render.mesh_raster import _nvdiffrast_context as n; \
 n(torch.device('cuda')); from trellis_impl.render.gaussian_raster import _gsplat_available as g; \

@@ -69,3 +69,25 @@ def test_offloaded_generation_equals_resident(path):
     torch.testing.assert_close(f1, f0, rtol=1e-3, atol=1e-3 * float(f0.abs().max()))
     assert abs(v1.shape[0] - v0.shape[0]) <= 0.01 * v0.shape[0]
     assert len(all_resident) == 4 and one_resident == ["slat_decoder_mesh"], (all_resident, one_resident)
+
+
+@pytest.mark.gpu
+def test_an_edit_runs_in_the_low_vram_mode(path):
+    """The structure encoder runs between two uses of the structure flow (an edit without the
+    stored latent): each use puts its model back on the GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from trellis_impl.editing import box_region, region_edit
+    cond = torch.randn(1, 6, RANDOM_COND_CHANNELS["image"], generator=torch.Generator().manual_seed(0)).cuda()
+    cond = {"cond": cond, "neg_cond": torch.zeros_like(cond)}
+    results = []
+    for offload in (False, True):
+        pipeline = TrellisPipeline(ModelFolder(path, device="cuda", offload=offload), batch_cfg=True)
+        original = pipeline.generate(cond, seed=3, formats=(), structure_params={"steps": 3},
+                                     slat_params={"steps": 3})
+        region = box_region([[-0.5, 0.0, -0.5], [0.5, 0.5, 0.5]], resolution=16)
+        results.append(region_edit(pipeline, cond, original.coords, original.slat, region, seed=5,
+                                   structure_params={"steps": 3}, slat_params={"steps": 3}))
+    assert torch.equal(results[0].coords, results[1].coords)
+    torch.testing.assert_close(results[1].slat.feats, results[0].slat.feats, rtol=1e-3,
+                               atol=1e-3 * float(results[0].slat.feats.abs().max()))

@@ -145,7 +145,8 @@ class _Stage:
 
     def sample(self, x, cond: dict, t_start: float = 1.0, hook=None):
         callback = None if self.progress is None else (lambda i, n, _: self.progress(self.stage, i + 1, n))
-        return self.sampler.sample(self.model, x, **cond, **self.params, t_start=t_start, step_hook=hook,
+        model = self.pipeline.folder.activate(self.model)  # another model may have run since (low-VRAM mode)
+        return self.sampler.sample(model, x, **cond, **self.params, t_start=t_start, step_hook=hook,
                                    callback=callback).samples
 
     def invert(self, x0, cond: dict):
@@ -154,7 +155,8 @@ class _Stage:
         params = {k: v for k, v in self.params.items() if k not in ("cfg_strength", "cfg_interval")}
         stage = f"{self.stage}:inversion"
         callback = None if self.progress is None else (lambda i, n, _: self.progress(stage, i + 1, n))
-        return self.sampler.invert(self.model, x0, cond=cond["cond"], neg_cond=None, callback=callback, **params)
+        return self.sampler.invert(self.pipeline.folder.activate(self.model), x0, cond=cond["cond"], neg_cond=None,
+                                   callback=callback, **params)
 
 
 def _hook(known: torch.Tensor, known_at: Callable[[float], torch.Tensor]):
