@@ -16,9 +16,10 @@ Follows the maths of the 3DGS CUDA rasteriser that TRELLIS uses:
 
 Implementation: Gaussians are binned into 16x16-pixel tiles by a conservative screen extent
 (the ellipse where ``opacity * exp(power) >= 1/255``, so no contribution that passes the
-alpha test is lost, unlike 3DGS's 3-sigma box), sorted by (tile, depth), and each tile is
-composited in chunks of Gaussians with a cumulative product, so memory stays at
-O(tile pixels x chunk) besides the O(Gaussian-tile pairs) lists.
+alpha test is lost, unlike 3DGS's 3-sigma box), sorted by (tile, depth), and all tiles are
+composited together, a chunk of each tile's Gaussians per step with a cumulative product
+(``_composite_tiles``), so memory stays at about 2^22 elements per intermediate besides the
+O(Gaussian-tile pairs) lists, and Python loops once per chunk, not once per tile.
 
 The rasteriser is the "torch" backend of the ``gaussian_raster`` family
 (env var ``TRELLIS_GS_BACKEND``); accelerated backends (gsplat) register there too.
@@ -157,6 +158,65 @@ def _project(g: Dict[str, torch.Tensor], camera: Camera, dtype: torch.dtype) -> 
             "opacity": opacity, "colors": g["colors"].to(dtype), "radius": radius, "valid": valid}
 
 
+def _composite_tiles(s: Dict[str, torch.Tensor], pair_g: torch.Tensor, tile_counts: torch.Tensor, tile: int,
+                     ntx: int, chunk: int, color: torch.Tensor, depth: torch.Tensor, trans: torch.Tensor) -> None:
+    """Front-to-back compositing of every tile at once, into ``color`` [H, W, 3], ``depth`` and
+    ``trans`` [H, W].
+
+    ``pair_g`` lists each tile's Gaussians (by tile id, front to back within a tile) and
+    ``tile_counts`` [tiles] how many. All tiles with Gaussians advance together through their lists,
+    at most ``chunk`` Gaussians per step ([tiles, tile pixels, chunk] at a time, fewer when that
+    would pass about 2^22 elements); a tile leaves once its list ends or all its pixels are saturated. The
+    result equals compositing each tile alone (up to the rounding of products across chunks)."""
+    height, width = trans.shape
+    dev, dtype = trans.device, trans.dtype
+    active = torch.nonzero(tile_counts).squeeze(1)
+    if active.numel() == 0:
+        return
+    counts = tile_counts[active]
+    starts = (torch.cumsum(tile_counts, 0) - tile_counts)[active]
+    local = torch.arange(tile, device=dev)
+    px = (active % ntx)[:, None, None] * tile + local[None, None, :]            # [T, 1, tile]
+    py = (active // ntx)[:, None, None] * tile + local[None, :, None]           # [T, tile, 1]
+    px, py = px.expand(-1, tile, tile).reshape(active.numel(), -1), py.expand(-1, tile, tile).reshape(active.numel(), -1)
+    inside = (px < width) & (py < height)                                         # edge tiles are cut
+    xs, ys = px.to(dtype) + 0.5, py.to(dtype) + 0.5
+    pixels = tile * tile
+    t_pix = torch.ones(active.numel(), pixels, dtype=dtype, device=dev)
+    done = ~inside
+    acc_c = torch.zeros(active.numel(), pixels, 3, dtype=dtype, device=dev)
+    acc_d = torch.zeros(active.numel(), pixels, dtype=dtype, device=dev)
+    chunk = max(1, min(chunk, (1 << 22) // (active.numel() * pixels)))
+    u, v, conic, opac, cols, zs = s["u"], s["v"], s["conic"], s["opacity"], s["colors"], s["z"]
+    steps = torch.arange(chunk, device=dev)
+    for c0 in range(0, int(counts.max()), chunk):
+        sel = torch.nonzero((counts > c0) & ~done.all(1)).squeeze(1)
+        if sel.numel() == 0:
+            break
+        slot = c0 + steps[None, :]                                                # [t, chunk]
+        listed = slot < counts[sel][:, None]
+        gi = pair_g[(starts[sel][:, None] + slot).clamp(max=pair_g.numel() - 1)]
+        dx = xs[sel][:, :, None] - u[gi][:, None, :]                              # [t, P, chunk]
+        dy = ys[sel][:, :, None] - v[gi][:, None, :]
+        cg = conic[gi][:, None, :, :]
+        power = -0.5 * (cg[..., 0] * dx * dx + cg[..., 2] * dy * dy) - cg[..., 1] * dx * dy
+        alpha = (opac[gi][:, None, :] * torch.exp(power)).clamp_max(ALPHA_MAX)
+        alpha = torch.where((power <= 0) & (alpha >= ALPHA_MIN) & listed[:, None, :], alpha, torch.zeros_like(alpha))
+        t_sel, done_sel = t_pix[sel], done[sel]
+        test_t = t_sel[..., None] * torch.cumprod(1.0 - alpha, dim=-1)
+        alpha = alpha * ((test_t >= T_MIN) & ~done_sel[..., None])
+        cp = torch.cumprod(1.0 - alpha, dim=-1)
+        weight = alpha * (t_sel[..., None] * torch.cat([torch.ones_like(cp[..., :1]), cp[..., :-1]], dim=-1))
+        acc_c[sel] = acc_c[sel] + torch.bmm(weight, cols[gi])
+        acc_d[sel] = acc_d[sel] + (weight * zs[gi][:, None, :]).sum(-1)
+        t_pix[sel] = t_sel * cp[..., -1]
+        done[sel] = done_sel | (test_t[..., -1] < T_MIN)
+    rows, cols_ = py[inside], px[inside]
+    color[rows, cols_] = acc_c[inside]
+    depth[rows, cols_] = acc_d[inside]
+    trans[rows, cols_] = t_pix[inside]
+
+
 def _render_torch(g: Dict[str, torch.Tensor], camera: Camera, background: torch.Tensor, clamp: bool = True,
                   tile: int = TILE, chunk: int = CHUNK) -> Dict[str, torch.Tensor]:
     dev = g["xyz"].device
@@ -190,50 +250,8 @@ def _render_torch(g: Dict[str, torch.Tensor], camera: Camera, background: torch.
             tile_id = (y0[local_g] + local // w[local_g]) * ntx + x0[local_g] + local % w[local_g]
             tile_id, order = torch.sort(tile_id, stable=True)
             pair_g = keep[local_g[order]]
-            tile_counts = torch.bincount(tile_id, minlength=ntx * nty).tolist()
-            u, v, conic = s["u"], s["v"], s["conic"]
-            opac, cols, zs = s["opacity"], s["colors"], s["z"]
-            start = 0
-            for tid, count in enumerate(tile_counts):
-                if count == 0:
-                    continue
-                ids = pair_g[start:start + count]
-                start += count
-                ty_, tx_ = divmod(tid, ntx)
-                px0, py0 = tx_ * tile, ty_ * tile
-                px1, py1 = min(px0 + tile, width), min(py0 + tile, height)
-                ys, xs = torch.meshgrid(torch.arange(py0, py1, device=dev, dtype=dtype) + 0.5,
-                                        torch.arange(px0, px1, device=dev, dtype=dtype) + 0.5, indexing="ij")
-                xs, ys = xs.reshape(-1, 1), ys.reshape(-1, 1)
-                npx = xs.shape[0]
-                t_pix = torch.ones(npx, dtype=dtype, device=dev)
-                done = torch.zeros(npx, dtype=torch.bool, device=dev)
-                acc_c = torch.zeros(npx, 3, dtype=dtype, device=dev)
-                acc_d = torch.zeros(npx, dtype=dtype, device=dev)
-                for c0 in range(0, count, chunk):
-                    gi = ids[c0:c0 + chunk]
-                    dx = xs - u[gi][None, :]
-                    dy = ys - v[gi][None, :]
-                    cg = conic[gi]
-                    power = -0.5 * (cg[:, 0] * dx * dx + cg[:, 2] * dy * dy) - cg[:, 1] * dx * dy
-                    alpha = (opac[gi] * torch.exp(power)).clamp_max(ALPHA_MAX)
-                    alpha = torch.where((power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
-                    test_t = t_pix[:, None] * torch.cumprod(1.0 - alpha, dim=1)
-                    ok = (test_t >= T_MIN) & ~done[:, None]
-                    alpha = alpha * ok
-                    cp = torch.cumprod(1.0 - alpha, dim=1)
-                    t_before = t_pix[:, None] * torch.cat([torch.ones_like(cp[:, :1]), cp[:, :-1]], dim=1)
-                    weight = alpha * t_before
-                    acc_c += weight @ cols[gi]
-                    acc_d += weight @ zs[gi]
-                    t_pix = t_pix * cp[:, -1]
-                    done |= (test_t[:, -1] < T_MIN)
-                    if bool(done.all()):
-                        break
-                h, w_ = py1 - py0, px1 - px0
-                color[py0:py1, px0:px1] = acc_c.reshape(h, w_, 3)
-                depth[py0:py1, px0:px1] = acc_d.reshape(h, w_)
-                trans[py0:py1, px0:px1] = t_pix.reshape(h, w_)
+            tile_counts = torch.bincount(tile_id, minlength=ntx * nty)
+            _composite_tiles(s, pair_g, tile_counts, tile, ntx, chunk, color, depth, trans)
 
     bg = background.to(device=dev, dtype=dtype)
     color = color + trans[..., None] * bg
