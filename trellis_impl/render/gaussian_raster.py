@@ -43,6 +43,8 @@ ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
 TILE = 16
 CHUNK = 256
+# Elements of one [tiles, tile pixels, Gaussians] intermediate of the tile compositor.
+_COMPOSITE_ELEMENTS = 1 << 22
 
 GAUSSIAN_RASTER = family("gaussian_raster")
 
@@ -165,8 +167,8 @@ def _composite_tiles(s: Dict[str, torch.Tensor], pair_g: torch.Tensor, tile_coun
 
     ``pair_g`` lists each tile's Gaussians (by tile id, front to back within a tile) and
     ``tile_counts`` [tiles] how many. All tiles with Gaussians advance together through their lists,
-    at most ``chunk`` Gaussians per step ([tiles, tile pixels, chunk] at a time, fewer when that
-    would pass about 2^22 elements); a tile leaves once its list ends or all its pixels are saturated. The
+    at most ``chunk`` Gaussians per step ([tiles, tile pixels, step] at a time, the step shrunk
+    while many tiles are at work so that stays near 2^22 elements); a tile leaves once its list ends or all its pixels are saturated. The
     result equals compositing each tile alone (up to the rounding of products across chunks)."""
     height, width = trans.shape
     dev, dtype = trans.device, trans.dtype
@@ -186,17 +188,19 @@ def _composite_tiles(s: Dict[str, torch.Tensor], pair_g: torch.Tensor, tile_coun
     done = ~inside
     acc_c = torch.zeros(active.numel(), pixels, 3, dtype=dtype, device=dev)
     acc_d = torch.zeros(active.numel(), pixels, dtype=dtype, device=dev)
-    chunk = max(1, min(chunk, (1 << 22) // (active.numel() * pixels)))
     u, v, conic, opac, cols, zs = s["u"], s["v"], s["conic"], s["opacity"], s["colors"], s["z"]
-    steps = torch.arange(chunk, device=dev)
-    for c0 in range(0, int(counts.max()), chunk):
+    c0, longest = 0, int(counts.max())
+    while c0 < longest:
         sel = torch.nonzero((counts > c0) & ~done.all(1)).squeeze(1)
         if sel.numel() == 0:
             break
-        slot = c0 + steps[None, :]                                                # [t, chunk]
+        # the fewer tiles still at work, the more of their Gaussians per step
+        step = max(1, min(chunk, _COMPOSITE_ELEMENTS // (sel.numel() * pixels)))
+        slot = c0 + torch.arange(step, device=dev)[None, :]                      # [t, step]
+        c0 += step
         listed = slot < counts[sel][:, None]
         gi = pair_g[(starts[sel][:, None] + slot).clamp(max=pair_g.numel() - 1)]
-        dx = xs[sel][:, :, None] - u[gi][:, None, :]                              # [t, P, chunk]
+        dx = xs[sel][:, :, None] - u[gi][:, None, :]                              # [t, P, step]
         dy = ys[sel][:, :, None] - v[gi][:, None, :]
         cg = conic[gi][:, None, :, :]
         power = -0.5 * (cg[..., 0] * dx * dx + cg[..., 2] * dy * dy) - cg[..., 1] * dx * dy
