@@ -7,6 +7,7 @@ import torch
 
 from ..trellis_impl.export.glb_export import BAKE_MODES, PHASES, UNWRAP_METHODS, to_glb
 from ..trellis_impl.export.splat_files import save_splat, save_spz
+from ..trellis_impl.pipelines.memory import working_memory
 from ..trellis_impl.render.turntable import MAX_SIZE, TURNTABLE_MODES, turntable
 from . import host
 from .generation import TrellisAsset, check_choice, choice_error
@@ -84,6 +85,7 @@ class TrellisExportGLB(io.ComfyNode):
             raise ValueError(f"TrellisExportGLB: bake {bake!r} needs the Gaussians; enable 'gaussian' in "
                              "TrellisDecode or use bake 'vertex_colors' / 'none'")
         n = len(meshes)
+        host.free_for(working_memory("glb_export", int(texture_size) ** 2))
         unit = 100
         total = n * len(PHASES) * unit
         pbar = host.progress_bar(total)

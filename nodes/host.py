@@ -245,6 +245,15 @@ def make_patcher(module: torch.nn.Module):
                                                         offload_device=offload_device())
 
 
+def free_for(memory_required: int) -> None:
+    """Before GPU work that loads no model (GLB export): the host offloads models until
+    ``memory_required`` bytes and its own reserve are free on the compute device."""
+    device = torch_device()
+    if device.type != "cpu":
+        mm = _module("comfy.model_management")
+        mm.free_memory(int(memory_required) + mm.extra_reserved_memory(), device)
+
+
 def load_to_device(patchers, memory_required: int = 0) -> None:
     """``load_models_gpu(patchers, memory_required, force_full_load=True)``: the sparse / custom
     layers cannot be partially loaded; other models (a 2D model of the same graph) are offloaded

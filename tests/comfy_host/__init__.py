@@ -62,6 +62,7 @@ class Host:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.input_dir.mkdir(parents=True, exist_ok=True)
         self.load_calls: List[dict] = []
+        self.free_calls: List[tuple] = []  # (bytes, device) asked of free_memory
         self.progress: List[tuple] = []
         self.interrupted = False
         self.interrupt_after_checks: Optional[int] = None  # set the flag after that many checks
@@ -147,6 +148,9 @@ class Host:
                 raise InterruptProcessingException()
 
         mm.load_models_gpu = load_models_gpu
+        mm.extra_reserved_memory = lambda: 400 * 1024 * 1024
+        mm.free_memory = lambda memory_required, device, keep_loaded=[]: host.free_calls.append(
+            (memory_required, torch.device(device)))
         mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
         mm.processing_interrupted = lambda: host.interrupted
         return mm

@@ -369,3 +369,18 @@ def test_combo_values_are_checked_before_the_run(nodes, host):
             assert isinstance(verdict, str) and verdict.startswith(f"{name} must be one of"), (node_id, verdict)
             assert check(**{name: None}) is True
     assert nodes["TrellisExportGLB"].validate_inputs(bake="fast", unwrap="fast", origin="base") is True
+
+
+def test_glb_export_asks_the_host_to_make_room_on_a_gpu_host(nodes, host, monkeypatch):
+    """The export loads no model, so it asks the host to offload others until its working memory
+    (and the host's reserve) is free; on a CPU host it asks nothing."""
+    from trellis_impl.pipelines.memory import working_memory
+    _, _, _, asset = _image_asset(nodes, host)
+    export = dict(simplify=0.9, texture_size=512, bake="vertex_colors", bake_steps=10, unwrap="fast",
+                  origin="center", fill_holes=False)
+    run(nodes["TrellisExportGLB"], asset, "trellis/room", **export)
+    assert host.free_calls == []
+    host_module = sys.modules[nodes["TrellisExportGLB"].__module__].host
+    monkeypatch.setattr(host_module, "torch_device", lambda: torch.device("cuda", 0))
+    run(nodes["TrellisExportGLB"], asset, "trellis/room", **export)
+    assert host.free_calls == [(working_memory("glb_export", 512 ** 2) + 400 * 1024 * 1024, torch.device("cuda", 0))]

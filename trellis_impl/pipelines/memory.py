@@ -25,6 +25,9 @@ STAGES: Dict[str, Tuple[int, int, str]] = {
     "gaussian": (8 * _MIB, 25 * _KIB, "voxel"),
     "radiance_field": (8 * _MIB, 25 * _KIB, "voxel (the Gaussian decoder's figures: same backbone)"),
     "mesh": (48 * _MIB, 168 * _KIB, "voxel (256^3 subdivision and FlexiCubes)"),
+    # GLB export: 0.91 GiB peak for the 972k-face bench asset at texture 1024 (H100, 2026-11-25); the
+    # per-texel part (the bake's float32 accumulators) is a bound for larger textures, not measured.
+    "glb_export": (850 * _MIB, 64, "texel of the baked texture (texture_size^2)"),
 }
 
 
