@@ -125,8 +125,9 @@ def _step_cache_input():
     # optional: an API prompt saved before it was appended has no value for it, and stays valid
     return host.advanced(io.Int, "step_cache", optional=True, default=1, min=1, max=50,
                          tooltip="Run the model at one step in N (and the first two and the last) and forecast the "
-                                 "velocity at the others. 1: off, the official sampler; 3: 10 of 25 model runs, "
-                                 "with a small deviation (docs/gpu.md, 'Step cache').")
+                                 "velocity at the others. 1: off, the official sampler; 2: 15 of 25 model runs, "
+                                 "shapes close to the official; 3: 11 of 25, faster, shapes differ more "
+                                 "(docs/gpu.md, 'Step cache').")
 
 
 def _params(steps, cfg, start, end, rescale_t, step_cache=1) -> dict:

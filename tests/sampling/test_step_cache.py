@@ -46,6 +46,39 @@ def test_a_polynomial_velocity_is_forecast_exactly(order, velocity):
     torch.testing.assert_close(cached, full, rtol=1e-6, atol=1e-6)
 
 
+class Guided(torch.nn.Module):
+    """A flow whose velocity is linear in t but differs by condition (cond: 1 + 2t, the zero
+    neg_cond: -1 + t), so CFG's guided field differs from the unguided one; counts its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x, t, cond):
+        self.calls += 1
+        tt = (t / 1000.0).reshape(-1, *[1] * (x.dim() - 1))
+        negative = (cond == 0).flatten(1).all(1).reshape(tt.shape)
+        return torch.where(negative, -1.0 + tt, 1.0 + 2.0 * tt).expand_as(x).clone()
+
+
+def test_no_forecast_crosses_the_end_of_the_cfg_interval():
+    """The released schedule guides t >= 0.5 only (steps 0-18 of 25): the cache starts over at
+    step 19 with two anchors, so piecewise-linear velocities are still forecast exactly."""
+    sampler = FlowEulerGuidanceIntervalSampler(sigma_min=1e-5)
+    noise = torch.randn(1, 4, generator=torch.Generator().manual_seed(0))
+    cond = {"cond": torch.ones(1, 2, 3), "neg_cond": torch.zeros(1, 2, 3), "cfg_strength": 5.0,
+            "cfg_interval": (0.5, 1.0), "rescale_t": 3.0, "steps": 25}
+    full_model, cached_model = Guided(), Guided()
+    full = sampler.sample(full_model, noise, **cond).samples
+    cache = StepCache(interval=3)
+    cached = sampler.sample(cached_model, noise, **cond, step_cache=cache).samples
+    torch.testing.assert_close(cached, full, rtol=1e-6, atol=1e-6)
+    # guided anchors run the CFG pair: two calls each; unguided ones one call
+    anchors = [i for i in range(25) if cache._scheduled(i, 25) or i in (19, 20)]
+    assert cached_model.calls == sum(2 if i < 19 else 1 for i in anchors)
+    assert cache.evaluations(25, switches=(19,)) == len(anchors) == 11
+
+
 def test_sparse_samples_and_sdedit_start():
     """A sparse run keeps its coordinates; a run starting part-way (t_start) anchors its first two
     steps whatever the schedule says."""

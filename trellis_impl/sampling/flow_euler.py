@@ -117,6 +117,10 @@ class FlowEulerSampler:
     def _velocity(self, model, x_t: Sample, t: float, step: int, cond: Any, **kwargs) -> Sample:
         return self._model_call(model, x_t, t, cond, **kwargs)
 
+    def _regime(self, t: float, **kwargs):
+        """Which velocity field step time ``t`` samples (one, without guidance)."""
+        return None
+
     @torch.no_grad()
     def sample_once(self, model, x_t: Sample, t: float, t_prev: float, cond: Any = None, step: int = 0, **kwargs):
         """One Euler step from t to t_prev (``step``: its index); returns (x_{t_prev}, x_0 estimate)."""
@@ -158,6 +162,8 @@ class FlowEulerSampler:
         if step_cache is not None:
             step_cache.reset()
         for k, (i, (t, t_prev)) in enumerate(_progress(indexed, verbose)):
+            if step_cache is not None:
+                step_cache.enter(self._regime(t, **kwargs))
             if step_cache is None or step_cache.is_anchor(i, steps):
                 v = self._velocity(model, x, t, i, cond, **kwargs)
                 if step_cache is not None:
@@ -228,6 +234,10 @@ class FlowEulerGuidanceIntervalSampler(FlowEulerSampler):
             return sum(preds) / len(preds)
         total = float(sum(view_weights))
         return sum(p * (w / total) for p, w in zip(preds, view_weights))
+
+    def _regime(self, t: float, neg_cond: Any = None, cfg_interval: Sequence[float] = (0.0, 1.0), **kwargs):
+        """Guided or not: the velocity field switches where the CFG interval ends."""
+        return neg_cond is not None and cfg_interval[0] <= t <= cfg_interval[1]
 
     def _velocity(self, model, x_t: Sample, t: float, step: int, cond: Any, neg_cond: Any = None,
                   cfg_strength: float = 0.0, cfg_interval: Sequence[float] = (0.0, 1.0),

@@ -9,6 +9,11 @@ which TRELLIS's two flows expose directly. Anchors: the first ``warmup`` steps (
 fastest near noise), then every ``interval``-th step, and the last step (the x_0 estimate it
 makes is the result). With 25 steps, interval 3, warm-up 2: 10 model evaluations instead of 25.
 
+The sampler's velocity field can switch mid-run: CFG applies only on an interval of t (the released
+schedule guides 19 of its 25 steps). No forecast crosses such a switch: the sampler reports each
+step's regime (``enter``), and a new regime starts over with two anchors (12 evaluations in all for
+the released schedule at interval 3).
+
 The deviation from the uncached sampler is measured, not guaranteed: docs/gpu.md ("Step cache").
 """
 from __future__ import annotations
@@ -39,6 +44,7 @@ class StepCache:
     order: int = 1
     warmup: int = 2
     _anchors: List[Tuple[float, object]] = field(default_factory=list, init=False, repr=False)
+    _regime: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if not isinstance(self.interval, int) or self.interval < 1:
@@ -50,7 +56,14 @@ class StepCache:
 
     def reset(self) -> None:
         """Forget the anchors (a new sampling run)."""
-        self._anchors = []
+        self._anchors, self._regime = [], None
+
+    def enter(self, regime) -> None:
+        """The coming step's velocity field (for the CFG-interval sampler: guided or not). A
+        change forgets the anchors, so the next two steps run the model: velocities of one field
+        say nothing about the other."""
+        if regime != self._regime:
+            self._anchors, self._regime = [], regime
 
     def is_anchor(self, step: int, steps: int) -> bool:
         """Whether step ``step`` (index in the full schedule of ``steps``) runs the model: a
@@ -61,9 +74,16 @@ class StepCache:
     def _scheduled(self, step: int, steps: int) -> bool:
         return step < self.warmup or step == steps - 1 or (step - self.warmup) % self.interval == self.interval - 1
 
-    def evaluations(self, steps: int) -> int:
-        """How many steps of a full run of ``steps`` run the model."""
-        return sum(self._scheduled(i, steps) for i in range(steps))
+    def evaluations(self, steps: int, switches: Tuple[int, ...] = ()) -> int:
+        """How many steps of a full run of ``steps`` run the model, the regime changing before
+        the steps in ``switches``."""
+        count, since = 0, 2
+        for i in range(steps):
+            since = 0 if i in switches else since
+            anchor = self._scheduled(i, steps) or since < 2
+            count += anchor
+            since += anchor
+        return count
 
     def record(self, t: float, v) -> None:
         """The model's velocity at anchor time ``t``."""
