@@ -45,7 +45,10 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASED = ROOT / "tests" / "fixtures" / "conformance" / "released" / "TRELLIS-image-large"
+sys.path.insert(0, str(ROOT))
+
+from device_bench import RELEASED, random_released_model, sphere_shell  # noqa: E402
+
 SEED = 42
 COND_TOKENS = (1, 1374, 1024)
 JOB_SHELL = (28.7, 30.5)  # inner/outer radius at 64^3: 19,688 voxels
@@ -55,51 +58,40 @@ DECODED = ("gaussian", "mesh")
 
 # ---------------------------------------------------------------- shared inputs
 
-def shell(inner: float, outer: float, resolution: int = 64) -> torch.Tensor:
-    """Voxels whose centres lie between two spheres about the grid centre: int32 [N, 4] (batch, x, y, z)."""
-    axis = torch.arange(resolution, dtype=torch.float32) + 0.5 - resolution / 2
-    r = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).norm(dim=-1)
-    xyz = torch.argwhere((r >= inner) & (r < outer)).int()
-    return torch.cat([torch.zeros_like(xyz[:, :1]), xyz], 1)
-
-
 def shell_of(voxels: int, width: float = 2.0, max_outer: float = 30.5) -> torch.Tensor:
     """A shell with about ``voxels`` voxels inside the 64^3 grid: ``width`` voxels thick (area
     4 pi r^2 x width) while that fits within ``max_outer``, else thicker (inner radius bisected)."""
     outer = math.sqrt(voxels / (4 * math.pi * width)) + width / 2
     if outer <= max_outer:
-        return shell(outer - width, outer)
+        return sphere_shell(inner=outer - width, outer=outer, device="cpu")
     low, high = 0.0, max_outer
     for _ in range(30):
         inner = (low + high) / 2
-        low, high = (inner, high) if shell(inner, max_outer).shape[0] > voxels else (low, inner)
-    return shell((low + high) / 2, max_outer)
+        count = sphere_shell(inner=inner, outer=max_outer, device="cpu").shape[0]
+        low, high = (inner, high) if count > voxels else (low, inner)
+    return sphere_shell(inner=(low + high) / 2, outer=max_outer, device="cpu")
 
 
 def write_inputs(weights: Path) -> None:
     """Released architectures with random weights (float16 torso, as released) in the released
     layout, and the shared condition and structures, written once."""
-    from trellis_impl.models import build_model
-    from trellis_impl.pipelines.random_folder import randomise_weights
+    import shutil
+
     from safetensors.torch import save_file
 
     if (weights / "inputs.pt").is_file():
         return
     (weights / "ckpts").mkdir(parents=True, exist_ok=True)
-    pipeline = json.loads((RELEASED / "pipeline.json").read_text())
-    (weights / "pipeline.json").write_text(json.dumps(pipeline, indent=1))
-    device = torch.device("cuda")
-    generator = torch.Generator(device=device).manual_seed(0)
-    for rel in pipeline["args"]["models"].values():
-        config = json.loads((RELEASED / f"{rel}.json").read_text())
-        with torch.device(device):
-            model = build_model(config["name"], **config["args"])
-        randomise_weights(model, generator)
-        (weights / f"{rel}.json").write_text(json.dumps(config, indent=1))
+    shutil.copy(RELEASED / "pipeline.json", weights / "pipeline.json")
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for rel in json.loads((RELEASED / "pipeline.json").read_text())["args"]["models"].values():
+        model = random_released_model(rel, generator)
+        shutil.copy(RELEASED / f"{rel}.json", weights / f"{rel}.json")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights / f"{rel}.safetensors"))
         del model
     tokens = torch.randn(COND_TOKENS, generator=torch.Generator().manual_seed(1))
-    torch.save({"cond": tokens, "neg_cond": torch.zeros_like(tokens), "job_shell": shell(*JOB_SHELL),
+    torch.save({"cond": tokens, "neg_cond": torch.zeros_like(tokens),
+                "job_shell": sphere_shell(inner=JOB_SHELL[0], outer=JOB_SHELL[1], device="cpu"),
                 "scaling": {n: shell_of(n) for n in SCALING_VOXELS}}, weights / "inputs.pt.part")
     os.replace(weights / "inputs.pt.part", weights / "inputs.pt")
 
@@ -178,7 +170,6 @@ def step_costs(step: Callable[[torch.Tensor], object], shells: Dict[int, torch.T
 # ---------------------------------------------------------------- this project
 
 def project_side(args) -> dict:
-    sys.path.insert(0, str(ROOT))
     from trellis_impl.pipelines import ModelFolder
     from trellis_impl.pipelines.generation import Noise, Structure, TrellisPipeline
     from trellis_impl.sampling.step_cache import StepCache
@@ -462,7 +453,6 @@ def main() -> int:
         torch.save(report, args.report)
         return 0
 
-    sys.path.insert(0, str(ROOT))
     weights = Path(args.weights)
     _, seconds = synced(lambda: write_inputs(weights))
     print(f"weights and inputs in {weights} ({seconds:.1f} s)")

@@ -1,10 +1,15 @@
-"""Helpers shared by the device scripts: CUDA-event timing and the sphere-shell test structure."""
+"""Helpers shared by the device scripts: CUDA-event timing, the sphere-shell test structure and
+the released architectures with random weights."""
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Callable
 
 import torch
+
+RELEASED = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "conformance" / "released" / \
+    "TRELLIS-image-large"
 
 
 def median_ms(fn: Callable[[], object], warmup: int = 3, reps: int = 25) -> float:
@@ -83,40 +88,52 @@ def bench_asset(res: int = 256, device="cuda"):
     return mesh, gaussians, voxels64
 
 
+def random_released_model(rel: str, generator: torch.Generator):
+    """TRELLIS-image-large's checkpoint ``rel`` ('ckpts/NAME': its config in ``RELEASED``) with
+    random weights (``randomise_weights``), built on the generator's device (float16 torso), eval
+    mode, no gradients."""
+    import json
+
+    from trellis_impl.models import build_model
+    from trellis_impl.pipelines.random_folder import randomise_weights
+    config = json.loads((RELEASED / f"{rel}.json").read_text())
+    with torch.device(generator.device):
+        model = build_model(config["name"], **config["args"])
+    randomise_weights(model, generator)
+    return model.eval().requires_grad_(False)
+
+
+def random_dinov2(generator: torch.Generator):
+    """DINOv2 ViT-L/14 reg4 with random weights, on the generator's device, eval mode."""
+    from trellis_impl.conditioning import DINOV2_VITL14_REG4, DinoV2
+    from trellis_impl.pipelines.random_folder import randomise_weights
+    with torch.device(generator.device):
+        encoder = DinoV2(DINOV2_VITL14_REG4)
+    randomise_weights(encoder, generator)
+    return encoder.eval().requires_grad_(False)
+
+
 def random_image_folder(device, generator, encoders: bool = False):
     """The released TRELLIS-image-large architectures (its pipeline.json and ckpt configs, float16
     torso) and DINOv2 ViT-L/14 reg4 with random weights, built on ``device`` (no checkpoint files).
-    ``encoders`` also builds the sparse-structure encoder (``ss_enc``, for edits).
+    ``generator`` lives on ``device``. ``encoders`` also builds the sparse-structure encoder (``ss_enc``,
+    for edits).
 
     Returns (ModelFolder with the models in place, DINOv2 encoder, parameter counts per model)."""
-    import json
     import shutil
     import tempfile
-    from pathlib import Path
 
-    from trellis_impl.conditioning import DINOV2_VITL14_REG4, DinoV2
-    from trellis_impl.models import build_model
     from trellis_impl.pipelines import ModelFolder
-    from trellis_impl.pipelines.random_folder import randomise_weights
 
-    released = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "conformance" / "released" / \
-        "TRELLIS-image-large"
     folder_path = Path(tempfile.mkdtemp()) / "TRELLIS-image-large"
     folder_path.mkdir()
-    shutil.copy(released / "pipeline.json", folder_path / "pipeline.json")
+    shutil.copy(RELEASED / "pipeline.json", folder_path / "pipeline.json")
     folder = ModelFolder(folder_path, device=device)
     configs = dict(folder.args["models"])
     if encoders:
         configs["sparse_structure_encoder"] = "ckpts/ss_enc_conv3d_16l8_fp16"
     counts = {}
     for key, rel in configs.items():
-        config = json.loads((released / f"{rel}.json").read_text())
-        with torch.device(device):
-            model = build_model(config["name"], **config["args"])
-        randomise_weights(model, generator)
-        folder._models[key] = model.eval().requires_grad_(False)
+        folder._models[key] = model = random_released_model(rel, generator)
         counts[key] = sum(p.numel() for p in model.parameters())
-    with torch.device(device):
-        encoder = DinoV2(DINOV2_VITL14_REG4)
-    randomise_weights(encoder, generator)
-    return folder, encoder.eval().requires_grad_(False), counts
+    return folder, random_dinov2(generator), counts

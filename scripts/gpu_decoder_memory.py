@@ -6,7 +6,6 @@ the GPU (float16 torso), random latents on sphere shells of 5k-40k voxels (docs/
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -15,25 +14,20 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from benchmark import RELEASED, SCALING_VOXELS, shell_of, working_bytes  # noqa: E402
-from trellis_impl.models import build_model  # noqa: E402
+from benchmark import SCALING_VOXELS, shell_of, working_bytes  # noqa: E402
+from device_bench import random_released_model  # noqa: E402
 from trellis_impl.pipelines.memory import working_memory  # noqa: E402
-from trellis_impl.pipelines.random_folder import randomise_weights  # noqa: E402
 from trellis_impl.sparse import SparseTensor  # noqa: E402
 
-DECODERS = {"gaussian": "slat_dec_gs_swin8_B_64l8gs32_fp16", "mesh": "slat_dec_mesh_swin8_B_64l8m256c_fp16"}
+DECODERS = {"gaussian": "ckpts/slat_dec_gs_swin8_B_64l8gs32_fp16", "mesh": "ckpts/slat_dec_mesh_swin8_B_64l8m256c_fp16"}
 
 
 def main() -> int:
     generator = torch.Generator(device="cuda").manual_seed(0)
     print(torch.cuda.get_device_name(), torch.__version__)
     print(f"{'decoder':<10s} {'voxels':>7s} {'measured GiB':>13s} {'estimate GiB':>13s} {'output':>12s}")
-    for fmt, name in DECODERS.items():
-        config = json.loads((RELEASED / "ckpts" / f"{name}.json").read_text())
-        with torch.device("cuda"):
-            model = build_model(config["name"], **config["args"])
-        randomise_weights(model, generator)
-        model.eval().requires_grad_(False)
+    for fmt, rel in DECODERS.items():
+        model = random_released_model(rel, generator)
         for voxels in SCALING_VOXELS:
             coords = shell_of(voxels).cuda()
             latent = SparseTensor(torch.randn(coords.shape[0], 8, device="cuda", generator=generator), coords)

@@ -11,7 +11,6 @@ forward is reported with the project source line that made it.
 from __future__ import annotations
 
 import collections
-import json
 import sys
 import traceback
 import warnings
@@ -22,12 +21,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from benchmark import JOB_SHELL, RELEASED, shell  # noqa: E402
-from trellis_impl.models import build_model  # noqa: E402
-from trellis_impl.pipelines.random_folder import randomise_weights  # noqa: E402
+from benchmark import JOB_SHELL  # noqa: E402
+from device_bench import random_released_model, sphere_shell  # noqa: E402
 from trellis_impl.sparse import SparseTensor  # noqa: E402
 
-FLOWS = {"structure flow": "ss_flow_img_dit_L_16l8_fp16", "latent flow": "slat_flow_img_dit_L_64l8p2_fp16"}
+FLOWS = {"structure flow": "ckpts/ss_flow_img_dit_L_16l8_fp16", "latent flow": "ckpts/slat_flow_img_dit_L_64l8p2_fp16"}
 
 
 def _project_frame(stack) -> str:
@@ -43,16 +41,12 @@ def main() -> int:
     cond = torch.randn(2, 1374, 1024, device="cuda", generator=generator)
     t = torch.full((2,), 800.0, device="cuda")
     print(torch.cuda.get_device_name(), torch.__version__)
-    for label, name in FLOWS.items():
-        config = json.loads((RELEASED / "ckpts" / f"{name}.json").read_text())
-        with torch.device("cuda"):
-            model = build_model(config["name"], **config["args"])
-        randomise_weights(model, generator)
-        model.eval().requires_grad_(False)
+    for label, rel in FLOWS.items():
+        model = random_released_model(rel, generator)
         if label == "structure flow":
             x = torch.randn(2, 8, 16, 16, 16, device="cuda", generator=generator)
         else:
-            coords = shell(*JOB_SHELL).cuda()
+            coords = sphere_shell(inner=JOB_SHELL[0], outer=JOB_SHELL[1])
             coords = torch.cat([coords, coords.clone().index_fill_(1, torch.tensor([0], device="cuda"), 1)])
             x = SparseTensor(torch.randn(coords.shape[0], 8, device="cuda", generator=generator), coords,
                              batch_size=2)

@@ -26,16 +26,15 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from benchmark import SEED, context_gib, write_inputs  # noqa: E402
+from device_bench import random_dinov2  # noqa: E402
 
 DEFAULT_WEIGHTS = Path(tempfile.gettempdir()) / "trellis_bench" / "TRELLIS-image-large"
 
 
 def job(weights: Path, cap_gib: float, low_vram: bool) -> dict:
-    from trellis_impl.conditioning import DINOV2_VITL14_REG4, DinoV2
     from trellis_impl.export.glb_export import to_glb
     from trellis_impl.pipelines import ImageTo3DPipeline, ModelFolder
     from trellis_impl.pipelines.generation import Noise, Structure
-    from trellis_impl.pipelines.random_folder import randomise_weights
 
     torch.zeros(1, device="cuda")
     context = context_gib()
@@ -44,9 +43,7 @@ def job(weights: Path, cap_gib: float, low_vram: bool) -> dict:
         torch.cuda.set_per_process_memory_fraction(max((cap_gib - context) * 2 ** 30 / total, 1e-3))
     inputs = torch.load(weights / "inputs.pt")
     folder = ModelFolder(weights, device="cuda", offload=low_vram)
-    encoder = DinoV2(DINOV2_VITL14_REG4)
-    randomise_weights(encoder, torch.Generator().manual_seed(0))
-    encoder = encoder.eval().requires_grad_(False).to("cpu" if folder.offload else "cuda")
+    encoder = random_dinov2(torch.Generator().manual_seed(0)).to("cpu" if folder.offload else "cuda")
     pipeline = ImageTo3DPipeline(folder, encoder, batch_cfg=True)
     image = torch.rand(1, 3, 518, 518, generator=torch.Generator().manual_seed(1))
     stage, times = "load", {}
