@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Optional, Type, Union
+from typing import Dict, Optional, Sequence, Type, Union
 
 import torch
 
@@ -16,7 +16,8 @@ from .slat_vae import (ElasticSLatEncoder, ElasticSLatGaussianDecoder, ElasticSL
 from .sparse_structure_flow import SparseStructureFlowModel
 from .sparse_structure_vae import SparseStructureDecoder, SparseStructureEncoder
 
-__all__ = ["MODEL_CLASSES", "build_model", "load_model", "from_pretrained", "CheckpointError", "read_torch_state_dict", "check_checkpoint", "read_config"]
+__all__ = ["MODEL_CLASSES", "build_model", "load_model", "from_pretrained", "CheckpointError", "read_torch_state_dict", "read_safetensors",
+           "check_checkpoint", "read_config"]
 
 MODEL_CLASSES: Dict[str, Type[TrellisModel]] = {cls.__name__: cls for cls in (
     SparseStructureEncoder, SparseStructureDecoder, SparseStructureFlowModel,
@@ -32,15 +33,22 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: missing, unreadable, or not matching its config."""
 
 
-def read_torch_state_dict(path: str) -> Dict[str, torch.Tensor]:
+def read_torch_state_dict(path: str, nested: Sequence[str] = ()) -> Dict[str, torch.Tensor]:
     """A plain state dict (name -> tensor) from a ``torch.save`` file, read with ``weights_only``;
-    CheckpointError naming the file when it is missing, unreadable or holds anything else."""
+    CheckpointError naming the file when it is missing, unreadable or holds anything else.
+    ``nested``: keys under which a training checkpoint may hold it (the first present is taken,
+    level by level)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: weights file not found")
     try:
         weights = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with non-tensor objects, ...
         raise CheckpointError(f"{path}: not a readable tensor-only torch checkpoint: {e}") from None
+    while isinstance(weights, dict) and not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        inner = next((weights[k] for k in nested if isinstance(weights.get(k), dict)), None)
+        if inner is None:
+            break
+        weights = inner
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise CheckpointError(f"{path}: expected a plain state dict (name -> tensor), got {type(weights).__name__}")
     return weights
@@ -83,7 +91,8 @@ def read_config(path: str) -> dict:
     return config
 
 
-def _read_weights(path: str) -> Dict[str, torch.Tensor]:
+def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; CheckpointError naming the file when it is missing or damaged."""
     from safetensors.torch import load_file
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: weights file not found")
@@ -151,7 +160,7 @@ def load_model(path: str, dtype: Optional[torch.dtype] = None, device: Union[str
     args = {**config.get("args", {}), **overrides}
     with torch.device("meta"):
         model = build_model(config["name"], operations=operations, **args)
-    weights = _read_weights(path + ".safetensors")
+    weights = read_safetensors(path + ".safetensors")
     check_state_dict(model, weights, path + ".safetensors")
     model.load_state_dict(weights, strict=True, assign=True)
     device = torch.device(device or "cpu")

@@ -19,11 +19,12 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, Iterable, List, Union
+from typing import Dict, Iterable, List, Tuple, Union
 
 import torch
 
-from ..models.registry import CheckpointError, build_model, check_state_dict, read_config
+from ..models.registry import (CheckpointError, build_model, check_state_dict, read_config, read_safetensors,
+                               read_torch_state_dict)
 from .model_folder import ModelFolder, ModelFolderError
 
 __all__ = ["MDT_DIST_REPOSITORY", "mdt_dist_sampler", "write_distilled_folder", "download_mdt_dist",
@@ -48,24 +49,8 @@ def mdt_dist_sampler(steps: int, sigma_min: float = 1e-5) -> dict:
 def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     """A flat name -> tensor dict from a safetensors or torch file (training checkpoints nest it,
     DDP prefixes keys with ``module.``)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            weights = load_file(str(path))
-        except Exception as e:  # safetensors raises several error types for damaged files
-            raise CheckpointError(f"{path}: not a readable safetensors file: {e}") from None
-    else:
-        try:
-            weights = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CheckpointError(f"{path}: not a readable tensor-only torch checkpoint: {e}") from None
-        while isinstance(weights, dict) and not all(isinstance(v, torch.Tensor) for v in weights.values()):
-            nested = [k for k in _NESTED if isinstance(weights.get(k), dict)]
-            if not nested:
-                raise CheckpointError(f"{path}: no state dict in it (keys: {', '.join(map(str, weights))[:200]})")
-            weights = weights[nested[0]]
-        if not isinstance(weights, dict):
-            raise CheckpointError(f"{path}: holds a {type(weights).__name__}, not a state dict")
+    weights = read_safetensors(str(path)) if path.suffix == ".safetensors" else \
+        read_torch_state_dict(str(path), nested=_NESTED)
     if weights and all(k.startswith("module.") for k in weights):
         weights = {k[len("module."):]: v for k, v in weights.items()}
     return weights
@@ -87,14 +72,15 @@ def _candidates(weights: Union[str, os.PathLike, Iterable]) -> List[Path]:
     return files
 
 
-def _match_flows(base: ModelFolder, files: List[Path]) -> Dict[str, Path]:
-    """Which file holds which flow: the one whose keys and shapes fit that flow's released config."""
+def _match_flows(base: ModelFolder, files: List[Path]) -> Dict[str, Tuple[Path, Dict[str, torch.Tensor]]]:
+    """Which file holds which flow (the one whose keys and shapes fit that flow's released
+    config), with its weights as read: {key: (path, state dict)}."""
     models = {}
     for key in FLOW_KEYS:
         config = read_config(f"{base.checkpoint_path(key)}.json")
         with torch.device("meta"):
             models[key] = build_model(config["name"], **config.get("args", {}))
-    found: Dict[str, List[Path]] = {key: [] for key in FLOW_KEYS}
+    found: Dict[str, List[Tuple[Path, Dict[str, torch.Tensor]]]] = {key: [] for key in FLOW_KEYS}
     reasons = []
     for path in files:
         try:
@@ -105,17 +91,17 @@ def _match_flows(base: ModelFolder, files: List[Path]) -> Dict[str, Path]:
         for key, model in models.items():
             try:
                 check_state_dict(model, weights, str(path))
-                found[key].append(path)
+                found[key].append((path, weights))
             except CheckpointError as e:
                 reasons.append(str(e))
-    for key, paths in found.items():
-        if len(paths) > 1:
+    for key, fits in found.items():
+        if len(fits) > 1:
             raise ModelFolderError(f"distilled weights: several files fit the {key}: "
-                                   f"{', '.join(map(str, paths))}; pass the two files to use")
-        if not paths:
+                                   f"{', '.join(str(path) for path, _ in fits)}; pass the two files to use")
+        if not fits:
             raise ModelFolderError(f"distilled weights: no file fits the {key} of {base.path} "
                                    f"({len(files)} file(s) tried). " + " | ".join(reasons[:4]))
-    return {key: paths[0] for key, paths in found.items()}
+    return {key: fits[0] for key, fits in found.items()}
 
 
 def write_distilled_folder(base: Union[str, os.PathLike], weights, out: Union[str, os.PathLike],
@@ -145,8 +131,7 @@ def write_distilled_folder(base: Union[str, os.PathLike], weights, out: Union[st
             if key in flows:
                 rel = f"ckpts/{source.name}"
                 shutil.copyfile(f"{source}.json", partial / f"{rel}.json")
-                state = {k: v.contiguous() for k, v in _read_state_dict(flows[key]).items()}
-                save_file(state, str(partial / f"{rel}.safetensors"))
+                save_file({k: v.contiguous() for k, v in flows[key][1].items()}, str(partial / f"{rel}.safetensors"))
             else:
                 try:
                     rel = Path(os.path.relpath(source, out)).as_posix()
@@ -160,7 +145,7 @@ def write_distilled_folder(base: Union[str, os.PathLike], weights, out: Union[st
         config = {"name": base_folder.name, "args": args,
                   "distilled": {"method": "MDT-dist", "repository": MDT_DIST_REPOSITORY,
                                 "base": Path(os.path.abspath(base)).as_posix(),
-                                "weights": {k: Path(os.path.abspath(p)).as_posix() for k, p in flows.items()}}}
+                                "weights": {k: Path(os.path.abspath(p)).as_posix() for k, (p, _) in flows.items()}}}
         (partial / "pipeline.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         os.replace(partial, out)
     except BaseException:
