@@ -47,12 +47,16 @@ def test_offloaded_models_load_on_the_cpu_with_the_gpu_torso_dtype(path):
     assert flow.dtype == torch.float16
 
 
+def _condition() -> dict:
+    cond = torch.randn(1, 6, RANDOM_COND_CHANNELS["image"], generator=torch.Generator().manual_seed(0)).cuda()
+    return {"cond": cond, "neg_cond": torch.zeros_like(cond)}
+
+
 @pytest.mark.gpu
 def test_offloaded_generation_equals_resident(path):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    cond = torch.randn(1, 6, RANDOM_COND_CHANNELS["image"], generator=torch.Generator().manual_seed(0)).cuda()
-    cond = {"cond": cond, "neg_cond": torch.zeros_like(cond)}
+    cond = _condition()
     results = []
     for offload in (False, True):
         folder = ModelFolder(path, device="cuda", offload=offload)
@@ -78,8 +82,7 @@ def test_an_edit_runs_in_the_low_vram_mode(path):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     from trellis_impl.editing import box_region, region_edit
-    cond = torch.randn(1, 6, RANDOM_COND_CHANNELS["image"], generator=torch.Generator().manual_seed(0)).cuda()
-    cond = {"cond": cond, "neg_cond": torch.zeros_like(cond)}
+    cond = _condition()
     results = []
     for offload in (False, True):
         pipeline = TrellisPipeline(ModelFolder(path, device="cuda", offload=offload), batch_cfg=True)

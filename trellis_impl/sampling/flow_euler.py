@@ -243,7 +243,7 @@ class FlowEulerGuidanceIntervalSampler(FlowEulerSampler):
                   cfg_strength: float = 0.0, cfg_interval: Sequence[float] = (0.0, 1.0),
                   views_mode: Optional[str] = None, view_weights: Optional[Sequence[float]] = None,
                   **kwargs) -> Sample:
-        guided = neg_cond is not None and cfg_interval[0] <= t <= cfg_interval[1]
+        guided = self._regime(t, neg_cond, cfg_interval)
         if guided and self.batch_cfg and views_mode is None:
             batch = _batch_size(x_t)
             both = torch.cat([_repeat_cond(cond, batch), _repeat_cond(neg_cond, batch)])

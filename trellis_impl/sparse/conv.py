@@ -44,12 +44,20 @@ class SparseConv3d(nn.Module):
         weight, bias = self.conv.weight, self.conv.bias
         x = x.replace(x.feats.to(weight.dtype))
         if self.kernel_size == 1:
-            out = x.feats @ weight.reshape(self.in_channels, self.out_channels)
-            return x.replace(out if bias is None else out + bias)
-        key = f"neighbours_k{self.kernel_size}_d{self.dilation}"
-        if key not in x.cache:
-            x.cache[key] = build_neighbour_map(x.coords, self.kernel_size, self.dilation)
-        return x.replace(submanifold_conv3d(x.feats, x.coords, x.cache[key], weight, bias))
+            return x.replace(self._pointwise(x.feats))
+        if self._map_key not in x.cache:
+            x.cache[self._map_key] = build_neighbour_map(x.coords, self.kernel_size, self.dilation)
+        return x.replace(submanifold_conv3d(x.feats, x.coords, x.cache[self._map_key], weight, bias))
+
+    @property
+    def _map_key(self) -> str:
+        """Where a coordinate set's cache keeps this kernel's neighbour map (shared by every conv of that kernel)."""
+        return f"neighbours_k{self.kernel_size}_d{self.dilation}"
+
+    def _pointwise(self, feats: torch.Tensor) -> torch.Tensor:
+        """The 1x1 convolution (spconv's reinterpreted weight, see the class docstring)."""
+        out = feats @ self.conv.weight.reshape(self.in_channels, self.out_channels)
+        return out if self.conv.bias is None else out + self.conv.bias
 
     def forward_subdivided(self, x: SparseTensor) -> SparseTensor:
         """``self(subdivide(x))`` without building the subdivided features (8x x's rows): each
@@ -57,11 +65,9 @@ class SparseConv3d(nn.Module):
         weight, bias = self.conv.weight, self.conv.bias
         feats, coords = x.feats.to(weight.dtype), subdivided_coords(x.coords)
         if self.kernel_size == 1:
-            out = feats @ weight.reshape(self.in_channels, self.out_channels)
-            out = (out if bias is None else out + bias).repeat_interleave(8, dim=0)
-            return SparseTensor(out, coords, batch_size=x.batch_size)
+            return SparseTensor(self._pointwise(feats).repeat_interleave(8, dim=0), coords, batch_size=x.batch_size)
         neighbours = build_neighbour_map(coords, self.kernel_size, self.dilation)
         out = SparseTensor(submanifold_conv3d(feats, coords, neighbours, weight, bias, repeat=8), coords,
                            batch_size=x.batch_size)
-        out.cache[f"neighbours_k{self.kernel_size}_d{self.dilation}"] = neighbours
+        out.cache[self._map_key] = neighbours
         return out
