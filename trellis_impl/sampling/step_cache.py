@@ -77,12 +77,12 @@ class StepCache:
     def evaluations(self, steps: int, switches: Tuple[int, ...] = ()) -> int:
         """How many steps of a full run of ``steps`` run the model, the regime changing before
         the steps in ``switches``."""
-        count, since = 0, 2
-        for i in range(steps):
-            since = 0 if i in switches else since
-            anchor = self._scheduled(i, steps) or since < 2
-            count += anchor
-            since += anchor
+        probe, count = StepCache(self.interval, self.order, self.warmup), 0
+        for i in range(steps):  # the sampler's loop, with the rules it uses
+            probe.enter(sum(s <= i for s in switches))
+            if probe.is_anchor(i, steps):
+                probe.record(0.0, None)
+                count += 1
         return count
 
     def record(self, t: float, v) -> None:
