@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The speed issue's memory checks on the device, in one call (docs/gpu.md, "Speed and memory"):
-# decoders' working memory, host syncs of the flows, the GPU tests of the low-VRAM mode and the
-# repeated-row convolution, then the whole job under memory caps. Carry the rasteriser wheels:
+# decoders' working memory, host syncs of the flows, the GPU tests of the low-VRAM mode, the
+# backends (sparse convolution with repeated rows) and the rasterisers, then the whole job under
+# memory caps. Carry the rasteriser wheels:
 #   carry: [".whl/gsplat-1.5.3-py3-none-any.whl", ".whl/diffrp_nvdiffrast-0.3.3.1-py3-none-any.whl",
 #           ".whl/trimesh-5.2.0-py3-none-any.whl"]
 set -uo pipefail
@@ -12,8 +13,8 @@ pip install --no-index --no-deps --target /tmp/site .whl/*.whl > /dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD
 timeout 120 python3 scripts/gpu_decoder_memory.py 2>&1 | tee "$out/decoder_memory.txt"
 timeout 90 python3 scripts/gpu_sync_check.py 2>&1 | tee "$out/sync_check.txt"
-timeout 90 python3 -m pytest -q -p no:cacheprovider tests/pipelines/test_low_vram.py tests/backends/test_gpu_backends.py \
-  -k "offloaded or low_vram_mode or sparse_conv" 2>&1 | tail -30 | tee "$out/gpu_tests.txt"
+timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/pipelines/test_low_vram.py \
+  tests/backends/test_gpu_backends.py tests/render 2>&1 | tail -30 | tee "$out/gpu_tests.txt"
 # gsplat and nvdiffrast build on first use (about 80 s and 25 s); the GLB export then rasterises with them
 timeout 150 python3 -c "import torch; from trellis_impl.render.mesh_raster import _nvdiffrast_context as n; \
 n(torch.device('cuda')); from trellis_impl.render.gaussian_raster import _gsplat_available as g; \
