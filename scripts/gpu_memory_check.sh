@@ -17,6 +17,6 @@ timeout 90 python3 scripts/gpu_sync_check.py 2>&1 | tee "$out/sync_check.txt"
 timeout 150 python3 -c "import torch; from trellis_impl.render.mesh_raster import _nvdiffrast_context as n; \
 n(torch.device('cuda')); from trellis_impl.render.gaussian_raster import _gsplat_available as g; \
 print('gsplat', g(torch.device('cuda'), torch.float32))" > "$out/builds.txt" 2>&1
-timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/pipelines/test_low_vram.py \
-  tests/backends/test_gpu_backends.py tests/render 2>&1 | tail -30 | tee "$out/gpu_tests.txt"
+timeout 150 python3 -m pytest -q -rs -p no:cacheprovider -m gpu tests/pipelines/test_low_vram.py \
+  tests/backends/test_gpu_backends.py tests/render > "$out/gpu_tests.txt" 2>&1; tail -30 "$out/gpu_tests.txt"
 timeout 200 python3 scripts/memory_cap.py 2>&1 | tee "$out/memory_cap.txt"

@@ -52,6 +52,16 @@ def _condition() -> dict:
     return {"cond": cond, "neg_cond": torch.zeros_like(cond)}
 
 
+def _assert_equal_up_to_gpu_noise(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """The same weights and inputs give the same latents up to the GPU's run-to-run float noise:
+    atomic sums in the sparse convolutions differ in their last bits, and a few sampling steps
+    amplify that in a handful of elements (device run of 2026-12-07, after an edit: 28 of 3,208
+    features more than 1e-3 of the largest (6.8) apart, at most 0.014). A wrong or stale model on
+    the device changes every element (relative norm ~1), so the bound is on the relative norm."""
+    error = float((actual.float() - expected.float()).norm() / expected.float().norm())
+    assert error < 1e-2, f"relative error {error:.2e}"
+
+
 @pytest.mark.gpu
 def test_offloaded_generation_equals_resident(path):
     if not torch.cuda.is_available():
@@ -68,9 +78,8 @@ def test_offloaded_generation_equals_resident(path):
         resident = [k for k, m in folder.loaded().items() if next(m.parameters()).is_cuda]
         results.append((structure.coords, slat.feats, mesh.vertices, resident))
     (c0, f0, v0, all_resident), (c1, f1, v1, one_resident) = results
-    # the same weights and inputs: equal up to the GPU's run-to-run float noise (atomic sums)
     assert torch.equal(c0, c1)
-    torch.testing.assert_close(f1, f0, rtol=1e-3, atol=1e-3 * float(f0.abs().max()))
+    _assert_equal_up_to_gpu_noise(f1, f0)
     assert abs(v1.shape[0] - v0.shape[0]) <= 0.01 * v0.shape[0]
     assert len(all_resident) == 4 and one_resident == ["slat_decoder_mesh"], (all_resident, one_resident)
 
@@ -92,5 +101,4 @@ def test_an_edit_runs_in_the_low_vram_mode(path):
         results.append(region_edit(pipeline, cond, original.coords, original.slat, region, seed=5,
                                    structure_params={"steps": 3}, slat_params={"steps": 3}))
     assert torch.equal(results[0].coords, results[1].coords)
-    torch.testing.assert_close(results[1].slat.feats, results[0].slat.feats, rtol=1e-3,
-                               atol=1e-3 * float(results[0].slat.feats.abs().max()))
+    _assert_equal_up_to_gpu_noise(results[1].slat.feats, results[0].slat.feats)

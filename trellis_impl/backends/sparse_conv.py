@@ -117,6 +117,7 @@ def _conv_torch(feats: torch.Tensor, neighbours: NeighbourMap, weight: torch.Ten
         block = feats.index_select(0, source.reshape(-1)).reshape(-1, taps, c_in)
         block = block.masked_fill_((rows == n)[..., None], 0).reshape(-1, taps * c_in)
         out[start:start + step] = block @ w if bias is None else torch.addmm(bias, block, w)
+        del block  # else the next block is gathered while this one still lives: two blocks at the peak
     return out
 
 

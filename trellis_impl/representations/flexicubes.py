@@ -228,6 +228,31 @@ def _interpolate_crossing(edge_weights: Tensor, edge_values: Tensor) -> Tensor:
     return (edge_values * crossed_weights).sum(1) / crossed_weights.sum(1)
 
 
+def _dual_vertex_edges(case_ids: Tensor) -> Tuple[Tensor, Tensor]:
+    """The dual vertices of the surface cubes (in the reference's order: by the number of dual
+    vertices their cube emits, then by cube, then by group) and the cube edges each one blends.
+
+    Args:
+        case_ids: [S] int64 marching-cubes cases.
+
+    Returns:
+        dual_cube: [D] int64, the surface cube of each dual vertex.
+        dual_edges: [D, MAX_EDGES_PER_DUAL_VERTEX] int64, its cube edges, padded with -1.
+    """
+    no_group = [-1] * MAX_EDGES_PER_DUAL_VERTEX
+    padded_groups = torch.tensor([
+        [list(edges) + [-1] * (MAX_EDGES_PER_DUAL_VERTEX - len(edges)) for edges in groups]
+        + [no_group] * (MAX_DUAL_VERTICES_PER_CUBE - len(groups))
+        for groups in DMC_EDGE_GROUPS
+    ], dtype=torch.long, device=case_ids.device)
+    cube_groups = padded_groups[case_ids]  # [S, 4, 7]: freed on return, before the entries are built
+    has_group = cube_groups[..., 0] >= 0
+    cube_order = torch.argsort(has_group.sum(-1), stable=True)
+    dual_cube, dual_group = torch.nonzero(has_group[cube_order], as_tuple=True)
+    dual_cube = cube_order[dual_cube]
+    return dual_cube, cube_groups[dual_cube, dual_group]
+
+
 def _place_dual_vertices(
     grid_vertices: Tensor,
     sdf: Tensor,
@@ -263,19 +288,7 @@ def _place_dual_vertices(
         entry_ends: [M, 2] int64, grid vertices of each entry's edge.
     """
     device = case_ids.device
-    no_group = [-1] * MAX_EDGES_PER_DUAL_VERTEX
-    padded_groups = torch.tensor([
-        [list(edges) + [-1] * (MAX_EDGES_PER_DUAL_VERTEX - len(edges)) for edges in groups]
-        + [no_group] * (MAX_DUAL_VERTICES_PER_CUBE - len(groups))
-        for groups in DMC_EDGE_GROUPS
-    ], dtype=torch.long, device=device)
-
-    cube_groups = padded_groups[case_ids]
-    has_group = cube_groups[..., 0] >= 0
-    cube_order = torch.argsort(has_group.sum(-1), stable=True)
-    dual_cube, dual_group = torch.nonzero(has_group[cube_order], as_tuple=True)
-    dual_cube = cube_order[dual_cube]
-    dual_edges = cube_groups[dual_cube, dual_group]
+    dual_cube, dual_edges = _dual_vertex_edges(case_ids)
 
     # One entry per (dual vertex, edge it blends), dual-vertex-major.
     entry_dual, entry_column = torch.nonzero(dual_edges >= 0, as_tuple=True)

@@ -174,39 +174,19 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
         start, end = layout[name]['range']
         return feats[:, start:end].to(dtype).reshape(-1, *layout[name]['shape'])
 
-    corner_offsets = torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=device)
+    def corner_attributes() -> Tensor:  # [N, 8, A]: sdf | deform xyz | colour (6)
+        sdf = channels('sdf') + (-1.0 / res)
+        return torch.cat([sdf, channels('deform')] + ([channels('color')] if use_color else []), dim=-1)
 
-    # Average the 8 corner predictions of all voxels into their shared grid vertices.
-    # Corner attrs [N, 8, A]: sdf | deform xyz | colour (6).
-    sdf = channels('sdf') + (-1.0 / res)
-    corner_attrs = torch.cat([sdf, channels('deform')] + ([channels('color')] if use_color else []), dim=-1)
-    num_attrs = corner_attrs.shape[-1]
-    corner_keys = dense_index((coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1)
-    touched_keys, corner_vertex = torch.unique(corner_keys, return_inverse=True)
-    touched_attrs = torch.zeros((touched_keys.shape[0], num_attrs), dtype=dtype, device=device).scatter_reduce(
-        0, corner_vertex[:, None].expand(-1, num_attrs), corner_attrs.reshape(-1, num_attrs),
-        reduce='mean', include_self=False)
-
-    # Only cubes with an inside corner can be surface cubes; untouched vertices are outside.
-    inside_vertices = _unflatten(touched_keys[touched_attrs[:, 0] < 0], res + 1)
-    candidate_cubes = (inside_vertices[:, None, :] - corner_offsets).reshape(-1, 3)
-    candidate_cubes = candidate_cubes[((candidate_cubes >= 0) & (candidate_cubes < res)).all(-1)]
-    cube_keys = torch.unique(dense_index(candidate_cubes, res))
+    # Each phase is a function, so that its temporaries (several N x 8 tensors) are freed before
+    # FlexiCubes, which is the mesh decoder's memory peak.
+    touched_keys, touched_attrs, corner_vertex = _average_corners(coords, corner_attributes(), res)
+    cube_keys = _candidate_cubes(touched_keys, touched_attrs[:, 0] < 0, res)
     cube_coords = _unflatten(cube_keys, res)
-
-    grid_keys, cube_corners = torch.unique(
-        dense_index((cube_coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1), return_inverse=True)
-    cube_corners = cube_corners.reshape(-1, 8)
-    grid_attrs = torch.zeros((grid_keys.shape[0], num_attrs), dtype=dtype, device=device)
-    grid_attrs[:, 0] = _OUTSIDE_SDF
-    touched_index = sorted_lookup(touched_keys, grid_keys)
-    is_touched = touched_index >= 0
-    grid_attrs[is_touched] = touched_attrs[touched_index[is_touched]]
-
-    cube_weights = torch.zeros((cube_keys.shape[0], layout['weights']['size']), dtype=dtype, device=device)
-    voxel_index = sorted_lookup(voxel_keys, cube_keys)
-    is_voxel = voxel_index >= 0
-    cube_weights[is_voxel] = channels('weights')[voxel_order[voxel_index[is_voxel]]]
+    grid_keys, cube_corners, grid_attrs = _grid_attributes(cube_coords, touched_keys, touched_attrs, res)
+    cube_weights = _cube_weights(voxel_keys, voxel_order, channels('weights'), cube_keys)
+    if not training:  # the training terms below need them; inference frees them now
+        del touched_keys, touched_attrs, corner_vertex
 
     grid_vertices = _deformed_positions(_unflatten(grid_keys, res + 1), grid_attrs[:, 1:4], res)
     extract = flexicubes_extract_training if training else flexicubes_extract
@@ -217,6 +197,7 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
     mesh = Mesh(extracted[0], extracted[1], extracted[2], res)
     if training:
         # official sparse_cube2verts(training=True): corner predictions vs their vertex averages
+        corner_attrs = corner_attributes()
         consistency = torch.mean((corner_attrs - touched_attrs[corner_vertex].reshape(corner_attrs.shape)) ** 2)
         reg_loss = consistency + FLEXI_WEIGHT_WEIGHT * channels('weights')[:, :20].abs().mean()
         if feats.shape[0] == 0:
@@ -227,6 +208,69 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
         mesh.tsdf_v = _deformed_positions(_unflatten(touched_keys, res + 1), touched_attrs[:, 1:4], res)
         mesh.tsdf_s = touched_attrs[:, 0]
     return mesh
+
+
+def _average_corners(coords: Tensor, corner_attrs: Tensor, res: int):
+    """Average the 8 corner predictions of all voxels into their shared grid vertices.
+
+    Args:
+        coords: [N, 3] int64 voxel coordinates.
+        corner_attrs: [N, 8, A] float, per-voxel corner attributes.
+
+    Returns:
+        touched_keys: [T] int64 sorted dense indices (grid of res + 1) of the vertices some voxel touches;
+        touched_attrs: [T, A] their mean attributes;
+        corner_vertex: [N * 8] int64, the touched vertex of each voxel corner.
+    """
+    corner_offsets = torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=coords.device)
+    num_attrs = corner_attrs.shape[-1]
+    corner_keys = dense_index((coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1)
+    touched_keys, corner_vertex = torch.unique(corner_keys, return_inverse=True)
+    touched_attrs = corner_attrs.new_zeros((touched_keys.shape[0], num_attrs)).scatter_reduce(
+        0, corner_vertex[:, None].expand(-1, num_attrs), corner_attrs.reshape(-1, num_attrs),
+        reduce='mean', include_self=False)
+    return touched_keys, touched_attrs, corner_vertex
+
+
+def _candidate_cubes(touched_keys: Tensor, touched_inside: Tensor, res: int) -> Tensor:
+    """[K] int64 sorted dense indices of the cubes with an inside corner (only those can be surface
+    cubes; untouched vertices are outside). ``touched_inside``: [T] bool per touched vertex."""
+    corner_offsets = torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=touched_keys.device)
+    inside_vertices = _unflatten(touched_keys[touched_inside], res + 1)
+    candidates = (inside_vertices[:, None, :] - corner_offsets).reshape(-1, 3)
+    candidates = candidates[((candidates >= 0) & (candidates < res)).all(-1)]
+    return torch.unique(dense_index(candidates, res))
+
+
+def _grid_attributes(cube_coords: Tensor, touched_keys: Tensor, touched_attrs: Tensor, res: int):
+    """The grid vertices of the candidate cubes and their attributes.
+
+    Returns:
+        grid_keys: [V] int64 sorted dense indices (grid of res + 1);
+        cube_corners: [K, 8] int64 indices into grid_keys of each cube's corners;
+        grid_attrs: [V, A] float, the touched vertices' means, untouched ones outside (SDF
+            ``_OUTSIDE_SDF``, the rest 0).
+    """
+    corner_offsets = torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=cube_coords.device)
+    grid_keys, cube_corners = torch.unique(
+        dense_index((cube_coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1), return_inverse=True)
+    grid_attrs = touched_attrs.new_zeros((grid_keys.shape[0], touched_attrs.shape[1]))
+    grid_attrs[:, 0] = _OUTSIDE_SDF
+    touched_index = sorted_lookup(touched_keys, grid_keys)
+    is_touched = touched_index >= 0
+    grid_attrs[is_touched] = touched_attrs[touched_index[is_touched]]
+    return grid_keys, cube_corners.reshape(-1, 8), grid_attrs
+
+
+def _cube_weights(voxel_keys: Tensor, voxel_order: Tensor, weights: Tensor, cube_keys: Tensor) -> Tensor:
+    """[K, 21] FlexiCubes weights of the candidate cubes: their voxel's, 0 for cubes no voxel covers.
+    ``voxel_keys``, ``voxel_order``: the voxels' sorted dense indices and their order (``torch.sort``);
+    ``weights``: [N, 21] per voxel."""
+    cube_weights = weights.new_zeros((cube_keys.shape[0], weights.shape[1]))
+    voxel_index = sorted_lookup(voxel_keys, cube_keys)
+    is_voxel = voxel_index >= 0
+    cube_weights[is_voxel] = weights[voxel_order[voxel_index[is_voxel]]]
+    return cube_weights
 
 
 def _unflatten(keys: Tensor, size: int) -> Tensor:
