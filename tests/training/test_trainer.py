@@ -263,3 +263,17 @@ def test_loading_samples_on_threads_gives_the_same_batches(workspace):
         assert torch.equal(serial["feats"].feats, threaded["feats"].feats)
         for a, b in zip(serial["generators"], threaded["generators"]):
             assert torch.equal(a.get_state(), b.get_state())
+
+
+def test_loading_the_next_step_ahead_changes_nothing(workspace):
+    """With loader threads, step s + 1's samples load while step s computes; the weights come out
+    the same as loading each step when it starts."""
+    for threads in (1, 8):
+        trainer = make_trainer(workspace, tiny_config(workspace, "ss_flow", max_steps=3, loader_threads=threads),
+                               f"ahead_{threads}")
+        assert (trainer._look_ahead is not None) == (threads > 1)
+        trainer.run()
+    _, models_serial, _, _ = _checkpoint_tensors(workspace["root"] / "ahead_1")
+    _, models_ahead, _, _ = _checkpoint_tensors(workspace["root"] / "ahead_8")
+    assert models_serial.keys() == models_ahead.keys()
+    assert all(torch.equal(models_serial[k], models_ahead[k]) for k in models_serial)

@@ -23,10 +23,10 @@ import shutil
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -137,6 +137,10 @@ class Trainer:
         self._bad_lock = threading.Lock()  # samples load on threads
         threads = t["loader_threads"]
         self._loader = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None  # one pool for the run
+        # with threads, the next step's samples load while this step computes (they depend only on
+        # the step and their positions, so loading them early changes nothing)
+        self._look_ahead = ThreadPoolExecutor(max_workers=1) if threads > 1 else None
+        self._next_batches: Optional[Tuple[int, Future]] = None
         self._epoch_cache: Dict[int, torch.Tensor] = {}
         self._prepare_run_dir()
 
@@ -191,9 +195,10 @@ class Trainer:
         """The dataset item at a position of the endless stream of shuffled epochs."""
         n = len(self.stage.names)
         epoch, offset = divmod(position, n)
-        if epoch not in self._epoch_cache:
-            self._epoch_cache = {epoch: torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))}
-        return int(self._epoch_cache[epoch][offset])
+        cache = self._epoch_cache  # one read: the look-ahead thread may replace it meanwhile
+        if epoch not in cache:
+            cache = self._epoch_cache = {epoch: torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))}
+        return int(cache[epoch][offset])
 
     def micro_batches(self, step: int) -> List[dict]:
         """This process's micro-batches of ``step``: global positions step * G + (m * W + rank) * B + j."""
@@ -210,6 +215,15 @@ class Trainer:
         else:
             items = [self._load_sample(*job) for job in jobs]
         return [self.stage.collate(items[m * b:(m + 1) * b]) for m in range(self.batch_split)]
+
+    def _step_batches(self, step: int) -> List[dict]:
+        """``micro_batches(step)``, taken from the look-ahead when it loaded them; then starts
+        loading step + 1's."""
+        ahead, self._next_batches = self._next_batches, None
+        batches = ahead[1].result() if ahead is not None and ahead[0] == step else self.micro_batches(step)
+        if self._look_ahead is not None and step + 1 < self.max_steps:
+            self._next_batches = (step + 1, self._look_ahead.submit(self.micro_batches, step + 1))
+        return batches
 
     def _load_sample(self, index: int, generator: torch.Generator) -> dict:
         """The sample of dataset item ``index``; an asset whose files cannot be read is logged (once)
@@ -242,7 +256,7 @@ class Trainer:
         """Run one optimisation step (all micro-batches); returns the logged values."""
         self.optimizer.zero_grad(set_to_none=True)
         totals: Dict[str, float] = {}
-        batches = self.micro_batches(self.step)
+        batches = self._step_batches(self.step)
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
                     else nullcontext())
         for i, batch in enumerate(batches):
