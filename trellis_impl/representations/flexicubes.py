@@ -214,18 +214,20 @@ def _find_surface_edges(inside: Tensor, cube_corners: Tensor) -> Tuple[Tensor, T
     return unique_edges[crosses], surface_index[slot_unique_edge], share_count[slot_unique_edge]
 
 
-def _interpolate_crossing(edge_weights: Tensor, edge_values: Tensor) -> Tensor:
-    """Zero crossing of the linear interpolant along each edge, applied to ``edge_values``.
+def _interpolate_crossing(edge_weights: Tensor, values: Tensor, edge_ends: Tensor) -> Tensor:
+    """Zero crossing of the linear interpolant along each edge, applied to per-vertex ``values``.
 
     Args:
         edge_weights: [M, 2, 1] float, (weighted) SDF at both edge ends.
-        edge_values: [M, 2, K] float, values at both edge ends.
+        values: [V, K] float, values per grid vertex.
+        edge_ends: [M, 2] int64, grid vertices of each edge.
 
     Returns:
-        [M, K] float, ``(v0 * s1 - v1 * s0) / (s1 - s0)``.
+        [M, K] float, ``(v0 * s1 - v1 * s0) / (s1 - s0)``. Gathers each end's values separately:
+        no [M, 2, K] copy (FlexiCubes' memory peak; the same products and sums, bit for bit).
     """
-    crossed_weights = torch.cat([edge_weights[:, 1:2], -edge_weights[:, 0:1]], dim=1)
-    return (edge_values * crossed_weights).sum(1) / crossed_weights.sum(1)
+    s0, s1 = edge_weights[:, 0], edge_weights[:, 1]
+    return (values[edge_ends[:, 0]] * s1 - values[edge_ends[:, 1]] * s0) / (s1 - s0)
 
 
 def _dual_vertex_edges(case_ids: Tensor) -> Tuple[Tensor, Tensor]:
@@ -304,12 +306,12 @@ def _place_dual_vertices(
 
     num_dual = dual_cube.shape[0]
     beta_sum = torch.zeros((num_dual, 1), dtype=beta.dtype, device=device).index_add_(0, entry_dual, entry_beta)
-    crossings = _interpolate_crossing(entry_weights, grid_vertices[entry_ends])
+    crossings = _interpolate_crossing(entry_weights, grid_vertices, entry_ends)
     dual_vertices = torch.zeros((num_dual, 3), dtype=grid_vertices.dtype, device=device).index_add_(
         0, entry_dual, crossings * entry_beta) / beta_sum
     dual_colors = None
     if vertex_colors is not None:
-        color_crossings = _interpolate_crossing(entry_weights, vertex_colors[entry_ends])
+        color_crossings = _interpolate_crossing(entry_weights, vertex_colors, entry_ends)
         dual_colors = torch.zeros((num_dual, vertex_colors.shape[-1]), dtype=vertex_colors.dtype,
                                   device=device).index_add_(0, entry_dual, color_crossings * entry_beta) / beta_sum
 
@@ -321,7 +323,7 @@ def _deviation(grid_vertices: Tensor, sdf: Tensor, dual_vertices: Tensor, entry_
                entry_ends: Tensor) -> Tensor:
     """L_dev per entry: |distance from the dual vertex to the edge's plain zero crossing - the
     mean of those distances over the dual vertex's edges| ([M] float)."""
-    crossings = _interpolate_crossing(sdf[entry_ends].unsqueeze(-1), grid_vertices[entry_ends])
+    crossings = _interpolate_crossing(sdf[entry_ends].unsqueeze(-1), grid_vertices, entry_ends)
     dist = torch.norm(crossings - dual_vertices[entry_dual], dim=-1)
     num_edges = torch.bincount(entry_dual, minlength=dual_vertices.shape[0])
     mean_dist = dist.new_zeros(dual_vertices.shape[0]).index_add_(0, entry_dual, dist) / num_edges.to(dist.dtype)
