@@ -7,7 +7,7 @@ import trimesh
 
 from trellis_impl.export import mesh_cleanup as mc
 from trellis_impl.export.mesh_cleanup import (
-    cleanup_mesh, remap_attributes, remove_small_components, simplify, weld)
+    cleanup_mesh, drop_hidden_components, remap_attributes, remove_small_components, simplify, weld)
 
 
 def unwelded_cube():
@@ -185,4 +185,48 @@ def test_cleanup_mesh_report():
     assert report["weld"]["vertices"] < len(v) // 4
     assert abs(report["simplify"]["faces"] - 10_000) <= 1_000
     assert out_a.shape == (len(out_v), 3)
-    assert set(report["seconds"]) == {"weld", "components", "simplify", "total"}
+    assert set(report["seconds"]) == {"weld", "hidden", "components", "simplify", "total"}
+
+
+def _shell_in_shell():
+    """An outer sphere (1280 faces) around a hidden inner one (320 faces), one vertex list."""
+    outer = trimesh.creation.icosphere(subdivisions=3)
+    inner = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    v = np.concatenate([outer.vertices, inner.vertices]).astype(np.float32)
+    f = np.concatenate([outer.faces, inner.faces + len(outer.vertices)])
+    return v, f, len(outer.vertices), len(outer.faces)
+
+
+def test_drop_hidden_components_keeps_components_with_a_seen_face():
+    v, f, n_outer_v, n_outer_f = _shell_in_shell()
+    seen = np.zeros(len(f), dtype=bool)
+    seen[5] = True  # one face of the outer sphere is enough to keep it whole
+    rv, rf, vmap = drop_hidden_components(v, f, lambda vv, ff: seen)
+    assert rf.shape == (n_outer_f, 3) and np.array_equal(rv, v[:n_outer_v])
+    assert (vmap[:n_outer_v] >= 0).all() and (vmap[n_outer_v:] == -1).all()
+    # nothing seen (cameras that miss the mesh): everything stays
+    _, rf_all, _ = drop_hidden_components(v, f, lambda vv, ff: np.zeros(len(ff), dtype=bool))
+    assert len(rf_all) == len(f)
+    with pytest.raises(ValueError, match="seen_faces returned shape"):
+        drop_hidden_components(v, f, lambda vv, ff: seen[:10])
+
+
+def test_drop_hidden_components_does_not_render_a_single_component():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    calls = []
+    _, rf, _ = drop_hidden_components(sphere.vertices, sphere.faces, lambda vv, ff: calls.append(1))
+    assert calls == [] and len(rf) == len(sphere.faces)
+
+
+def test_cleanup_mesh_drops_hidden_shells_before_decimating_and_carries_attributes():
+    v, f, n_outer_v, n_outer_f = _shell_in_shell()
+    attrs = np.arange(len(v), dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    outer_only = lambda vv, ff: np.arange(len(ff)) < n_outer_f  # noqa: E731 (the outer faces come first)
+    out_v, out_f, out_a, report = cleanup_mesh(v, f, attributes=attrs, simplify_ratio=0.5, seen_faces=outer_only)
+    assert report["hidden"] == {"vertices": n_outer_v, "faces": n_outer_f}
+    assert abs(report["simplify"]["faces"] - n_outer_f // 2) <= 0.05 * n_outer_f
+    assert np.linalg.norm(out_v, axis=1).min() > 0.9  # nothing of the inner sphere is left
+    assert out_a.shape == (len(out_v), 3) and out_a.max() < n_outer_v  # attributes of outer vertices only
+    # without decimation the step is skipped (the visibility clean-up alone decides)
+    _, _, _, report = cleanup_mesh(v, f, simplify_ratio=0.0, seen_faces=outer_only)
+    assert report["hidden"]["faces"] == len(f)

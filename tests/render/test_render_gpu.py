@@ -59,6 +59,23 @@ def test_gpu_glb_export_matches_cpu(tmp_path):
     assert full.report["visibility"]["views"] == 100
 
 
+def test_gpu_glb_export_drops_a_hidden_shell_before_decimating():
+    """On a GPU the clean-up renders the welded mesh and drops the components no view sees (an
+    inner sphere inside an outer one) before the decimation; what is left is the outer sphere."""
+    import trimesh
+
+    from trellis_impl.export.glb_export import prepare_glb
+    outer = trimesh.creation.icosphere(subdivisions=4, radius=0.45)
+    inner = trimesh.creation.icosphere(subdivisions=4, radius=0.25)
+    v = torch.tensor(np.concatenate([outer.vertices, inner.vertices]), dtype=torch.float32, device=CUDA)
+    f = torch.tensor(np.concatenate([outer.faces, inner.faces + len(outer.vertices)]), device=CUDA)
+    out = prepare_glb((v, f), simplify=0.5, bake="none", device=CUDA)
+    assert out.report["cleanup"]["hidden"]["faces"] == len(outer.faces)
+    assert abs(out.report["cleanup"]["simplify"]["faces"] - len(outer.faces) // 2) <= 0.05 * len(outer.faces)
+    radii = np.linalg.norm(out.vertices, axis=1)
+    assert radii.min() > 0.4  # nothing of the inner sphere is left
+
+
 def test_gsplat_matches_torch_rasteriser():
     """gsplat's image and alpha equal the PyTorch rasteriser's (docs/gpu.md measured >= 80 dB
     PSNR on 100k Gaussians; 40 dB is required here, as scripts/gpu_render_check.py)."""

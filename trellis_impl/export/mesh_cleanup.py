@@ -8,10 +8,12 @@ covers the renderer-free part of that, on numpy arrays:
 * :func:`weld` merges coincident vertices (decoded meshes repeat vertices along voxel borders)
   and drops degenerate (repeated index / zero area) and duplicate faces;
 * :func:`remove_small_components` drops floating specks (connected components with few faces);
+* :func:`drop_hidden_components` drops the components no view sees (the caller says which faces
+  are seen: rendering is not this module's);
 * :func:`simplify` decimates to a target face count: quadric edge collapse through the
   ``fast_simplification`` package when it is importable, else a numpy vertex-clustering
   fallback (see its docstring for the quality difference);
-* :func:`cleanup_mesh` chains the three and reports counts and seconds per phase.
+* :func:`cleanup_mesh` chains them and reports counts and seconds per phase.
 
 The official visibility-based removal of interior faces and its small-hole filling need a
 rasteriser over many views: they are in :mod:`~trellis_impl.export.mesh_visibility`.
@@ -36,8 +38,8 @@ try:  # optional, much better decimation (quadric edge collapse); pip install fa
 except ImportError:  # pragma: no cover - depends on the environment
     _fast_simplification = None
 
-__all__ = ["weld", "remove_small_components", "simplify", "cleanup_mesh", "remap_attributes",
-           "HAS_FAST_SIMPLIFICATION"]
+__all__ = ["weld", "remove_small_components", "drop_hidden_components", "simplify", "cleanup_mesh",
+           "remap_attributes", "HAS_FAST_SIMPLIFICATION"]
 
 HAS_FAST_SIMPLIFICATION = _fast_simplification is not None
 
@@ -261,6 +263,26 @@ def remove_small_components(vertices, faces, min_faces: Optional[int] = None,
     return v2.astype(np.float32), f2, vmap
 
 
+def drop_hidden_components(vertices, faces, seen_faces: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+    """Drop the connected components (faces connected through shared vertices) of which
+    ``seen_faces(vertices, faces)`` ([F] bool) marks no face; not called on a single component.
+    Returns ``(vertices float32, faces int64, vertex_map old->new or -1)``."""
+    v, f = _check_mesh(vertices, faces)
+    labels = _vertex_components(v.shape[0], f)
+    face_label = labels[f[:, 0]]
+    if f.shape[0] == 0 or face_label.max() == face_label.min():
+        return v.astype(np.float32), f, np.arange(v.shape[0])
+    seen = np.asarray(seen_faces(v.astype(np.float32), f), dtype=bool)
+    if seen.shape != (f.shape[0],):
+        raise ValueError(f"seen_faces returned shape {seen.shape}, expected ({f.shape[0]},)")
+    keep_label = np.zeros(labels.max() + 1, dtype=bool)
+    keep_label[face_label[seen]] = True
+    if not keep_label.any():  # nothing seen at all (e.g. cameras that miss the mesh): keep it whole
+        return v.astype(np.float32), f, np.arange(v.shape[0])
+    v2, f2, vmap = _compact(v, f[keep_label[face_label]])
+    return v2.astype(np.float32), f2, vmap
+
+
 def _cluster(v: np.ndarray, f: np.ndarray, cell: float, origin: np.ndarray):
     q = np.floor((v - origin) / cell).astype(np.int64)
     dims = q.max(axis=0) + 1
@@ -388,17 +410,23 @@ def _collapse_map(v: np.ndarray, f: np.ndarray, collapses, num_out: int) -> np.n
 
 def cleanup_mesh(vertices, faces, attributes=None, simplify_ratio: float = 0.95,
                  min_component_fraction: float = 0.01, weld_tolerance: float = 1e-6, device=None,
-                 poll: Optional[Callable[[], object]] = None):
-    """Weld, simplify (``simplify_ratio``: fraction of faces removed, as the official
-    ``to_glb(simplify=0.95)``; 0 or None skips it), then drop small components (after
+                 poll: Optional[Callable[[], object]] = None,
+                 seen_faces: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None):
+    """Weld, [drop hidden components,] simplify (``simplify_ratio``: fraction of faces removed, as
+    the official ``to_glb(simplify=0.95)``; 0 or None skips it), then drop small components (after
     decimation: the same specks, found on a 20x smaller graph).
 
     ``attributes`` (one row per vertex, e.g. the decoder's rgb+normal ``vertex_attrs``) are
     carried through every phase. ``device``: where :func:`weld` groups vertices. ``poll``: a
-    Cancel check called at least every 0.2 s during decimation (see ``_simplify``). Returns ``(vertices float32 [V, 3], faces int64 [F, 3],
-    attributes or None, report)``; ``report`` has the vertex/face counts after each phase
-    (``input``, ``weld``, ``components``, ``simplify``), ``seconds`` per phase and in total, and
-    the simplification ``method`` ('fast_simplification', 'vertex_clustering' or None).
+    Cancel check called at least every 0.2 s during decimation (see ``_simplify``).
+    ``seen_faces``: given, and the welded mesh has several connected components, it is called
+    with the welded mesh (vertices float32 [V, 3], faces int64 [F, 3]) and returns [F] bool, True
+    for the faces some view sees; components with no seen face (the interior shells a decoded
+    mesh carries) are dropped before the decimation, which would otherwise spend most of its
+    time on them. Returns ``(vertices float32 [V, 3], faces int64 [F, 3], attributes or None,
+    report)``; ``report`` has the vertex/face counts after each phase (``input``, ``weld``,
+    ``hidden``, ``simplify``, ``components``), ``seconds`` per phase and in total, and the
+    simplification ``method`` ('fast_simplification', 'vertex_clustering' or None).
     """
     t_start = time.perf_counter()
     v, f = _check_mesh(vertices, faces)
@@ -412,6 +440,14 @@ def cleanup_mesh(vertices, faces, attributes=None, simplify_ratio: float = 0.95,
         attrs = remap_attributes(attrs, vmap, v.shape[0])
     report["seconds"]["weld"] = time.perf_counter() - t
     report["weld"] = {"vertices": int(v.shape[0]), "faces": int(f.shape[0])}
+
+    t = time.perf_counter()
+    if seen_faces is not None and simplify_ratio:
+        v, f, vmap = drop_hidden_components(v, f, seen_faces)
+        if attrs is not None:
+            attrs = attrs[vmap >= 0]  # kept vertices stay in order
+    report["seconds"]["hidden"] = time.perf_counter() - t
+    report["hidden"] = {"vertices": int(v.shape[0]), "faces": int(f.shape[0])}
 
     t = time.perf_counter()
     method = None
