@@ -17,11 +17,12 @@ guided step of stage 2 for 5k-40k voxels. The official side needs spconv; its at
 routed as on a machine without the flash-attn package: packed sequences to torch's built-in
 FlashAttention-2 varlen kernel (a ``flash_attn`` stand-in module), dense attention to SDPA.
 The two stage-2 latents are compared (same weights, same noise: they differ by float16 rounding).
-Optional rows: this project with the step cache (``--step-cache N``) and on the MDT-dist layout
-(``--distilled-steps K``: the same architectures, the authors' K-step CFG sampler).
+Optional rows: this project with the step cache (``--step-cache N``), on the MDT-dist layout
+(``--distilled-steps K``: the same architectures, the authors' K-step CFG sampler), and with the
+structure flow under ``torch.compile`` (``--compile MODE``; the first job includes compiling).
 
     python scripts/benchmark.py [--official PATH/TO/TRELLIS] [--weights DIR] [--reps 4]
-                                [--step-cache 3] [--distilled-steps 2] [--json OUT.json]
+                                [--step-cache 3] [--distilled-steps 2] [--compile default] [--json OUT.json]
 
 PATH/TO/TRELLIS: a checkout of microsoft/TRELLIS with its FlexiCubes submodule.
 """
@@ -189,6 +190,8 @@ def project_side(args) -> dict:
         return folder
     folder, load_s = synced(load)
     pipeline = TrellisPipeline(folder, batch_cfg=True)
+    if args.side == "project_compiled":
+        compile_structure_flow(folder.model("sparse_structure_flow_model"), cond, args.compile)
     params = {}
     if args.step_cache > 1:
         params = {"step_cache": StepCache(interval=args.step_cache)}
@@ -379,11 +382,22 @@ def official_side(args) -> dict:
 
 # ---------------------------------------------------------------- report
 
+def compile_structure_flow(flow, cond: dict, mode: str) -> None:
+    """``torch.compile`` the structure flow's forward in place (one graph, no break, once its
+    backends are chosen: an eager forward first, since choosing logs). The first job then pays the
+    compilation, once for the CFG pair (batch 2) and once for the unguided steps (batch 1)."""
+    device = cond["cond"].device
+    x = torch.zeros(1, flow.in_channels, *(flow.resolution,) * 3, device=device)
+    with torch.no_grad():
+        flow(x, torch.zeros(1, device=device), cond["cond"])
+    flow.forward = torch.compile(flow.forward, mode=mode, dynamic=False)
+
+
 def run_side(side: str, args, out: Path) -> Optional[dict]:
     """Run one side in a fresh process; its report (None if it failed, with its output shown)."""
     command = [sys.executable, __file__, "--side", side, "--weights", str(args.weights), "--reps", str(args.reps),
                "--step-cache", str(args.step_cache if side == "project_cached" else 1), "--report", str(out),
-               "--distilled-steps", str(args.distilled_steps)]
+               "--distilled-steps", str(args.distilled_steps), "--compile", args.compile or "default"]
     if args.official:
         command += ["--official", str(args.official)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -444,6 +458,8 @@ def main() -> int:
                         help="also run this project with the step cache at this interval (> 1)")
     parser.add_argument("--distilled-steps", type=int, default=0,
                         help="also run this project on the MDT-dist layout at this many steps per stage (1-4)")
+    parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                        help="also run this project with the structure flow under torch.compile in this mode")
     parser.add_argument("--json", default=None, help="write every figure here")
     parser.add_argument("--side", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--report", default=None, help=argparse.SUPPRESS)
@@ -459,7 +475,7 @@ def main() -> int:
     if args.distilled_steps:
         write_distilled(args)
     sides = (["official"] if args.official else []) + ["project"] + (["project_cached"] if args.step_cache > 1 else []) \
-        + (["project_mdt_dist"] if args.distilled_steps else [])
+        + (["project_mdt_dist"] if args.distilled_steps else []) + (["project_compiled"] if args.compile else [])
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         for side in sides:
@@ -473,7 +489,8 @@ def main() -> int:
     summary = {name: {k: v for k, v in r.items() if k != "result"} | {
         k: v for k, v in r["result"].items() if k not in ("slat", "slat_coords")} for name, r in reports.items()}
     # Same weights and noise: official vs project differ by rounding; the step cache by its forecasts.
-    for name, against in (("project", "official"), ("project_cached", "official"), ("project_cached", "project")):
+    for name, against in (("project", "official"), ("project_cached", "official"), ("project_cached", "project"),
+                          ("project_compiled", "project")):
         if name in reports and against in reports:
             summary[name][f"slat_rel_rms_vs_{against}"] = latent_difference(reports[name]["result"],
                                                                             reports[against]["result"])
