@@ -226,7 +226,10 @@ class SLatMeshDecoder(_SLatDecoder):
         h = self.forward_torso(x)
         for block in self.upsample:
             h = self.run_block(block, h)
-        return self._out(h, final_norm=False)
+        out = self._out(h, final_norm=False)
+        # without the upsampling's neighbour maps (N x 27 at 256^3), which would otherwise stay
+        # alive through FlexiCubes, the decoder's memory peak
+        return SparseTensor(out.feats, out.coords, layout=out.layout)
 
 
 class ElasticSLatEncoder(SLatEncoder):
