@@ -32,7 +32,7 @@ import torch
 
 from .mesh_cleanup import cleanup_mesh
 from .mesh_files import place, save_glb, to_gltf_frame
-from .mesh_visibility import remove_invisible_and_fill_holes
+from .mesh_visibility import face_visibility, remove_invisible_and_fill_holes, sphere_cameras
 from .texture_bake import bake_from_gaussians, MAX_TEXTURE_SIZE, MIN_TEXTURE_SIZE
 from .uv_atlas import unwrap
 
@@ -242,7 +242,6 @@ def _clean_up(work: _GlbWork, simplify, device: torch.device, views: Optional[Tu
     them after it anyway); on CPU rasterising the undecimated mesh would cost more than it saves.
     ``cancellable``: the progress callback is polled while the decimation runs (it may raise,
     e.g. a host's Cancel)."""
-    from .mesh_visibility import face_visibility, sphere_cameras
     report("cleanup", 0, 1)
     cameras = sphere_cameras(*views) if views is not None and device.type == "cuda" else None
 

@@ -394,11 +394,8 @@ def _overlapping_faces(P, faces2, fchart, nc):
         left = left[~((pa_hi <= pb_lo + tol) | (pb_hi <= pa_lo + tol))]
         if len(left) == 0:
             break
-    sep = np.ones(len(fa), bool)
-    sep[left] = False
-    hit = ~sep
-    bad[fa[hit]] = True
-    bad[fb[hit]] = True
+    bad[fa[left]] = True  # the pairs no axis separates overlap
+    bad[fb[left]] = True
     return bad
 
 

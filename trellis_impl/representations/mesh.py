@@ -210,6 +210,11 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
     return mesh
 
 
+def _corner_offsets(device) -> Tensor:
+    """[8, 3] int64 offsets of a cube's corners from its own coordinates (``CUBE_CORNER_OFFSETS``)."""
+    return torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=device)
+
+
 def _average_corners(coords: Tensor, corner_attrs: Tensor, res: int):
     """Average the 8 corner predictions of all voxels into their shared grid vertices.
 
@@ -222,7 +227,7 @@ def _average_corners(coords: Tensor, corner_attrs: Tensor, res: int):
         touched_attrs: [T, A] their mean attributes;
         corner_vertex: [N * 8] int64, the touched vertex of each voxel corner.
     """
-    corner_offsets = torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=coords.device)
+    corner_offsets = _corner_offsets(coords.device)
     num_attrs = corner_attrs.shape[-1]
     corner_keys = dense_index((coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1)
     touched_keys, corner_vertex = torch.unique(corner_keys, return_inverse=True)
@@ -235,7 +240,7 @@ def _average_corners(coords: Tensor, corner_attrs: Tensor, res: int):
 def _candidate_cubes(touched_keys: Tensor, touched_inside: Tensor, res: int) -> Tensor:
     """[K] int64 sorted dense indices of the cubes with an inside corner (only those can be surface
     cubes; untouched vertices are outside). ``touched_inside``: [T] bool per touched vertex."""
-    corner_offsets = torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=touched_keys.device)
+    corner_offsets = _corner_offsets(touched_keys.device)
     inside_vertices = _unflatten(touched_keys[touched_inside], res + 1)
     candidates = (inside_vertices[:, None, :] - corner_offsets).reshape(-1, 3)
     candidates = candidates[((candidates >= 0) & (candidates < res)).all(-1)]
@@ -251,7 +256,7 @@ def _grid_attributes(cube_coords: Tensor, touched_keys: Tensor, touched_attrs: T
         grid_attrs: [V, A] float, the touched vertices' means, untouched ones outside (SDF
             ``_OUTSIDE_SDF``, the rest 0).
     """
-    corner_offsets = torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=cube_coords.device)
+    corner_offsets = _corner_offsets(cube_coords.device)
     grid_keys, cube_corners = torch.unique(
         dense_index((cube_coords[:, None, :] + corner_offsets).reshape(-1, 3), res + 1), return_inverse=True)
     grid_attrs = touched_attrs.new_zeros((grid_keys.shape[0], touched_attrs.shape[1]))
