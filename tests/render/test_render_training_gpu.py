@@ -1,6 +1,6 @@
 """The training renders' accelerated paths against the PyTorch references on a CUDA device:
-nvdiffrast's differentiable mesh render (values and gradients inside the silhouette, a mask
-gradient through its anti-aliasing) and gsplat's gradients. Skipped without CUDA or the package;
+nvdiffrast's differentiable mesh render (values and gradients, its anti-aliasing against the
+PyTorch one, silhouette gradients included) and gsplat's gradients. Skipped without CUDA or the package;
 the device run is recorded in docs/training.md."""
 from __future__ import annotations
 
@@ -46,19 +46,26 @@ def test_nvdiffrast_training_render_matches_torch():
     with torch.no_grad():
         inside = _interior(render_mesh_training(vertices, faces, cameras, backend="torch")["mask"])
     assert float(inside.float().mean()) > 0.2
-    weight = inside.float()  # losses on interior pixels only: the same values and gradients expected
+    weight = torch.rand(inside.shape, generator=torch.Generator().manual_seed(1)).to(CUDA)
     ref, ref_vgrad, ref_agrad = _grads("torch", vertices, faces, attrs, cameras, weight)
     got, got_vgrad, got_agrad = _grads("nvdiffrast", vertices, faces, attrs, cameras, weight)
-    for key in ("depth", "attrs", "normal"):
-        diff = (ref[key] - got[key]).abs().amax(1, keepdim=True)[inside]
-        assert float((diff < 1e-3).float().mean()) > 0.98, key
+    # whole images, anti-aliased silhouettes included (the two differ only where a pixel centre
+    # sits on an edge and the tie rules pick different faces)
+    for key in ("mask", "depth", "attrs", "normal"):
+        diff = (ref[key] - got[key]).abs().amax(1)
+        assert float((diff < 1e-3).float().mean()) > 0.995, key
     cos_attr = torch.nn.functional.cosine_similarity(ref_agrad.flatten(), got_agrad.flatten(), dim=0)
     cos_vertex = torch.nn.functional.cosine_similarity(ref_vgrad.flatten(), got_vgrad.flatten(), dim=0)
     assert float(cos_attr) > 0.98 and float(cos_vertex) > 0.98, (float(cos_attr), float(cos_vertex))
-    # the silhouette: only nvdiffrast's anti-aliased mask carries a gradient to the vertices
-    vertices_aa = vertices.clone().requires_grad_(True)
-    render_mesh_training(vertices_aa, faces, cameras, backend="nvdiffrast")["mask"].sum().backward()
-    assert float(vertices_aa.grad.abs().sum()) > 0
+    # the silhouette gradient alone: both anti-aliasings move the vertices alike
+    silhouette = {}
+    for backend in ("torch", "nvdiffrast"):
+        leaf = vertices.clone().requires_grad_(True)
+        (render_mesh_training(leaf, faces, cameras, backend=backend)["mask"] * weight).sum().backward()
+        silhouette[backend] = leaf.grad
+    assert float(silhouette["torch"].abs().sum()) > 0
+    cos_mask = torch.nn.functional.cosine_similarity(silhouette["torch"].flatten(), silhouette["nvdiffrast"].flatten(), dim=0)
+    assert float(cos_mask) > 0.98, float(cos_mask)
 
 
 def test_gsplat_gradients_match_torch():

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from ..backends.registry import family, importable
 from .cameras import Camera
+from .mesh_antialias import antialias
 
 __all__ = ["covered_pixels", "rasterize", "rasterize_views", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors",
            "render_mesh_training", "face_camera_normals"]
@@ -426,9 +427,10 @@ def render_mesh_training(vertices: torch.Tensor, faces: torch.Tensor, cameras: S
       (including the silhouette, through the anti-aliasing) and ``vertex_attrs``.
     * torch (any device/dtype): visible triangles from :func:`rasterize_views` (no gradient),
       then their perspective-correct barycentrics recomputed from the projected ``vertices``
-      with autograd; gradients w.r.t. ``vertices`` (depth, normals, interpolated attributes
-      inside the silhouette) and ``vertex_attrs``. No anti-aliasing: ``mask`` is a hard 0/1
-      coverage with no gradient.
+      with autograd, then :func:`~trellis_impl.render.mesh_antialias.antialias` on every image
+      (nvdiffrast's analytic anti-aliasing in PyTorch); gradients w.r.t. ``vertices`` (depth,
+      normals, interpolated attributes, and the silhouette through the anti-aliasing) and
+      ``vertex_attrs``.
 
     Args:
         vertices: [V, 3] float world positions.
@@ -457,7 +459,7 @@ def render_mesh_training(vertices: torch.Tensor, faces: torch.Tensor, cameras: S
     if MESH_RASTER.resolve(checked_vertices.device, dtype, backend).name == "nvdiffrast" and faces.shape[0] > 0:
         return _render_training_nvdiffrast(checked_vertices, faces, cameras, vertex_attrs)
     raster = rasterize_views(checked_vertices.detach(), faces, cameras, backend=backend)
-    return _render_training_torch(checked_vertices.to(dtype), faces, cameras, raster["triangle_id"], vertex_attrs)
+    return _render_training_torch(checked_vertices.to(dtype), faces, cameras, raster, vertex_attrs)
 
 
 def _face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -466,7 +468,8 @@ def _face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 
 def _render_training_torch(vertices: torch.Tensor, faces: torch.Tensor, cameras: Sequence[Camera],
-                           triangle_id: torch.Tensor, vertex_attrs: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+                           raster: Dict[str, torch.Tensor], vertex_attrs: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    triangle_id = raster["triangle_id"]
     n_views, height, width = triangle_id.shape
     dev, dtype = vertices.device, vertices.dtype
     channels = 0 if vertex_attrs is None else vertex_attrs.shape[1]
@@ -475,16 +478,19 @@ def _render_training_torch(vertices: torch.Tensor, faces: torch.Tensor, cameras:
     normal = vertices.new_full((n_views, height * width, 3), 0.5)
     attrs = vertices.new_zeros(n_views, height * width, channels)
     face_normals = _face_normals(vertices, faces) if faces.shape[0] else vertices.new_zeros(0, 3)
-    for view, camera in enumerate(cameras):
+    screen, camera_z = [], []
+    for camera in cameras:
+        extr = camera.extrinsics.to(device=dev, dtype=dtype)
+        cam = vertices @ extr[:3, :3].T + extr[:3, 3]
+        camera_z.append(cam[:, 2])
+        screen.append(torch.stack([camera.fx * cam[:, 0] / cam[:, 2] + camera.cx,
+                                   camera.fy * cam[:, 1] / cam[:, 2] + camera.cy], dim=-1))
+    for view in range(n_views):
         flat = triangle_id[view].reshape(-1)
         pix = torch.nonzero(flat >= 0).squeeze(1)
         if pix.numel() == 0:
             continue
-        extr = camera.extrinsics.to(device=dev, dtype=dtype)
-        cam = vertices @ extr[:3, :3].T + extr[:3, 3]
-        z = cam[:, 2]
-        sx = camera.fx * cam[:, 0] / z + camera.cx
-        sy = camera.fy * cam[:, 1] / z + camera.cy
+        z, (sx, sy) = camera_z[view], screen[view].unbind(-1)
         tri = flat[pix]
         f = faces[tri]
         # edge functions at the pixel centres, normalised by the signed area (both windings)
@@ -501,10 +507,13 @@ def _render_training_torch(vertices: torch.Tensor, faces: torch.Tensor, cameras:
         if vertex_attrs is not None:
             values = (vertex_attrs.to(dtype)[f] * bary[:, :, None]).sum(1)
             attrs = attrs.index_put((torch.full_like(pix, view), pix), values)
-    out = {"mask": mask[:, None], "depth": depth.reshape(n_views, 1, height, width),
-           "normal": normal.reshape(n_views, height, width, 3).permute(0, 3, 1, 2)}
+    # one anti-aliasing pass over all channels, as nvdiffrast's per image (the blend is per channel)
+    stacked = torch.cat([mask.reshape(n_views, height * width, 1), depth[..., None], normal, attrs], dim=-1)
+    stacked = antialias(stacked.reshape(n_views, height, width, -1).permute(0, 3, 1, 2), triangle_id,
+                        raster["depth"], torch.stack(screen), faces)
+    out = {"mask": stacked[:, :1], "depth": stacked[:, 1:2], "normal": stacked[:, 2:5]}
     if vertex_attrs is not None:
-        out["attrs"] = attrs.reshape(n_views, height, width, channels).permute(0, 3, 1, 2)
+        out["attrs"] = stacked[:, 5:]
     return out
 
 

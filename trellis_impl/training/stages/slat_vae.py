@@ -187,7 +187,8 @@ class MeshDecoderStage(RenderStage):
     ``lambda_tsdf`` times the TSDF regulariser and the FlexiCubes regularisers (``Mesh.reg_loss``).
     With ``lambda_color > 0`` the vertex colours are rendered against the view (on black) and the
     normal-map channels against the ground-truth normals, each weighted by ``lambda_color``. Items
-    whose mesh is empty count only through their regularisers, as official.
+    whose mesh is empty count only through their regularisers, as official; the logged term
+    ``empty`` is their share of the batch.
     """
     name = "slat_dec_mesh"
     roles = ("decoder",)
@@ -230,6 +231,9 @@ class MeshDecoderStage(RenderStage):
         meshes = models["decoder"](batch["latents"].to(self.device))
         terms = {"reg": torch.stack([m.reg_loss for m in meshes]).mean()}
         total = terms["reg"]
+        # logged, not trained on: the share of empty meshes, which the loss counts only through the
+        # regularisers (as official), so a run that drifts into emptiness shows it here
+        terms["empty"] = torch.tensor(sum(not m.success for m in meshes) / len(meshes))
         targets, predictions, kept = [], [], []
         for i, (mesh, camera) in enumerate(zip(meshes, batch["cameras"])):
             with torch.no_grad():
