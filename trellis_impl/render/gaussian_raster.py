@@ -14,7 +14,7 @@ Follows the maths of the 3DGS CUDA rasteriser that TRELLIS uses:
    with alpha < 1/255 are skipped, and a pixel stops before the Gaussian that would bring its
    transmittance below 1e-4.
 
-Implementation: Gaussians are binned into 16x16-pixel tiles by a conservative screen extent
+Implementation: Gaussians are binned into 8x8-pixel tiles by a conservative screen extent
 (the ellipse where ``opacity * exp(power) >= 1/255``, so no contribution that passes the
 alpha test is lost, unlike 3DGS's 3-sigma box), sorted by (tile, depth), and all tiles are
 composited together, a chunk of each tile's Gaussians per step with a cumulative product
@@ -41,7 +41,7 @@ LOW_PASS = 0.3          # px^2 added to the 2D covariance diagonal (3DGS)
 ALPHA_MAX = 0.99
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
-TILE = 16
+TILE = 8  # px; against 16, fewer pixels per listed Gaussian (scripts/gaussian_raster_cpu_bench.py)
 CHUNK = 256
 # Elements of one [tiles, tile pixels, Gaussians] intermediate of the tile compositor.
 _COMPOSITE_ELEMENTS = 1 << 22
@@ -168,8 +168,15 @@ def _composite_tiles(s: Dict[str, torch.Tensor], pair_g: torch.Tensor, tile_coun
     ``pair_g`` lists each tile's Gaussians (by tile id, front to back within a tile) and
     ``tile_counts`` [tiles] how many. All tiles with Gaussians advance together through their lists,
     at most ``chunk`` Gaussians per step ([tiles, tile pixels, step] at a time, the step shrunk
-    while many tiles are at work so that stays near 2^22 elements); a tile leaves once its list ends or all its pixels are saturated. The
-    result equals compositing each tile alone (up to the rounding of products across chunks)."""
+    while many tiles are at work so that stays near 2^22 elements); a tile leaves once its list ends
+    or all its pixels are saturated. The result equals compositing each tile alone (up to rounding).
+
+    Cost: the exponent ``log(opacity) - 0.5 d^T conic d`` is a quadratic in the pixel's position, so
+    it is one batched matrix product of the pixels' ``[x^2, y^2, xy, x, y, 1]`` (relative to the
+    tile's centre, which keeps the expansion's rounding near float32's) with six coefficients per
+    (tile, Gaussian); and since a pixel's cut-off at ``T_MIN`` keeps a prefix of its list, each
+    Gaussian's weight is ``alpha / (1 - alpha)`` times the transmittance after it, one cumulative
+    product per step."""
     height, width = trans.shape
     dev, dtype = trans.device, trans.dtype
     active = torch.nonzero(tile_counts).squeeze(1)
@@ -182,13 +189,19 @@ def _composite_tiles(s: Dict[str, torch.Tensor], pair_g: torch.Tensor, tile_coun
     py = (active // ntx)[:, None, None] * tile + local[None, :, None]           # [T, tile, 1]
     px, py = px.expand(-1, tile, tile).reshape(active.numel(), -1), py.expand(-1, tile, tile).reshape(active.numel(), -1)
     inside = (px < width) & (py < height)                                         # edge tiles are cut
-    xs, ys = px.to(dtype) + 0.5, py.to(dtype) + 0.5
+    centre = 0.5 * tile
+    ly, lx = torch.meshgrid(local.to(dtype) + 0.5 - centre, local.to(dtype) + 0.5 - centre, indexing="ij")
+    lx, ly = lx.reshape(-1), ly.reshape(-1)
+    features = torch.stack([lx * lx, ly * ly, lx * ly, lx, ly, torch.ones_like(lx)], dim=-1)  # [P, 6]
+    origin_x = ((active % ntx) * tile).to(dtype) + centre                         # tile centres [T]
+    origin_y = ((active // ntx) * tile).to(dtype) + centre
     pixels = tile * tile
     t_pix = torch.ones(active.numel(), pixels, dtype=dtype, device=dev)
     done = ~inside
-    acc_c = torch.zeros(active.numel(), pixels, 3, dtype=dtype, device=dev)
-    acc_d = torch.zeros(active.numel(), pixels, dtype=dtype, device=dev)
-    u, v, conic, opac, cols, zs = s["u"], s["v"], s["conic"], s["opacity"], s["colors"], s["z"]
+    acc = torch.zeros(active.numel(), pixels, 4, dtype=dtype, device=dev)         # colour, depth
+    conic_a, conic_b, conic_c = s["conic"].unbind(-1)
+    log_opacity = torch.log(s["opacity"].clamp_min(ALPHA_MIN))
+    values = torch.cat([s["colors"], s["z"][:, None]], dim=-1)                    # [N, 4]
     c0, longest = 0, int(counts.max())
     while c0 < longest:
         sel = torch.nonzero((counts > c0) & ~done.all(1)).squeeze(1)
@@ -200,24 +213,25 @@ def _composite_tiles(s: Dict[str, torch.Tensor], pair_g: torch.Tensor, tile_coun
         c0 += step
         listed = slot < counts[sel][:, None]
         gi = pair_g[(starts[sel][:, None] + slot).clamp(max=pair_g.numel() - 1)]
-        dx = xs[sel][:, :, None] - u[gi][:, None, :]                              # [t, P, step]
-        dy = ys[sel][:, :, None] - v[gi][:, None, :]
-        cg = conic[gi][:, None, :, :]
-        power = -0.5 * (cg[..., 0] * dx * dx + cg[..., 2] * dy * dy) - cg[..., 1] * dx * dy
-        alpha = (opac[gi][:, None, :] * torch.exp(power)).clamp_max(ALPHA_MAX)
-        alpha = torch.where((power <= 0) & (alpha >= ALPHA_MIN) & listed[:, None, :], alpha, torch.zeros_like(alpha))
+        a, b, c = conic_a[gi], conic_b[gi], conic_c[gi]
+        u, v = s["u"][gi] - origin_x[sel][:, None], s["v"][gi] - origin_y[sel][:, None]
+        constant = log_opacity[gi] - 0.5 * (a * u * u + c * v * v) - b * u * v
+        constant = torch.where(listed, constant, torch.full_like(constant, -1e4))  # unlisted: alpha 0
+        coefficients = torch.stack([-0.5 * a, -0.5 * c, -b, a * u + b * v, c * v + b * u, constant], dim=1)
+        alpha = torch.matmul(features, coefficients).exp().clamp_max(ALPHA_MAX)  # [t, P, step]
+        alpha = torch.where(alpha >= ALPHA_MIN, alpha, torch.zeros_like(alpha))
         t_sel, done_sel = t_pix[sel], done[sel]
-        test_t = t_sel[..., None] * torch.cumprod(1.0 - alpha, dim=-1)
-        alpha = alpha * ((test_t >= T_MIN) & ~done_sel[..., None])
-        cp = torch.cumprod(1.0 - alpha, dim=-1)
-        weight = alpha * (t_sel[..., None] * torch.cat([torch.ones_like(cp[..., :1]), cp[..., :-1]], dim=-1))
-        acc_c[sel] = acc_c[sel] + torch.bmm(weight, cols[gi])
-        acc_d[sel] = acc_d[sel] + (weight * zs[gi][:, None, :]).sum(-1)
-        t_pix[sel] = t_sel * cp[..., -1]
-        done[sel] = done_sel | (test_t[..., -1] < T_MIN)
+        t_after = t_sel[..., None] * torch.cumprod(1.0 - alpha, dim=-1)          # transmittance after each
+        kept = (t_after >= T_MIN) & ~done_sel[..., None]                          # a prefix of each list
+        weight = torch.where(kept, alpha / (1.0 - alpha) * t_after, torch.zeros_like(alpha))
+        acc[sel] = acc[sel] + torch.bmm(weight, values[gi])
+        last = kept.sum(-1, keepdim=True)
+        t_last = t_after.gather(-1, (last - 1).clamp_min(0))[..., 0]
+        t_pix[sel] = torch.where(last[..., 0] > 0, t_last, t_sel)
+        done[sel] = done_sel | (t_after[..., -1] < T_MIN)
     rows, cols_ = py[inside], px[inside]
-    color[rows, cols_] = acc_c[inside]
-    depth[rows, cols_] = acc_d[inside]
+    color[rows, cols_] = acc[inside][:, :3]
+    depth[rows, cols_] = acc[inside][:, 3]
     trans[rows, cols_] = t_pix[inside]
 
 
