@@ -79,6 +79,7 @@ def test_mesh_decoder_gradient_descends_and_its_runs_log_empty_meshes(workspace)
     log = [json.loads(line) for line in (workspace["root"] / "mesh_log" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1, 2]
     assert all(0.0 <= entry["empty"] <= 1.0 and torch.isfinite(torch.tensor(entry["loss"])) for entry in log)
+    assert all(0.0 <= entry["data_seconds"] <= entry["seconds"] for entry in log)
 
 
 def _checkpoint_tensors(run: Path):

@@ -253,10 +253,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> Dict[str, float]:
-        """Run one optimisation step (all micro-batches); returns the logged values."""
+        """Run one optimisation step (all micro-batches); returns the logged values, with
+        ``data_wait``: the seconds this step waited for its samples."""
         self.optimizer.zero_grad(set_to_none=True)
         totals: Dict[str, float] = {}
+        asked = time.perf_counter()
         batches = self._step_batches(self.step)
+        waited = time.perf_counter() - asked  # loading not hidden behind the previous step
         autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
                     else nullcontext())
         for i, batch in enumerate(batches):
@@ -289,6 +292,7 @@ class Trainer:
         logged = mean_over_processes(totals, self.context)
         logged["grad_norm"] = float(norm) if finite else float("nan")
         logged["lr"] = self.optimizer.param_groups[0]["lr"]
+        logged["data_wait"] = waited
         return logged
 
     @torch.no_grad()
@@ -318,10 +322,12 @@ class Trainer:
         ``i_save`` steps and at the end, so a time-limited run resumes where it stopped."""
         end = self.max_steps if steps is None else min(self.max_steps, self.step + steps)
         t = self.config.trainer
-        started = time.perf_counter()
+        started, data_seconds = time.perf_counter(), 0.0
         while self.step < end:
             logged = self.train_step()
             logged["seconds"] = time.perf_counter() - started
+            data_seconds += logged.pop("data_wait")
+            logged["data_seconds"] = data_seconds  # of "seconds", those spent waiting for samples
             if max_seconds is not None:  # every process asks every step, so they stop at the same step
                 late = float(logged["seconds"] >= max_seconds)
                 if mean_over_processes({"late": late}, self.context)["late"] > 0:
@@ -341,8 +347,9 @@ class Trainer:
         with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": self.step, **logged}) + "\n")
         if self.log_fn is not None:
-            shown = " ".join(f"{k}={v:.4g}" for k, v in logged.items() if k not in ("lr", "seconds"))
-            self.log_fn(f"[{self.config.stage}] step {self.step}/{self.max_steps} {shown} ({logged['seconds']:.1f} s)")
+            shown = " ".join(f"{k}={v:.4g}" for k, v in logged.items() if k not in ("lr", "seconds", "data_seconds"))
+            self.log_fn(f"[{self.config.stage}] step {self.step}/{self.max_steps} {shown} ({logged['seconds']:.1f} s, "
+                        f"{logged['data_seconds']:.1f} s waiting for data)")
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoints(self) -> List[Path]:
