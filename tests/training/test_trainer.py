@@ -72,7 +72,7 @@ def test_mesh_decoder_gradient_descends_and_its_runs_log_empty_meshes(workspace)
         for p, g in zip(trainer.params, grads):
             p -= step * g / norm
         after = sum(trainer.stage.losses(trainer.trained, b)["loss"] for b in batches)
-    drop, predicted = float(before - after), step * float(norm)
+    drop, predicted = float(before.detach() - after), step * float(norm)
     assert 0.8 * predicted < drop < 1.2 * predicted, (drop, predicted)
     trainer = make_trainer(workspace, tiny_config(workspace, "slat_dec_mesh", max_steps=2, i_log=1), "mesh_log")
     trainer.run()
