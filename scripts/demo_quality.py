@@ -17,27 +17,17 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trellis_impl.encoding import TexturedMesh  # noqa: E402
-from trellis_impl.evaluation import (front_camera, picture_of_mesh, reconstruction_psnr, score_generation,  # noqa: E402
-                                     summarise)
+from trellis_impl.evaluation import score_objects, summarise  # noqa: E402
 from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
-from trellis_impl.render import orbit_cameras, render_gaussians  # noqa: E402
+from trellis_impl.render import render_gaussians  # noqa: E402
 from trellis_impl.render.cameras import Camera  # noqa: E402
-from trellis_impl.training.procedural import object_plan, procedural_object  # noqa: E402
-
-
-def textured(kind: str, seed: int) -> TexturedMesh:
-    mesh = procedural_object(kind, seed)
-    colours = torch.as_tensor(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0, dtype=torch.float32)
-    return TexturedMesh.from_arrays(torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float64),
-                                    torch.as_tensor(np.asarray(mesh.faces)), vertex_colors=colours)
+from trellis_impl.training.procedural import object_plan  # noqa: E402
 
 
 def main() -> None:
@@ -56,27 +46,14 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pipeline = ImageTo3DPipeline.from_folder(args.model, device=args.device)
-    camera = front_camera(args.size)
-    compare = orbit_cameras(8, pitch=0.3, width=args.size, height=args.size)
-    rows, records, scores, psnrs = [], [], [], []
-    for kind, seed in object_plan(args.objects, split=args.split):
-        mesh = textured(kind, seed)
-        picture = picture_of_mesh(mesh, camera, device=args.device)
-        pil = Image.fromarray((picture.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), "RGBA")
-        result = pipeline.run(pil, seed=args.seed, formats=["gaussian"])
-        gaussians = result.decoded["gaussian"][0]
-        score = score_generation(picture, gaussians, camera)
-        value = None if args.no_psnr else reconstruction_psnr(pipeline, mesh, compare, views=args.views)
-        scores.append(score)
-        psnrs.append(value)
-        records.append({"object": f"{kind}_{seed:06d}", **score.as_dict(), "psnr_db": value,
-                        "seconds": result.timings})
-        shown_psnr = "" if value is None else f", PSNR {value:.2f} dB"
-        print(f"{kind}_{seed:06d}: IoU {score.iou:.3f}, colour error {score.colour_error:.3f}{shown_psnr}")
+    figures = score_objects(pipeline, object_plan(args.objects, split=args.split), size=args.size, seed=args.seed,
+                            psnr_views=None if args.no_psnr else args.views, log=print)
+    rows = []
+    for item in figures:
         turntable = [Camera.orbit(math.pi + k * math.pi / 2, 0.35, 2.0, 40.0, args.size, args.size) for k in range(4)]
-        views = [render_gaussians(gaussians, c)["color"].cpu() for c in turntable]
-        shown = picture[:3] * picture[3:]
-        rows.append(torch.cat([shown] + views, dim=2))
+        views = [render_gaussians(item.gaussians, c)["color"].cpu() for c in turntable]
+        rows.append(torch.cat([item.picture[:3] * item.picture[3:]] + views, dim=2))
+    scores, psnrs, records = [f.score for f in figures], [f.psnr_db for f in figures], [f.as_dict() for f in figures]
     summary = summarise(scores, None if args.no_psnr else psnrs)
     (out / "quality.json").write_text(json.dumps({"model": str(args.model), "summary": summary, "objects": records},
                                                  indent=2))

@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+sys.path.insert(0, str(REPO))
 
-from demo_quality import textured  # noqa: E402
 from trellis_impl.encoding import encode_asset  # noqa: E402
 from trellis_impl.encoding.albedo import render_albedo  # noqa: E402
 from trellis_impl.encoding.views import hammersley_cameras  # noqa: E402
-from trellis_impl.evaluation import psnr  # noqa: E402
+from trellis_impl.evaluation import psnr, textured_procedural_object  # noqa: E402
 from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
 from trellis_impl.render import orbit_cameras, render_gaussians  # noqa: E402
 from trellis_impl.training.losses import dssim  # noqa: E402
@@ -51,7 +50,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.manual_seed(0)
     pipeline = ImageTo3DPipeline.from_folder(args.model, device=args.device)
-    mesh = textured(args.kind, args.seed)
+    mesh = textured_procedural_object(args.kind, args.seed)
     slat = encode_asset(mesh, pipeline.folder, 40, dinov2=pipeline.encoder, device=args.device).slat(args.device)
     decoder = pipeline.folder.model("slat_decoder_gs").float()
     with torch.no_grad():

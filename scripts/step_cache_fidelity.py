@@ -17,11 +17,10 @@ import torch
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]
+sys.path.insert(0, str(HERE.parent))
 
-from demo_quality import textured  # noqa: E402
 from trellis_impl.conditioning import preprocess_image  # noqa: E402
-from trellis_impl.evaluation import front_camera, picture_of_mesh  # noqa: E402
+from trellis_impl.evaluation import front_camera, picture_of_mesh, textured_procedural_object  # noqa: E402
 from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
 from trellis_impl.pipelines.generation import Noise  # noqa: E402
 from trellis_impl.sampling.flow_euler import time_schedule  # noqa: E402
@@ -50,7 +49,7 @@ def main() -> int:
     camera = front_camera(256)
     cases = []
     for kind, seed in object_plan(args.objects, split="held_out"):
-        picture = picture_of_mesh(textured(kind, seed), camera, device=args.device)
+        picture = picture_of_mesh(textured_procedural_object(kind, seed), camera, device=args.device)
         pil = Image.fromarray((picture.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy(), "RGBA")
         cond = pipeline.get_cond([preprocess_image(pil, remover=pipeline.background_remover)])
         for noise_seed in (1, 2):

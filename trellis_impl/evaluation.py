@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from .render.cameras import Camera
 
 __all__ = ["psnr", "square_crop", "silhouette_iou", "dominant_colour", "front_camera", "picture_of_mesh",
-           "reconstruction_psnr", "GenerationScore", "score_generation", "summarise"]
+           "reconstruction_psnr", "GenerationScore", "score_generation", "summarise", "textured_procedural_object",
+           "ObjectFigures", "score_objects"]
 
 ALPHA_THRESHOLD = 0.5
 
@@ -141,3 +142,57 @@ def summarise(scores: Sequence[GenerationScore], psnrs: Optional[Sequence[float]
     if psnrs:
         summary["mean_psnr_db"] = sum(psnrs) / len(psnrs)
     return summary
+
+
+def textured_procedural_object(kind: str, seed: int):
+    """The procedural object ``(kind, seed)`` as a ``TexturedMesh`` with its vertex colours (the
+    mesh that the training data was rendered from)."""
+    import numpy as np
+    from .encoding import TexturedMesh
+    from .training.procedural import procedural_object
+    mesh = procedural_object(kind, seed)
+    colours = torch.as_tensor(np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0, dtype=torch.float32)
+    return TexturedMesh.from_arrays(torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float64),
+                                    torch.as_tensor(np.asarray(mesh.faces)), vertex_colors=colours)
+
+
+@dataclass
+class ObjectFigures:
+    """One object's figures (:func:`score_objects`), with what produced them."""
+    name: str                  # "kind_seed"
+    picture: torch.Tensor      # the input, float32 [4, H, W] straight alpha
+    gaussians: Any             # the generated asset's Gaussians
+    score: GenerationScore
+    psnr_db: Optional[float]   # encode -> decode render PSNR, None when not asked for
+    seconds: Dict[str, float]  # the pipeline's stage timings
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"object": self.name, **self.score.as_dict(), "psnr_db": self.psnr_db, "seconds": self.seconds}
+
+
+def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256, seed: int = 42,
+                  psnr_views: Optional[int] = 150, psnr_cameras: Optional[Sequence[Camera]] = None,
+                  log=None) -> List[ObjectFigures]:
+    """Generate each procedural object ``(kind, seed)`` from its front picture (``size`` px,
+    :func:`front_camera`) with ``pipeline`` (an ``ImageTo3DPipeline``, generation ``seed``) and
+    score it; with ``psnr_views``, also the reconstruction PSNR of the object encoded from that
+    many views and compared at ``psnr_cameras`` (default: 8 orbit views at pitch 0.3)."""
+    from PIL import Image
+    from .render import orbit_cameras
+    camera = front_camera(size)
+    compare = list(psnr_cameras) if psnr_cameras is not None else orbit_cameras(8, pitch=0.3, width=size, height=size)
+    figures = []
+    for kind, object_seed in objects:
+        mesh = textured_procedural_object(kind, object_seed)
+        picture = picture_of_mesh(mesh, camera, device=pipeline.device)
+        pil = Image.fromarray((picture.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), "RGBA")
+        result = pipeline.run(pil, seed=seed, formats=["gaussian"])
+        gaussians = result.decoded["gaussian"][0]
+        value = None if psnr_views is None else reconstruction_psnr(pipeline, mesh, compare, views=psnr_views)
+        figures.append(ObjectFigures(f"{kind}_{object_seed:06d}", picture, gaussians,
+                                     score_generation(picture, gaussians, camera), value, result.timings))
+        if log is not None:
+            shown = "" if value is None else f", PSNR {value:.2f} dB"
+            log(f"{figures[-1].name}: IoU {figures[-1].score.iou:.3f}, "
+                f"colour error {figures[-1].score.colour_error:.3f}{shown}")
+    return figures
