@@ -145,3 +145,29 @@ def test_bad_shapes_name_the_input():
     with pytest.raises(ValueError, match="screen_xy"):
         antialias(torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4),
                   torch.zeros(3, 2), torch.tensor([[0, 1, 2]]))
+
+
+def test_render_mesh_coverage_is_closer_to_the_supersampled_one():
+    import numpy as np
+    import trimesh
+    from trellis_impl.render.cameras import Camera
+    from trellis_impl.render.mesh_raster import render_mesh
+    box = trimesh.creation.box(extents=[0.7, 0.5, 0.6])
+    mesh = (torch.tensor(np.asarray(box.vertices), dtype=F64), torch.tensor(np.asarray(box.faces)))
+    for yaw in (0.3, 1.1, 2.0):
+        coverage = torch.nn.functional.avg_pool2d(
+            render_mesh(mesh, Camera.orbit(yaw, 0.2, 2.0, 40.0, 256, 256))["mask"][None], 8)[0]
+        camera = Camera.orbit(yaw, 0.2, 2.0, 40.0, 32, 32)
+        hard, smooth = render_mesh(mesh, camera)["mask"], render_mesh(mesh, camera, antialias=True)["mask"]
+        # measured 3.4-5x closer; silhouette corners stay hard, as with nvdiffrast
+        assert float((smooth - coverage).abs().mean()) < 0.5 * float((hard - coverage).abs().mean())
+        # only pixels next to a change of coverage move
+        h = hard[0]
+        border = torch.zeros_like(h, dtype=torch.bool)
+        for a, b in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+                     ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+            change = h[a] != h[b]
+            border[a] |= change
+            border[b] |= change
+        moved = smooth[0] != h
+        assert bool(moved.any()) and not bool((moved & ~border).any())

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from ..backends.registry import family, importable
 from .cameras import Camera
-from .mesh_antialias import antialias
+from .mesh_antialias import antialias as antialias_images
 
 __all__ = ["covered_pixels", "rasterize", "rasterize_views", "interpolate", "texture", "render_mesh", "MESH_RASTER", "mesh_tensors",
            "render_mesh_training", "face_camera_normals"]
@@ -368,9 +368,17 @@ def texture(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return out[0].permute(1, 2, 0)
 
 
+def _screen_xy(vertices: torch.Tensor, camera: Camera) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Vertices [V, 3] on ``camera``'s screen: pixel positions [V, 2] (x right, y down) and camera z [V]."""
+    extr = camera.extrinsics.to(device=vertices.device, dtype=vertices.dtype)
+    cam = vertices @ extr[:3, :3].T + extr[:3, 3]
+    z = cam[:, 2]
+    return torch.stack([camera.fx * cam[:, 0] / z + camera.cx, camera.fy * cam[:, 1] / z + camera.cy], dim=-1), z
+
+
 def render_mesh(mesh_or_vertices_faces: Union[Any, Sequence[torch.Tensor]], camera: Camera,
                 attributes: Optional[torch.Tensor] = None,
-                backend: Optional[str] = None) -> Dict[str, torch.Tensor]:
+                backend: Optional[str] = None, antialias: bool = False) -> Dict[str, torch.Tensor]:
     """Render a mesh: coverage, depth, flat world-space normals and optional attributes.
 
     Args:
@@ -380,14 +388,16 @@ def render_mesh(mesh_or_vertices_faces: Union[Any, Sequence[torch.Tensor]], came
         attributes: optional per-vertex [V, C] values to interpolate (e.g. a Mesh's
             ``vertex_attrs``).
         backend: rasteriser backend (see :func:`rasterize`).
+        antialias: blend every image across silhouettes as TRELLIS's ``MeshRenderer`` does
+            (:func:`~trellis_impl.render.mesh_antialias.antialias`); off: hard coverage.
 
     Returns:
-        dict with ``mask`` [1, H, W] float (1 covered, 0 background), ``depth`` [1, H, W]
-        camera z in world units (0 on background, as TRELLIS's renderer), ``normal``
-        [3, H, W] unit world-space face normals ``normalize((v1 - v0) x (v2 - v0))``, flat
-        per triangle, in [-1, 1] (0 on background; TRELLIS's ``MeshRenderer`` shows them as
-        ``(n + 1) / 2``; no anti-aliasing), and ``attrs`` [C, H, W] when ``attributes`` is
-        given (0 on background).
+        dict with ``mask`` [1, H, W] float (1 covered, 0 background; the covered fraction at
+        silhouettes with ``antialias``), ``depth`` [1, H, W] camera z in world units (0 on
+        background, as TRELLIS's renderer), ``normal`` [3, H, W] unit world-space face normals
+        ``normalize((v1 - v0) x (v2 - v0))``, flat per triangle, in [-1, 1] (0 on background;
+        TRELLIS's ``MeshRenderer`` shows them as ``(n + 1) / 2``), and ``attrs`` [C, H, W] when
+        ``attributes`` is given (0 on background).
     """
     if hasattr(mesh_or_vertices_faces, "vertices") and hasattr(mesh_or_vertices_faces, "faces"):
         vertices, faces = mesh_or_vertices_faces.vertices, mesh_or_vertices_faces.faces
@@ -411,6 +421,13 @@ def render_mesh(mesh_or_vertices_faces: Union[Any, Sequence[torch.Tensor]], came
         if attributes.dim() != 2 or attributes.shape[0] != vertices.shape[0]:
             raise ValueError(f"attributes must have shape [V={vertices.shape[0]}, C], got {tuple(attributes.shape)}")
         out["attrs"] = interpolate(attributes, raster).permute(2, 0, 1).contiguous()
+    if antialias and faces.shape[0]:
+        keys = list(out)
+        stacked = torch.cat([out[k].to(dtype) for k in keys])[None]
+        screen = _screen_xy(vertices.detach().to(dtype), camera)[0]
+        stacked = antialias_images(stacked, tid[None], raster["depth"][None], screen[None], faces)[0]
+        sizes = [out[k].shape[0] for k in keys]
+        out = dict(zip(keys, stacked.split(sizes)))
     return out
 
 
@@ -471,20 +488,14 @@ def _render_training_torch(vertices: torch.Tensor, faces: torch.Tensor, cameras:
                            raster: Dict[str, torch.Tensor], vertex_attrs: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
     triangle_id = raster["triangle_id"]
     n_views, height, width = triangle_id.shape
-    dev, dtype = vertices.device, vertices.dtype
+    dtype = vertices.dtype
     channels = 0 if vertex_attrs is None else vertex_attrs.shape[1]
     mask = (triangle_id >= 0).to(dtype)
     depth = vertices.new_zeros(n_views, height * width)
     normal = vertices.new_full((n_views, height * width, 3), 0.5)
     attrs = vertices.new_zeros(n_views, height * width, channels)
     face_normals = _face_normals(vertices, faces) if faces.shape[0] else vertices.new_zeros(0, 3)
-    screen, camera_z = [], []
-    for camera in cameras:
-        extr = camera.extrinsics.to(device=dev, dtype=dtype)
-        cam = vertices @ extr[:3, :3].T + extr[:3, 3]
-        camera_z.append(cam[:, 2])
-        screen.append(torch.stack([camera.fx * cam[:, 0] / cam[:, 2] + camera.cx,
-                                   camera.fy * cam[:, 1] / cam[:, 2] + camera.cy], dim=-1))
+    screen, camera_z = zip(*(_screen_xy(vertices, camera) for camera in cameras))
     for view in range(n_views):
         flat = triangle_id[view].reshape(-1)
         pix = torch.nonzero(flat >= 0).squeeze(1)
@@ -509,8 +520,8 @@ def _render_training_torch(vertices: torch.Tensor, faces: torch.Tensor, cameras:
             attrs = attrs.index_put((torch.full_like(pix, view), pix), values)
     # one anti-aliasing pass over all channels, as nvdiffrast's per image (the blend is per channel)
     stacked = torch.cat([mask.reshape(n_views, height * width, 1), depth[..., None], normal, attrs], dim=-1)
-    stacked = antialias(stacked.reshape(n_views, height, width, -1).permute(0, 3, 1, 2), triangle_id,
-                        raster["depth"], torch.stack(screen), faces)
+    stacked = antialias_images(stacked.reshape(n_views, height, width, -1).permute(0, 3, 1, 2), triangle_id,
+                               raster["depth"], torch.stack(screen), faces)
     out = {"mask": stacked[:, :1], "depth": stacked[:, 1:2], "normal": stacked[:, 2:5]}
     if vertex_attrs is not None:
         out["attrs"] = stacked[:, 5:]

@@ -4,7 +4,7 @@ Cameras come from :func:`~trellis_impl.render.cameras.orbit_cameras` (TRELLIS's 
 settings by default: radius 2, fov 40 degrees, yaw 2 pi k / N, a fixed pitch). Gaussians are
 drawn with :func:`~trellis_impl.render.gaussian_raster.render_gaussians`; mesh normals with
 :func:`trellis_impl.render.mesh_raster.render_mesh`, shown as ``(n + 1) / 2`` over the
-background, as TRELLIS's ``MeshRenderer`` normal maps.
+background with anti-aliased silhouettes, as TRELLIS's ``MeshRenderer`` normal maps.
 """
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ MAX_SIZE = 4096
 
 
 def _mesh_normal_image(render_mesh, mesh, camera, bg: torch.Tensor) -> torch.Tensor:
-    out = render_mesh(mesh, camera)
-    mask = out["mask"].to(torch.float32)                     # [1, H, W]
-    shade = (out["normal"].to(torch.float32) + 1.0) * 0.5    # [3, H, W]
-    img = shade * mask + bg.to(shade.device).view(3, 1, 1) * (1.0 - mask)
+    out = render_mesh(mesh, camera, antialias=True)
+    mask = out["mask"].to(torch.float32)                     # [1, H, W] coverage
+    # (n + 1) / 2 premultiplied by coverage: the normals are 0 off the surface, so both terms
+    # are anti-aliased images and silhouettes blend with the background by coverage
+    shaded = (out["normal"].to(torch.float32) + mask) * 0.5  # [3, H, W]
+    img = shaded + bg.to(shaded.device).view(3, 1, 1) * (1.0 - mask)
     return img.clamp(0.0, 1.0).permute(1, 2, 0)
 
 
