@@ -44,6 +44,38 @@ def test_submanifold_conv_matches_masked_dense_conv():
     assert torch.equal(out.coords, x.coords)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_both_pytorch_conv_algorithms_match_the_dense_conv(dtype):
+    """The torch backend's two algorithms (gathered GEMM on GPUs, tap by tap on the CPU) are both
+    run here on the CPU, on whole and on subdivided (``repeat``) inputs, with their gradients."""
+    from trellis_impl.backends.sparse_conv import _conv_gathered, _conv_tap_pairs, build_neighbour_map
+    res = 10
+    x = random_sparse([260, 50], res=res, channels=6, seed=4)
+    g = torch.Generator().manual_seed(5)
+    weight, bias = torch.randn(7, 3, 3, 3, 6, generator=g), torch.randn(7, generator=g)
+    ref = F.conv3d(dense_of(x, res), weight.permute(0, 4, 1, 2, 3), bias, padding=1)
+    c = x.coords.long()
+    ref = ref[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]]
+    neighbours = build_neighbour_map(x.coords, 3)
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 3e-2, "atol": 0.15}
+    grads = []
+    for conv in (_conv_gathered, _conv_tap_pairs):
+        feats, w = x.feats.to(dtype).requires_grad_(True), weight.to(dtype).requires_grad_(True)
+        out = conv(feats, neighbours, w, bias.to(dtype))
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float(), ref, **tolerance)
+        out.float().pow(2).sum().backward()
+        grads.append((feats.grad.float(), w.grad.float()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4 if dtype == torch.float32 else 5e-2,
+                                   atol=1e-3 if dtype == torch.float32 else 1.0)
+    # repeat: voxel i reads feats[i // 8], as for a subdivided tensor's children
+    fine = subdivide(x)
+    fine_neighbours = build_neighbour_map(fine.coords, 3)
+    outs = [conv(x.feats, fine_neighbours, weight, bias, repeat=8) for conv in (_conv_gathered, _conv_tap_pairs)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kernel", [3, 1])
 def test_convolving_a_subdivided_tensor_without_building_it(kernel):
     """``forward_subdivided`` (the mesh decoder's upsampling) equals the convolution of the
