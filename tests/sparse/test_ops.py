@@ -202,6 +202,20 @@ def test_cross_attention_attends_to_its_own_item_and_reuses_the_context_offsets(
     assert len(offsets) == 1 and [v for key, v in again.cache.items() if key.startswith("context_seqlens")] == offsets
 
 
+@pytest.mark.parametrize("sizes", [[5, 5, 5], [3, 6], [4]])
+def test_per_item_operands_equal_the_gathered_ones(sizes):
+    """Per-item [B, C] operands: items of one size broadcast over a view, others are gathered;
+    both give exactly the per-voxel result, for every operator in both orders."""
+    import operator
+    x = random_sparse(sizes, channels=3, seed=2)
+    per_item = torch.rand(len(sizes), 3, generator=torch.Generator().manual_seed(1)) + 0.5
+    gathered = per_item[x.batch_index()]
+    for op in (operator.add, operator.sub, operator.mul, operator.truediv):
+        assert torch.equal(op(x, per_item).feats, op(x.feats, gathered))
+        assert torch.equal(op(per_item, x).feats, op(gathered, x.feats))
+    assert torch.equal((x * 2.0 + x).feats, x.feats * 2.0 + x.feats)
+
+
 def test_sparse_tensor_validation_and_batch_ops():
     with pytest.raises(ValueError, match="batch_size"):
         SparseTensor(torch.zeros(0, 3), torch.zeros(0, 4, dtype=torch.int32))

@@ -1,7 +1,8 @@
 """SparseTensor: features on active voxels of a batch of grids."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+import operator
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -138,26 +139,36 @@ class SparseTensor:
         return SparseTensor(feats, coords, batch_size=len(parts))
 
     # ------------------------------------------------------------------------- arithmetic
-    def _operand(self, other: Any) -> Any:
+    def _combine(self, op: Callable[[Any, Any], torch.Tensor], other: Any, reverse: bool = False) -> "SparseTensor":
+        """``op(feats, other)`` (``op(other, feats)`` with ``reverse``) on the same voxels. ``other``:
+        a sparse tensor on these voxels, a per-item tensor [B, *C] (e.g. adaLN scale/shift) that
+        applies to every voxel of its item, or anything that broadcasts against feats."""
+        feats = self.feats
         if isinstance(other, SparseTensor):
-            return other.feats
-        if isinstance(other, torch.Tensor) and other.dim() == self.feats.dim() and other.dim() >= 1 \
+            other = other.feats
+        elif isinstance(other, torch.Tensor) and other.dim() == feats.dim() and other.dim() >= 1 \
                 and other.shape[0] == self.batch_size:
-            # a per-item tensor [B, *C] (e.g. adaLN scale/shift) applies to every voxel of its item
-            return other[self.batch_index()]
-        return other
+            lengths = self.seq_lens()
+            if lengths and all(n == lengths[0] for n in lengths):
+                # items of one size (a CFG pair): broadcast over a [B, n, *C] view instead of
+                # gathering an [N, *C] copy of ``other``
+                grouped = feats.reshape(self.batch_size, lengths[0], *feats.shape[1:])
+                out = op(other.unsqueeze(1), grouped) if reverse else op(grouped, other.unsqueeze(1))
+                return self.replace(out.reshape(feats.shape[0], *out.shape[2:]))
+            other = other[self.batch_index()]
+        return self.replace(op(other, feats) if reverse else op(feats, other))
 
     def __neg__(self) -> "SparseTensor":
         return self.replace(-self.feats)
 
-    def __add__(self, other): return self.replace(self.feats + self._operand(other))
-    def __radd__(self, other): return self.replace(self._operand(other) + self.feats)
-    def __sub__(self, other): return self.replace(self.feats - self._operand(other))
-    def __rsub__(self, other): return self.replace(self._operand(other) - self.feats)
-    def __mul__(self, other): return self.replace(self.feats * self._operand(other))
-    def __rmul__(self, other): return self.replace(self._operand(other) * self.feats)
-    def __truediv__(self, other): return self.replace(self.feats / self._operand(other))
-    def __rtruediv__(self, other): return self.replace(self._operand(other) / self.feats)
+    def __add__(self, other): return self._combine(operator.add, other)
+    def __radd__(self, other): return self._combine(operator.add, other, reverse=True)
+    def __sub__(self, other): return self._combine(operator.sub, other)
+    def __rsub__(self, other): return self._combine(operator.sub, other, reverse=True)
+    def __mul__(self, other): return self._combine(operator.mul, other)
+    def __rmul__(self, other): return self._combine(operator.mul, other, reverse=True)
+    def __truediv__(self, other): return self._combine(operator.truediv, other)
+    def __rtruediv__(self, other): return self._combine(operator.truediv, other, reverse=True)
 
     def __repr__(self) -> str:
         return (f"SparseTensor(voxels={self.feats.shape[0]}, batch={self.batch_size}, "
