@@ -305,3 +305,46 @@ def test_loading_the_next_step_ahead_changes_nothing(workspace):
     _, models_ahead, _, _ = _checkpoint_tensors(workspace["root"] / "ahead_8")
     assert models_serial.keys() == models_ahead.keys()
     assert all(torch.equal(models_serial[k], models_ahead[k]) for k in models_serial)
+
+
+def test_condition_cache_trains_alike_encodes_each_view_once_and_resumes_exactly(workspace):
+    """``data.condition_cache_gb``: the same views drawn and (up to batching's rounding) the same
+    training; each (asset, view) encoded once while there is room, none kept without room; a run
+    resumed with an empty cache ends on the same weights as one that never stopped."""
+    def cached(run: str, gb: float, steps: int = 6, **trainer):
+        config = tiny_config(workspace, "ss_flow", max_steps=steps, **trainer)
+        config.data["condition_cache_gb"] = gb
+        return make_trainer(workspace, config, run)
+
+    plain = make_trainer(workspace, tiny_config(workspace, "ss_flow", max_steps=6), "cache_off")
+    plain.run()
+    trainer = cached("cache_on", 1.0)
+    calls = []
+    encoder = trainer.stage.encoder()
+    trainer.stage.encoder = lambda: (calls.append(1), encoder)[1]
+    trainer.run()
+    stage = trainer.stage
+    views = sum(stage.data.num_views(name, stage.cond_views) for name in stage.names)
+    assert 0 < len(stage.cached) <= views and len(calls) == len(stage.cached)  # one encoding per kept view
+    assert stage.cached_bytes == sum(t.nbytes for t in stage.cached.values())
+    draws = [stage.load_condition(name, torch.Generator().manual_seed(seed)) for name in stage.names for seed in range(8)]
+    assert all((view.image is None) == (view.key in stage.cached) for view in draws)  # kept views skip the loader
+    assert any(view.image is None for view in draws) and any(view.image is not None for view in draws)
+    _, models_off, _, _ = _checkpoint_tensors(workspace["root"] / "cache_off")
+    _, models_on, _, _ = _checkpoint_tensors(workspace["root"] / "cache_on")
+    for key in models_off:
+        torch.testing.assert_close(models_on[key], models_off[key], rtol=1e-4, atol=1e-5)
+    full = cached("cache_full", 1e-12)
+    full.run()
+    assert not full.stage.cached and full.stage.cached_bytes == 0
+    straight = cached("cache_straight", 1.0, steps=4, i_save=2)
+    straight.run()
+    first = cached("cache_resumed", 1.0, steps=4, i_save=2)
+    assert first.run(steps=2) == 2
+    second = cached("cache_resumed", 1.0, steps=4, i_save=2)
+    assert second.step == 2 and not second.stage.cached and second.run() == 4
+    _, models_a, _, _ = _checkpoint_tensors(workspace["root"] / "cache_straight")
+    _, models_b, _, _ = _checkpoint_tensors(workspace["root"] / "cache_resumed")
+    assert all(torch.equal(models_a[k], models_b[k]) for k in models_a)
+    with pytest.raises(ValueError, match="condition_cache_gb"):
+        cached("cache_bad", -1.0)

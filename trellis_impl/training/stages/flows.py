@@ -10,10 +10,16 @@ the model learns classifier-free guidance.
 Conditions are encoded on the fly from the data, as official: an image stage crops a conditioning
 view around its object (1.2x the alpha box), resizes it to 518 px, puts it on black and takes the
 frozen DINOv2's layer-normed tokens; a text stage takes a random caption through the frozen CLIP.
+
+With ``data.condition_cache_gb`` > 0 an image stage keeps the tokens of each (asset, view) it has
+encoded, on the training device, up to that many GiB: the encoder is frozen, so a view's tokens never
+change, and a cached view is neither decoded nor resized again by the loader. Views are then encoded
+one at a time, so a view's tokens do not depend on which others shared its batch (a resumed run
+stays exact); the views drawn, and so the training, are the same as without the cache.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -24,7 +30,7 @@ from PIL import Image
 from ...sparse import SparseTensor
 from .base import Stage, initialise_weights, per_sample_normal
 
-__all__ = ["StructureFlowStage", "LatentFlowStage", "condition_image"]
+__all__ = ["StructureFlowStage", "LatentFlowStage", "condition_image", "CachedView"]
 
 CONDITION_KINDS = ("image", "text")
 
@@ -53,6 +59,13 @@ def condition_image(rgba: torch.Tensor, size: int = 518) -> torch.Tensor:
     return rgb * alpha[None]
 
 
+class CachedView(NamedTuple):
+    """A conditioning view of a stage with a condition cache: its (asset, view) key and, unless the
+    loader found its tokens cached, its image (``condition_image``)."""
+    key: Tuple[str, int]
+    image: Optional[torch.Tensor]
+
+
 class _FlowStage(Stage):
     roles = ("denoiser",)
 
@@ -70,6 +83,12 @@ class _FlowStage(Stage):
             raise ValueError(f"{config.source}: data.condition must be one of {CONDITION_KINDS}")
         self.image_size = int(config.data.get("image_size", 518))
         self.cond_views = config.data.get("cond_views", "cond")  # asset kind the condition images come from
+        cache_gb = config.data.get("condition_cache_gb", 0)
+        if isinstance(cache_gb, bool) or not isinstance(cache_gb, (int, float)) or cache_gb < 0:
+            raise ValueError(f"{config.source}: data.condition_cache_gb must be a number of GiB >= 0, got {cache_gb!r}")
+        self.cache_bytes_limit = int(cache_gb * 2 ** 30) if self.condition == "image" else 0
+        self.cached: Dict[Tuple[str, int], torch.Tensor] = {}  # (asset, view) -> [1, T, C] tokens
+        self.cached_bytes = 0
         self._encoder = None
         if self.condition == "image":
             data.require([self.cond_views], self.name)
@@ -103,19 +122,40 @@ class _FlowStage(Stage):
         return self._encoder
 
     def load_condition(self, name: str, generator: torch.Generator):
-        """A random conditioning view (image) or caption (text) of asset ``name``."""
+        """A random conditioning view (image; a ``CachedView`` with a condition cache) or caption
+        (text) of asset ``name``. Runs on the loader's threads."""
         if self.condition == "image":
             view = int(torch.randint(self.data.num_views(name, self.cond_views), (1,), generator=generator))
+            if self.cache_bytes_limit:
+                if (name, view) in self.cached:  # entries are never dropped, so it stays there
+                    return CachedView((name, view), None)
+                return CachedView((name, view), condition_image(self.data.view(name, self.cond_views, view)["images"],
+                                                                self.image_size))
             return condition_image(self.data.view(name, self.cond_views, view)["images"], self.image_size)
         captions = self.data.captions(name)
         return captions[int(torch.randint(len(captions), (1,), generator=generator))]
+
+    def _view_tokens(self, view: CachedView) -> torch.Tensor:
+        """[1, T, C] tokens of one conditioning view, from the cache or encoded (and kept while
+        the cache has room)."""
+        from ...conditioning import encode_image
+        tokens = self.cached.get(view.key)
+        if tokens is None:
+            tokens = encode_image(self.encoder(), view.image[None])
+            if self.cached_bytes + tokens.nbytes <= self.cache_bytes_limit:
+                self.cached[view.key] = tokens
+                self.cached_bytes += tokens.nbytes
+        return tokens
 
     @torch.no_grad()
     def encode_conditions(self, conditions: list) -> Dict[str, torch.Tensor]:
         """{'cond': [B, T, C], 'neg_cond': [1, T, C]} on the device."""
         if self.condition == "image":
             from ...conditioning import encode_image
-            cond = encode_image(self.encoder(), torch.stack(conditions))
+            if self.cache_bytes_limit:
+                cond = torch.cat([self._view_tokens(view) for view in conditions])
+            else:
+                cond = encode_image(self.encoder(), torch.stack(conditions))
             return {"cond": cond, "neg_cond": torch.zeros_like(cond[:1])}
         out = self.encoder().get_cond(list(conditions))
         return {k: v.to(self.device) for k, v in out.items()}
