@@ -59,17 +59,24 @@ def silhouette_iou(alpha_a: torch.Tensor, alpha_b: torch.Tensor, size: int = 128
     return float((a & b).sum()) / union if union else 0.0
 
 
-def dominant_colour(rgb: torch.Tensor, alpha: torch.Tensor, bins: int = 8,
+def dominant_colour(rgb: torch.Tensor, alpha: torch.Tensor, bins: int = 8, radius: float = 0.1,
                     threshold: float = ALPHA_THRESHOLD) -> torch.Tensor:
-    """The mean colour float32 [3] of the object pixels (``alpha > threshold``) in the most
-    populous cell of a ``bins``^3 RGB histogram: the colour most of the object has."""
+    """The colour float32 [3] most of the object has: among the object pixels (``alpha >
+    threshold``), the mean of those within ``radius`` (per channel) of the colour that has the most
+    pixels within ``radius``. Candidate colours are the means of the populated cells of a ``bins``^3
+    RGB histogram; counting around them, not inside cells, keeps a colour that straddles a cell
+    boundary from losing to a smaller one that does not."""
     pixels = rgb.permute(1, 2, 0)[alpha > threshold].float()
     if pixels.numel() == 0:
         raise ValueError("dominant_colour: the alpha has no object pixel")
     cells = (pixels.clamp(0, 1) * bins).long().clamp(max=bins - 1)
     index = (cells[:, 0] * bins + cells[:, 1]) * bins + cells[:, 2]
-    winner = torch.bincount(index, minlength=bins ** 3).argmax()
-    return pixels[index == winner].mean(0)
+    populated, cell_of = torch.unique(index, return_inverse=True)
+    candidates = torch.zeros(len(populated), 3).index_add_(0, cell_of, pixels)
+    candidates /= torch.bincount(cell_of, minlength=len(populated))[:, None]
+    near = ((pixels[None] - candidates[:, None]).abs() <= radius).all(-1)      # [candidates, pixels]
+    winner = near.sum(1).argmax()
+    return pixels[near[winner]].mean(0)
 
 
 def front_camera(size: int = 256, pitch: float = 0.35, radius: float = 2.0, fov_degrees: float = 40.0) -> Camera:

@@ -52,6 +52,16 @@ def test_dominant_colour_is_the_majority_colour():
     assert torch.allclose(dominant_colour(rgb, alpha), torch.tensor([0.1, 0.1, 0.9]))
 
 
+def test_dominant_colour_does_not_split_at_histogram_cell_boundaries():
+    # 60 % brown whose green straddles the 3/8 cell boundary (0.37 / 0.38), 40 % white
+    rgb = torch.zeros(3, 10, 10)
+    rgb[:, :6] = torch.tensor([0.58, 0.37, 0.14])[:, None, None]
+    rgb[1, :6:2] = 0.38
+    rgb[:, 6:] = torch.tensor([0.95, 0.9, 0.8])[:, None, None]
+    colour = dominant_colour(rgb, torch.ones(10, 10))
+    assert torch.allclose(colour, torch.tensor([0.58, 0.375, 0.14]), atol=1e-6)
+
+
 def test_front_camera_sits_on_minus_y():
     camera = front_camera(pitch=0.0)
     eye = -camera.extrinsics[:3, :3].T @ camera.extrinsics[:3, 3]
