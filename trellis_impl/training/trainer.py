@@ -293,6 +293,8 @@ class Trainer:
         logged["grad_norm"] = float(norm) if finite else float("nan")
         logged["lr"] = self.optimizer.param_groups[0]["lr"]
         logged["data_wait"] = waited
+        if self.device.type == "cuda":  # for planning runs that share a GPU
+            logged["gpu_peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
         return logged
 
     @torch.no_grad()
