@@ -19,7 +19,8 @@ FlashAttention-2 varlen kernel (a ``flash_attn`` stand-in module), dense attenti
 The two stage-2 latents are compared (same weights, same noise: they differ by float16 rounding).
 Optional rows: this project with the step cache (``--step-cache N``), on the MDT-dist layout
 (``--distilled-steps K``: the same architectures, the authors' K-step CFG sampler), and with the
-structure flow under ``torch.compile`` (``--compile MODE``; the first job includes compiling).
+structure flow and the latent flow's transformer blocks under ``torch.compile`` (``--compile MODE``;
+the first job includes compiling).
 
     python scripts/benchmark.py [--official PATH/TO/TRELLIS] [--weights DIR] [--reps 4]
                                 [--step-cache 3] [--distilled-steps 2] [--compile default] [--json OUT.json]
@@ -191,7 +192,7 @@ def project_side(args) -> dict:
     folder, load_s = synced(load)
     pipeline = TrellisPipeline(folder, batch_cfg=True)
     if args.side == "project_compiled":
-        compile_structure_flow(folder.model("sparse_structure_flow_model"), cond, args.compile)
+        compile_flows(folder.model("sparse_structure_flow_model"), folder.model("slat_flow_model"), cond, args.compile)
     params = {}
     if args.step_cache > 1:
         params = {"step_cache": StepCache(interval=args.step_cache)}
@@ -382,15 +383,17 @@ def official_side(args) -> dict:
 
 # ---------------------------------------------------------------- report
 
-def compile_structure_flow(flow, cond: dict, mode: str) -> None:
-    """``torch.compile`` the structure flow's forward in place (one graph, no break, once its
-    backends are chosen: an eager forward first, since choosing logs). The first job then pays the
-    compilation, once for the CFG pair (batch 2) and once for the unguided steps (batch 1)."""
+def compile_flows(structure_flow, latent_flow, cond: dict, mode: str) -> None:
+    """``torch.compile`` in place the structure flow's forward (one graph, no break, once its
+    backends are chosen: an eager forward first, since choosing logs) and the latent flow's
+    transformer blocks on dense tokens (``dense_blocks``: one graph, dynamic in the token count;
+    its sparse input and output blocks stay eager). The first job then pays the compilation."""
     device = cond["cond"].device
-    x = torch.zeros(1, flow.in_channels, *(flow.resolution,) * 3, device=device)
+    x = torch.zeros(1, structure_flow.in_channels, *(structure_flow.resolution,) * 3, device=device)
     with torch.no_grad():
-        flow(x, torch.zeros(1, device=device), cond["cond"])
-    flow.forward = torch.compile(flow.forward, mode=mode, dynamic=False)
+        structure_flow(x, torch.zeros(1, device=device), cond["cond"])
+    structure_flow.forward = torch.compile(structure_flow.forward, mode=mode, dynamic=False)
+    latent_flow.dense_blocks = torch.compile(latent_flow.dense_blocks, mode=mode, dynamic=True)
 
 
 def run_side(side: str, args, out: Path) -> Optional[dict]:
@@ -459,7 +462,7 @@ def main() -> int:
     parser.add_argument("--distilled-steps", type=int, default=0,
                         help="also run this project on the MDT-dist layout at this many steps per stage (1-4)")
     parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
-                        help="also run this project with the structure flow under torch.compile in this mode")
+                        help="also run this project with the flows under torch.compile in this mode")
     parser.add_argument("--json", default=None, help="write every figure here")
     parser.add_argument("--side", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--report", default=None, help=argparse.SUPPRESS)

@@ -82,6 +82,21 @@ def test_uneven_batch_equals_items_run_alone(name):
                 assert got.numel() == 0
 
 
+def test_latent_flow_items_of_one_size_take_the_dense_path_with_the_same_result():
+    """Items of one size (a CFG pair: one structure, two latents) run the transformer blocks on
+    dense [B, n, C] tokens; the same items beside one of another size run them packed."""
+    name = "slat_flow"
+    model = load_model(ckpt_path(name))
+    res, channels = ARGS[name]["resolution"], in_channels(name)
+    coords = shell(0, res, res / 2 - 1, channels)
+    pair = sparse_cat([voxels(coords, channels, seed=4), voxels(coords, channels, seed=5)])
+    odd = voxels([[0, res - 1, res - 1, res - 1]], channels, seed=6)
+    dense = run(name, model, pair)
+    packed = run(name, model, sparse_cat([pair, odd]))
+    for got, ref in zip(dense, packed[:2]):
+        assert_rel_close(got[0], ref[0], 1e-4, name)
+
+
 @pytest.mark.parametrize("name", SPARSE_MODELS)
 def test_single_voxel_at_each_border(name):
     model = load_model(ckpt_path(name))

@@ -106,6 +106,13 @@ class SLatFlowModel(TrellisModel):
     def torso(self):
         return [self.input_blocks, self.blocks, self.out_blocks]
 
+    def dense_blocks(self, tokens: torch.Tensor, t_emb: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The transformer blocks on the dense tokens [B, n, C] of items of one size (traces as one
+        graph: ``torch.compile`` may replace this method)."""
+        for block in self.blocks:
+            tokens = self.run_block(block, tokens, t_emb, cond)
+        return tokens
+
     def forward(self, x: SparseTensor, t: torch.Tensor, cond: torch.Tensor) -> SparseTensor:
         if x.feats.shape[-1] != self.in_channels:
             raise ValueError(f"SLatFlowModel: x has {x.feats.shape[-1]} channels, expected {self.in_channels}")
@@ -120,8 +127,15 @@ class SLatFlowModel(TrellisModel):
             h = self.run_block(block, h, t_emb)
             skips.append(h.feats)
         h = h + voxel_position_embedding(h, self.model_channels)
-        for block in self.blocks:
-            h = self.run_block(block, h, t_emb, cond)
+        lengths = h.seq_lens()
+        if lengths and all(n == lengths[0] for n in lengths):
+            # items of one size (the CFG pair, one asset): the blocks take dense [B, n, C] tokens,
+            # the same attention per item without packed-sequence bookkeeping or per-item gathers
+            tokens = h.feats.reshape(h.batch_size, lengths[0], h.feats.shape[-1])
+            h = h.replace(self.dense_blocks(tokens, t_emb, cond).reshape(h.feats.shape))
+        else:
+            for block in self.blocks:
+                h = self.run_block(block, h, t_emb, cond)
         for block, skip in zip(self.out_blocks, reversed(skips)):
             if self.use_skip_connection:
                 h = h.replace(torch.cat([h.feats, skip], dim=1))
