@@ -9,7 +9,7 @@ Backends (``TRELLIS_CONV_BACKEND`` or ``backend=`` or ``set_backend('sparse_conv
   this is as fast as spconv at TRELLIS sizes (docs/gpu.md). On the CPU it goes tap by tap over the
   neighbours that exist (gather, GEMM, ``index_add_`` into a float32 or float64 sum): TRELLIS's
   surface voxels have 9-16 of their 27 neighbours, so it moves and multiplies 2-3x less and skips
-  the zeroing of the missing ones (1.8-3.9x faster on 2 cores, ``scripts/sparse_conv_cpu_bench.py``).
+  the zeroing of the missing ones (1.8-5.7x faster on 2 cores over two runs, ``scripts/sparse_conv_cpu_bench.py``).
 * ``spconv``: spconv 2.x's native submanifold kernels (``ops.get_indice_pairs`` +
   ``functional.indice_subm_conv``), CUDA, float32/float16. In float16 spconv sums the 27
   products in float16 (1.5e-3 relative error at 128 channels, against 5e-4 for ``torch``).
@@ -122,7 +122,7 @@ def _conv_tap_pairs(feats: torch.Tensor, neighbours: NeighbourMap, weight: torch
     for k, (rows, source) in enumerate(pairs):
         if rows.numel():
             source = source if repeat == 1 else torch.div(source, repeat, rounding_mode="floor")
-            out = out.index_add(0, rows, (feats.index_select(0, source) @ w[:, k].t()).to(total))
+            out.index_add_(0, rows, (feats.index_select(0, source) @ w[:, k].t()).to(total))
     return out.to(feats.dtype)
 
 
