@@ -7,7 +7,7 @@ and decoded for the reconstruction PSNR. Writes ``quality.json`` and ``turntable
 the input picture, then the generated asset from the front and at 90, 180, 270 degrees).
 
     python scripts/demo_quality.py --model FOLDER --out DIR [--objects 15] [--views 150] [--device cuda]
-        [--split train] [--no-psnr]
+        [--split train] [--no-psnr] [--ceiling VIEWS]
 """
 from __future__ import annotations
 
@@ -41,13 +41,15 @@ def main() -> None:
     parser.add_argument("--split", default="held_out", choices=("held_out", "train"),
                         help="objects never trained on (the figures), or training ones (to tell under- from overfitting)")
     parser.add_argument("--no-psnr", action="store_true", help="generation figures only (no encode -> decode)")
+    parser.add_argument("--ceiling", type=int, default=None, metavar="VIEWS",
+                        help="score each object's own encoding from VIEWS views instead of a generation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pipeline = ImageTo3DPipeline.from_folder(args.model, device=args.device)
     figures = score_objects(pipeline, object_plan(args.objects, split=args.split), size=args.size, seed=args.seed,
-                            psnr_views=None if args.no_psnr else args.views, log=print)
+                            psnr_views=None if args.no_psnr else args.views, encode_views=args.ceiling, log=print)
     rows = []
     for item in figures:
         turntable = [Camera.orbit(math.pi + k * math.pi / 2, 0.35, 2.0, 40.0, args.size, args.size) for k in range(4)]

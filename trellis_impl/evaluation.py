@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .render.cameras import Camera
 
 __all__ = ["psnr", "square_crop", "silhouette_iou", "dominant_colour", "front_camera", "picture_of_mesh",
-           "reconstruction_psnr", "GenerationScore", "score_generation", "summarise", "textured_procedural_object",
+           "encoded_gaussians", "reconstruction_psnr", "GenerationScore", "score_generation", "summarise", "textured_procedural_object",
            "ObjectFigures", "score_objects"]
 
 ALPHA_THRESHOLD = 0.5
@@ -93,18 +93,26 @@ def picture_of_mesh(mesh, camera: Camera, supersample: int = 2, device=None) -> 
 
 
 @torch.no_grad()
+def encoded_gaussians(pipeline, mesh, views: int, device=None):
+    """``mesh`` (a ``TexturedMesh``) encoded from ``views`` views with the pipeline's folder and
+    encoder, decoded to Gaussians."""
+    from .encoding import encode_asset
+    device = torch.device(device) if device is not None else pipeline.device
+    encoded = encode_asset(mesh, pipeline.folder, views, dinov2=pipeline.encoder, device=device)
+    return pipeline.decode(encoded.slat(device), ["gaussian"])["gaussian"][0]
+
+
+@torch.no_grad()
 def reconstruction_psnr(pipeline, mesh, cameras: Sequence[Camera], views: int = 150,
                         device=None) -> float:
     """Render PSNR (dB) of encode -> decode: ``mesh`` (a ``TexturedMesh``) encoded with the
     pipeline's folder and encoder, its Gaussians decoded and rendered at ``cameras`` on black,
     against the mesh's base-colour renders (premultiplied on black) at the same cameras; the mean
     squared error is pooled over the views."""
-    from .encoding import encode_asset
     from .encoding.albedo import render_albedo
     from .render import render_gaussians
     device = torch.device(device) if device is not None else pipeline.device
-    encoded = encode_asset(mesh, pipeline.folder, views, dinov2=pipeline.encoder, device=device)
-    gaussians = pipeline.decode(encoded.slat(device), ["gaussian"])["gaussian"][0]
+    gaussians = encoded_gaussians(pipeline, mesh, views, device)
     truth = render_albedo(mesh.normalized(), list(cameras), 2, device)
     decoded, reference = [], []
     for camera, target in zip(cameras, truth):
@@ -179,11 +187,13 @@ class ObjectFigures:
 
 def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256, seed: int = 42,
                   psnr_views: Optional[int] = 150, psnr_cameras: Optional[Sequence[Camera]] = None,
-                  log=None) -> List[ObjectFigures]:
+                  encode_views: Optional[int] = None, log=None) -> List[ObjectFigures]:
     """Generate each procedural object ``(kind, seed)`` from its front picture (``size`` px,
     :func:`front_camera`) with ``pipeline`` (an ``ImageTo3DPipeline``, generation ``seed``) and
     score it; with ``psnr_views``, also the reconstruction PSNR of the object encoded from that
-    many views and compared at ``psnr_cameras`` (default: 8 orbit views at pitch 0.3)."""
+    many views and compared at ``psnr_cameras`` (default: 8 orbit views at pitch 0.3). With
+    ``encode_views``, the object's own encoding from that many views is scored instead of a
+    generation: the ceiling of the generation figures for this folder's VAEs."""
     from PIL import Image
     from .render import orbit_cameras
     camera = front_camera(size)
@@ -192,12 +202,15 @@ def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256,
     for kind, object_seed in objects:
         mesh = textured_procedural_object(kind, object_seed)
         picture = picture_of_mesh(mesh, camera, device=pipeline.device)
-        pil = Image.fromarray((picture.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), "RGBA")
-        result = pipeline.run(pil, seed=seed, formats=["gaussian"])
-        gaussians = result.decoded["gaussian"][0]
+        if encode_views is None:
+            pil = Image.fromarray((picture.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), "RGBA")
+            result = pipeline.run(pil, seed=seed, formats=["gaussian"])
+            gaussians, timings = result.decoded["gaussian"][0], result.timings
+        else:
+            gaussians, timings = encoded_gaussians(pipeline, mesh, encode_views), {}
         value = None if psnr_views is None else reconstruction_psnr(pipeline, mesh, compare, views=psnr_views)
         figures.append(ObjectFigures(f"{kind}_{object_seed:06d}", picture, gaussians,
-                                     score_generation(picture, gaussians, camera), value, result.timings))
+                                     score_generation(picture, gaussians, camera), value, timings))
         if log is not None:
             shown = "" if value is None else f", PSNR {value:.2f} dB"
             log(f"{figures[-1].name}: IoU {figures[-1].score.iou:.3f}, "
