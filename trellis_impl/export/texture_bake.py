@@ -267,14 +267,6 @@ def _parse_views(views, device: torch.device) -> List[Tuple[Camera, torch.Tensor
     return out
 
 
-def _project(cam: Camera, points: torch.Tensor) -> torch.Tensor:
-    """:meth:`Camera.project` on the points' device (float64): [N, 3] -> (u, v, z)."""
-    extr = cam.extrinsics.to(device=points.device, dtype=torch.float64)
-    c = points.to(torch.float64) @ extr[:3, :3].T + extr[:3, 3]
-    z = c[:, 2]
-    return torch.stack([cam.fx * c[:, 0] / z + cam.cx, cam.fy * c[:, 1] / z + cam.cy, z], dim=1)
-
-
 def _bake_fast(vertices, faces, uv, views, texture_size: int = 1024, depth_tolerance: float = 2e-3,
                cos_power: float = 2.0, min_normal_cos: float = 0.7, dilate_steps: int = 4,
                progress: Optional[Callable[[int, int], None]] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -315,7 +307,7 @@ def _bake_fast(vertices, faces, uv, views, texture_size: int = 1024, depth_toler
             colf = col.reshape(3, -1).T.float()                       # [H*W, 3]
             centre = cam.position.float().to(dev)
             plane_dc = plane_d - fn32 @ centre                         # n . (p0 - C)
-            proj = _project(cam, points)
+            proj = cam.project(points)
             u, vv, z = proj[:, 0], proj[:, 1], proj[:, 2].float()
             finite = torch.isfinite(u) & torch.isfinite(vv) & (z > cam.near)
             # points behind the camera: harmless pixel coordinates, rejected through ``finite``

@@ -88,10 +88,12 @@ class Camera:
         rot, t = self.extrinsics[:3, :3], self.extrinsics[:3, 3]
         return -rot.T @ t
 
-    def project(self, points: torch.Tensor) -> torch.Tensor:
-        """Project [N, 3] world points to [N, 3] (u, v in pixels, z = camera depth)."""
-        pts = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 3)
-        cam = pts @ self.extrinsics[:3, :3].T + self.extrinsics[:3, 3]
+    def project(self, points: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """Project [N, 3] world points to [N, 3] (u, v in pixels, z = camera depth), in ``dtype``
+        on the points' device (differentiable with respect to them)."""
+        pts = torch.as_tensor(points).to(dtype).reshape(-1, 3)
+        extr = self.extrinsics.to(device=pts.device, dtype=dtype)
+        cam = pts @ extr[:3, :3].T + extr[:3, 3]
         z = cam[:, 2]
         return torch.stack([self.fx * cam[:, 0] / z + self.cx, self.fy * cam[:, 1] / z + self.cy, z], dim=1)
 

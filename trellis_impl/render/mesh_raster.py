@@ -368,14 +368,6 @@ def texture(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return out[0].permute(1, 2, 0)
 
 
-def _screen_xy(vertices: torch.Tensor, camera: Camera) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Vertices [V, 3] on ``camera``'s screen: pixel positions [V, 2] (x right, y down) and camera z [V]."""
-    extr = camera.extrinsics.to(device=vertices.device, dtype=vertices.dtype)
-    cam = vertices @ extr[:3, :3].T + extr[:3, 3]
-    z = cam[:, 2]
-    return torch.stack([camera.fx * cam[:, 0] / z + camera.cx, camera.fy * cam[:, 1] / z + camera.cy], dim=-1), z
-
-
 def render_mesh(mesh_or_vertices_faces: Union[Any, Sequence[torch.Tensor]], camera: Camera,
                 attributes: Optional[torch.Tensor] = None,
                 backend: Optional[str] = None, antialias: bool = False) -> Dict[str, torch.Tensor]:
@@ -424,7 +416,7 @@ def render_mesh(mesh_or_vertices_faces: Union[Any, Sequence[torch.Tensor]], came
     if antialias and faces.shape[0]:
         keys = list(out)
         stacked = torch.cat([out[k].to(dtype) for k in keys])[None]
-        screen = _screen_xy(vertices.detach().to(dtype), camera)[0]
+        screen = camera.project(vertices.detach(), dtype)[:, :2]
         stacked = antialias_images(stacked, tid[None], raster["depth"][None], screen[None], faces)[0]
         sizes = [out[k].shape[0] for k in keys]
         out = dict(zip(keys, stacked.split(sizes)))
@@ -495,13 +487,13 @@ def _render_training_torch(vertices: torch.Tensor, faces: torch.Tensor, cameras:
     normal = vertices.new_full((n_views, height * width, 3), 0.5)
     attrs = vertices.new_zeros(n_views, height * width, channels)
     face_normals = _face_normals(vertices, faces) if faces.shape[0] else vertices.new_zeros(0, 3)
-    screen, camera_z = zip(*(_screen_xy(vertices, camera) for camera in cameras))
+    projected = [camera.project(vertices, dtype) for camera in cameras]  # [V, 3] (u, v, z) each
     for view in range(n_views):
         flat = triangle_id[view].reshape(-1)
         pix = torch.nonzero(flat >= 0).squeeze(1)
         if pix.numel() == 0:
             continue
-        z, (sx, sy) = camera_z[view], screen[view].unbind(-1)
+        sx, sy, z = projected[view].unbind(-1)
         tri = flat[pix]
         f = faces[tri]
         # edge functions at the pixel centres, normalised by the signed area (both windings)
@@ -521,7 +513,7 @@ def _render_training_torch(vertices: torch.Tensor, faces: torch.Tensor, cameras:
     # one anti-aliasing pass over all channels, as nvdiffrast's per image (the blend is per channel)
     stacked = torch.cat([mask.reshape(n_views, height * width, 1), depth[..., None], normal, attrs], dim=-1)
     stacked = antialias_images(stacked.reshape(n_views, height, width, -1).permute(0, 3, 1, 2), triangle_id,
-                               raster["depth"], torch.stack(screen), faces)
+                               raster["depth"], torch.stack(projected)[..., :2], faces)
     out = {"mask": stacked[:, :1], "depth": stacked[:, 1:2], "normal": stacked[:, 2:5]}
     if vertex_attrs is not None:
         out["attrs"] = stacked[:, 5:]
