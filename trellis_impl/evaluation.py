@@ -72,11 +72,13 @@ def dominant_colour(rgb: torch.Tensor, alpha: torch.Tensor, bins: int = 8, radiu
     cells = (pixels.clamp(0, 1) * bins).long().clamp(max=bins - 1)
     index = (cells[:, 0] * bins + cells[:, 1]) * bins + cells[:, 2]
     populated, cell_of = torch.unique(index, return_inverse=True)
-    candidates = torch.zeros(len(populated), 3).index_add_(0, cell_of, pixels)
+    candidates = pixels.new_zeros(len(populated), 3).index_add_(0, cell_of, pixels)
     candidates /= torch.bincount(cell_of, minlength=len(populated))[:, None]
-    near = ((pixels[None] - candidates[:, None]).abs() <= radius).all(-1)      # [candidates, pixels]
-    winner = near.sum(1).argmax()
-    return pixels[near[winner]].mean(0)
+
+    def near(colours: torch.Tensor) -> torch.Tensor:  # [K, P] bool; K bounded so this stays small
+        return ((pixels[None] - colours[:, None]).abs() <= radius).all(-1)
+    counts = torch.cat([near(chunk).sum(1) for chunk in candidates.split(16)])
+    return pixels[near(candidates[counts.argmax()][None])[0]].mean(0)
 
 
 def front_camera(size: int = 256, pitch: float = 0.35, radius: float = 2.0, fov_degrees: float = 40.0) -> Camera:
