@@ -127,11 +127,11 @@ class SLatFlowModel(TrellisModel):
             h = self.run_block(block, h, t_emb)
             skips.append(h.feats)
         h = h + voxel_position_embedding(h, self.model_channels)
-        lengths = h.seq_lens()
-        if lengths and all(n == lengths[0] for n in lengths):
+        length = h.common_length()
+        if length is not None:
             # items of one size (the CFG pair, one asset): the blocks take dense [B, n, C] tokens,
             # the same attention per item without packed-sequence bookkeeping or per-item gathers
-            tokens = h.feats.reshape(h.batch_size, lengths[0], h.feats.shape[-1])
+            tokens = h.feats.reshape(h.batch_size, length, h.feats.shape[-1])
             h = h.replace(self.dense_blocks(tokens, t_emb, cond).reshape(h.feats.shape))
         else:
             for block in self.blocks:

@@ -68,6 +68,12 @@ class SparseTensor:
         """Number of voxels of each item."""
         return [s.stop - s.start for s in self.layout]
 
+    def common_length(self) -> Optional[int]:
+        """The number of voxels every item has, or None when items differ in size (or there are none):
+        such a batch (a CFG pair) reshapes to dense [B, n, *C] tokens."""
+        lengths = self.seq_lens()
+        return lengths[0] if lengths and all(n == lengths[0] for n in lengths) else None
+
     def batch_index(self) -> torch.Tensor:
         """[N] int64 item index of every row (cached)."""
         if "batch_index" not in self.cache:
@@ -148,11 +154,11 @@ class SparseTensor:
             other = other.feats
         elif isinstance(other, torch.Tensor) and other.dim() == feats.dim() and other.dim() >= 1 \
                 and other.shape[0] == self.batch_size:
-            lengths = self.seq_lens()
-            if lengths and all(n == lengths[0] for n in lengths):
+            length = self.common_length()
+            if length is not None:
                 # items of one size (a CFG pair): broadcast over a [B, n, *C] view instead of
                 # gathering an [N, *C] copy of ``other``
-                grouped = feats.reshape(self.batch_size, lengths[0], *feats.shape[1:])
+                grouped = feats.reshape(self.batch_size, length, *feats.shape[1:])
                 out = op(other.unsqueeze(1), grouped) if reverse else op(grouped, other.unsqueeze(1))
                 return self.replace(out.reshape(feats.shape[0], *out.shape[2:]))
             other = other[self.batch_index()]
