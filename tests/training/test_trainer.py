@@ -346,5 +346,7 @@ def test_condition_cache_trains_alike_encodes_each_view_once_and_resumes_exactly
     _, models_a, _, _ = _checkpoint_tensors(workspace["root"] / "cache_straight")
     _, models_b, _, _ = _checkpoint_tensors(workspace["root"] / "cache_resumed")
     assert all(torch.equal(models_a[k], models_b[k]) for k in models_a)
-    with pytest.raises(ValueError, match="condition_cache_gb"):
-        cached("cache_bad", -1.0)
+    for bad in (-1.0, float("nan"), float("inf"), "4", True):
+        with pytest.raises(ValueError, match="condition_cache_gb"):
+            cached("cache_bad", bad)
+    assert not (workspace["root"] / "cache_bad").exists()  # refused before the run folder is made

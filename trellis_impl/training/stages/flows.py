@@ -84,7 +84,7 @@ class _FlowStage(Stage):
         self.image_size = int(config.data.get("image_size", 518))
         self.cond_views = config.data.get("cond_views", "cond")  # asset kind the condition images come from
         cache_gb = config.data.get("condition_cache_gb", 0)
-        if isinstance(cache_gb, bool) or not isinstance(cache_gb, (int, float)) or cache_gb < 0:
+        if isinstance(cache_gb, bool) or not isinstance(cache_gb, (int, float)) or not 0 <= cache_gb < float("inf"):
             raise ValueError(f"{config.source}: data.condition_cache_gb must be a number of GiB >= 0, got {cache_gb!r}")
         self.cache_bytes_limit = int(cache_gb * 2 ** 30) if self.condition == "image" else 0
         self.cached: Dict[Tuple[str, int], torch.Tensor] = {}  # (asset, view) -> [1, T, C] tokens
@@ -126,12 +126,10 @@ class _FlowStage(Stage):
         (text) of asset ``name``. Runs on the loader's threads."""
         if self.condition == "image":
             view = int(torch.randint(self.data.num_views(name, self.cond_views), (1,), generator=generator))
-            if self.cache_bytes_limit:
-                if (name, view) in self.cached:  # entries are never dropped, so it stays there
-                    return CachedView((name, view), None)
-                return CachedView((name, view), condition_image(self.data.view(name, self.cond_views, view)["images"],
-                                                                self.image_size))
-            return condition_image(self.data.view(name, self.cond_views, view)["images"], self.image_size)
+            if self.cache_bytes_limit and (name, view) in self.cached:  # entries are never dropped
+                return CachedView((name, view), None)
+            image = condition_image(self.data.view(name, self.cond_views, view)["images"], self.image_size)
+            return CachedView((name, view), image) if self.cache_bytes_limit else image
         captions = self.data.captions(name)
         return captions[int(torch.randint(len(captions), (1,), generator=generator))]
 
