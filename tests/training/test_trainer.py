@@ -82,6 +82,40 @@ def test_mesh_decoder_gradient_descends_and_its_runs_log_empty_meshes(workspace)
     assert all(0.0 <= entry["data_seconds"] <= entry["seconds"] for entry in log)
 
 
+@pytest.mark.parametrize("stage", ["slat_vae_gs", "slat_dec_rf", "slat_dec_mesh"])
+def test_several_views_per_sample_average_the_single_view_losses(workspace, stage):
+    # data.views_per_sample = 2 renders each decoded item from two distinct stored views: every
+    # term is a mean over views (or per item), so the loss is the mean of the two one-view batches
+    config = tiny_config(workspace, stage, max_steps=1)
+    config = TrainConfig({**config.raw, "data": {**config.data, "views_per_sample": 2}},
+                         source=f"tiny/{stage}.json")
+    trainer = make_trainer(workspace, config, f"views_{stage}")
+    batch = trainer.micro_batches(100)[0]
+    items = len(batch["generators"])
+    assert batch["image"].shape[0] == len(batch["cameras"]) == batch["background"].shape[0] == 2 * items
+    for i in range(items):  # distinct views of one item
+        assert not torch.equal(batch["cameras"][2 * i].extrinsics, batch["cameras"][2 * i + 1].extrinsics)
+
+    def loss_of(views: dict) -> float:
+        fresh = [torch.Generator().set_state(g.get_state()) for g in batch["generators"]]
+        with torch.no_grad():
+            return float(trainer.stage.losses(trainer.trained, {**views, "generators": fresh})["loss"])
+
+    both = loss_of(batch)
+    trainer.stage.views_per_sample = 1
+    singles = [loss_of({**batch, "image": batch["image"][v::2], "alpha": batch["alpha"][v::2],
+                        "cameras": batch["cameras"][v::2], "background": batch["background"][v::2]}) for v in (0, 1)]
+    assert both == pytest.approx(sum(singles) / 2, rel=1e-4), (both, singles)
+
+
+def test_views_per_sample_must_be_a_positive_whole_number(workspace):
+    config = tiny_config(workspace, "slat_vae_gs")
+    for bad in (0, 1.5, "2", True):
+        data = {**config.raw, "data": {**config.data, "views_per_sample": bad}}
+        with pytest.raises(ValueError, match="data.views_per_sample"):
+            make_trainer(workspace, TrainConfig(data, source="tiny/slat_vae_gs.json"), "views_bad")
+
+
 def _checkpoint_tensors(run: Path):
     folder = sorted((run / "checkpoints").glob("step_*"))[-1]
     state = torch.load(folder / "state.pt", weights_only=False)

@@ -3,9 +3,10 @@ SLatVaeRadianceFieldDecoderTrainer).
 
 Each sample is an asset's voxels with their inputs (view-averaged image features for the VAE,
 precomputed SLat latents for the decoders trained on the frozen encoder) and ONE random view of
-its renders. The decoded representation is rendered from that view over a random black or white
-background (official ``bg_color: 'random'``) and compared with the view composited on the same
-background: ``l1`` (or ``l2``) ``+ lambda_ssim (1 - SSIM) + lambda_lpips LPIPS``; the VAE adds
+its renders, as official, or ``data.views_per_sample`` distinct ones (a cheap way to see more of
+each decoded asset per step when the decoder, not the rasteriser, is the step's cost). The decoded
+representation is rendered from each view over a random black or white background (official
+``bg_color: 'random'``) and compared with the view composited on the same background: ``l1`` (or ``l2``) ``+ lambda_ssim (1 - SSIM) + lambda_lpips LPIPS``; the VAE adds
 ``lambda_kl KL`` and the Gaussian regularisers (``regularizations``: ``lambda_vol`` on the mean
 scale product, ``lambda_opacity`` on ``(opacity - 1)^2``). The perceptual term needs LPIPS weights
 that no registry ships offline (see ``losses.perceptual_loss``): without them it is skipped and
@@ -47,6 +48,11 @@ class RenderStage(Stage):
     def __init__(self, config, data, device):
         super().__init__(config, data, device)
         self.image_size = int(config.data.get("image_size", 512))
+        self.views_per_sample = config.data.get("views_per_sample", 1)
+        if not isinstance(self.views_per_sample, int) or isinstance(self.views_per_sample, bool) \
+                or self.views_per_sample < 1:
+            raise ValueError(f"{config.source}: data.views_per_sample must be a whole number >= 1, "
+                             f"got {self.views_per_sample!r}")
         limit = config.data.get("max_num_voxels")
         if limit is not None:  # the official datasets drop larger assets
             self.names = [n for n in self.names if data.manifest["assets"][n].get("num_voxels", 0) <= limit]
@@ -65,20 +71,34 @@ class RenderStage(Stage):
             _log.warning("[trellis] %s: no perceptual network (loss.perceptual); the lambda_lpips term is left out",
                          self.name)
 
-    def load_view(self, name: str, generator: torch.Generator) -> dict:
-        """A random view: image [3, S, S] and alpha [S, S] in [0, 1], camera tensors, background [3]."""
-        view = int(torch.randint(self.data.num_views(name, "renders"), (1,), generator=generator))
-        data = self.data.view(name, "renders", view)
-        rgba = Image.fromarray(data["images"].numpy())
-        background = torch.ones(3) if float(torch.rand((), generator=generator)) < 0.5 else torch.zeros(3)
-        return {"image": _resized(rgba.convert("RGB"), self.image_size).permute(2, 0, 1),
-                "alpha": _resized(rgba.getchannel(3), self.image_size), "extrinsics": data["extrinsics"],
-                "intrinsics": data["intrinsics"], "background": background}
+    def load_views(self, name: str, generator: torch.Generator) -> dict:
+        """V = ``views_per_sample`` distinct random views (repeating only when the asset has fewer):
+        image [V, 3, S, S] and alpha [V, S, S] in [0, 1], V camera tensors each, background [V, 3]."""
+        count = self.data.num_views(name, "renders")
+        order = torch.randperm(count, generator=generator)
+        images, alphas, extrinsics, intrinsics = [], [], [], []
+        for k in range(self.views_per_sample):
+            data = self.data.view(name, "renders", int(order[k % count]))
+            rgba = Image.fromarray(data["images"].numpy())
+            images.append(_resized(rgba.convert("RGB"), self.image_size).permute(2, 0, 1))
+            alphas.append(_resized(rgba.getchannel(3), self.image_size))
+            extrinsics.append(data["extrinsics"])
+            intrinsics.append(data["intrinsics"])
+        white = torch.rand(self.views_per_sample, generator=generator) < 0.5
+        return {"image": torch.stack(images), "alpha": torch.stack(alphas), "extrinsics": extrinsics,
+                "intrinsics": intrinsics, "background": white[:, None].float().expand(-1, 3).clone()}
 
     def collate_views(self, items: List[dict]) -> dict:
-        return {"image": torch.stack([i["image"] for i in items]), "alpha": torch.stack([i["alpha"] for i in items]),
-                "cameras": [stored_camera(i["extrinsics"], i["intrinsics"], self.image_size) for i in items],
-                "background": torch.stack([i["background"] for i in items]), "generators": [i["generator"] for i in items]}
+        """Views of all items, item-major: image [B V, 3, S, S], alpha [B V, S, S], B V cameras, background
+        [B V, 3]; the items' noise generators [B]."""
+        return {"image": torch.cat([i["image"] for i in items]), "alpha": torch.cat([i["alpha"] for i in items]),
+                "cameras": [stored_camera(e, k, self.image_size) for i in items
+                            for e, k in zip(i["extrinsics"], i["intrinsics"])],
+                "background": torch.cat([i["background"] for i in items]), "generators": [i["generator"] for i in items]}
+
+    def per_view(self, per_item: List) -> List:
+        """Each item's entry repeated for its views, in ``collate_views``' order."""
+        return [entry for entry in per_item for _ in range(self.views_per_sample)]
 
     def image_terms(self, rendered: torch.Tensor, batch: dict) -> Dict[str, torch.Tensor]:
         """Reconstruction terms of renders [B, 3, H, W] against the views on their backgrounds."""
@@ -123,7 +143,7 @@ class SLatGaussianVAEStage(RenderStage):
     def load_item(self, index: int, generator: torch.Generator) -> dict:
         name = self.names[index]
         return {"coords": self.data.tensors(name, "voxels")["coords"].int(),
-                "feats": self.data.tensors(name, "features")["patchtokens"].float(), **self.load_view(name, generator)}
+                "feats": self.data.tensors(name, "features")["patchtokens"].float(), **self.load_views(name, generator)}
 
     def collate(self, items: List[dict]) -> dict:
         return {"feats": self.sparse_batch(items, "feats"), **self.collate_views(items)}
@@ -137,7 +157,8 @@ class SLatGaussianVAEStage(RenderStage):
         gaussians = models["decoder"](z)
         # unclamped colours, as the official rasteriser (a clamp would stop the gradient of bright pixels)
         rendered = torch.stack([render_gaussians(g, camera, background, clamp=False)["color"]
-                                for g, camera, background in zip(gaussians, batch["cameras"], batch["background"])])
+                                for g, camera, background in
+                                zip(self.per_view(gaussians), batch["cameras"], batch["background"])])
         terms = self.image_terms(rendered, batch)
         terms["kl"] = losses.kl_diagonal_gaussian(mean.float(), logvar.float())
         total = terms["rec"] + self.lambda_kl * terms["kl"]
@@ -164,7 +185,7 @@ class RadianceFieldDecoderStage(RenderStage):
     def load_item(self, index: int, generator: torch.Generator) -> dict:
         name = self.names[index]
         return {"coords": self.data.tensors(name, "voxels")["coords"].int(),
-                "latents": self.data.tensors(name, "slat")["feats"].float(), **self.load_view(name, generator)}
+                "latents": self.data.tensors(name, "slat")["feats"].float(), **self.load_views(name, generator)}
 
     def collate(self, items: List[dict]) -> dict:
         return {"latents": self.sparse_batch(items, "latents"), **self.collate_views(items)}
@@ -172,7 +193,7 @@ class RadianceFieldDecoderStage(RenderStage):
     def losses(self, models: Dict[str, nn.Module], batch: dict) -> Dict[str, torch.Tensor]:
         fields = models["decoder"](batch["latents"].to(self.device))
         rendered = torch.stack([render_radiance_field(f, camera, background)["color"] for f, camera, background in
-                                zip(fields, batch["cameras"], batch["background"])])
+                                zip(self.per_view(fields), batch["cameras"], batch["background"])])
         terms = self.image_terms(rendered, batch)
         terms["loss"] = terms["rec"]
         return terms
@@ -213,7 +234,7 @@ class MeshDecoderStage(RenderStage):
         mesh = self.data.tensors(name, "mesh")
         return {"coords": self.data.tensors(name, "voxels")["coords"].int(),
                 "latents": self.data.tensors(name, "slat")["feats"].float(),
-                "mesh": (mesh["vertices"].float(), mesh["faces"].long()), **self.load_view(name, generator)}
+                "mesh": (mesh["vertices"].float(), mesh["faces"].long()), **self.load_views(name, generator)}
 
     def collate(self, items: List[dict]) -> dict:
         return {"latents": self.sparse_batch(items, "latents"), "meshes": [i["mesh"] for i in items],
@@ -234,10 +255,10 @@ class MeshDecoderStage(RenderStage):
         # logged, not trained on: the share of empty meshes, which the loss counts only through the
         # regularisers (as official), so a run that drifts into emptiness shows it here
         terms["empty"] = torch.tensor(sum(not m.success for m in meshes) / len(meshes))
-        targets, predictions, kept = [], [], []
-        for i, (mesh, camera) in enumerate(zip(meshes, batch["cameras"])):
+        targets, predictions, kept = [], [], []  # per view; kept: the views of non-empty meshes
+        for i, (mesh, camera) in enumerate(zip(self.per_view(meshes), batch["cameras"])):
             with torch.no_grad():
-                vertices, faces = (t.to(self.device) for t in batch["meshes"][i])
+                vertices, faces = (t.to(self.device) for t in batch["meshes"][i // self.views_per_sample])
                 target = render_mesh_training(vertices, faces, [camera])
                 target["normal"] = face_camera_normals(target["normal"], [camera])
             targets.append(target)
@@ -246,7 +267,7 @@ class MeshDecoderStage(RenderStage):
                 kept.append(i)
         if self.lambda_tsdf > 0:
             tsdf = torch.stack([losses.mesh_tsdf_loss(m.tsdf_v, m.tsdf_s, m.res, t["depth"][0], camera)
-                                for m, t, camera in zip(meshes, targets, batch["cameras"])]).mean()
+                                for m, t, camera in zip(self.per_view(meshes), targets, batch["cameras"])]).mean()
             terms["tsdf"] = torch.where(torch.isfinite(tsdf), tsdf, torch.zeros_like(tsdf))  # no vertex near the surface
             total = total + self.lambda_tsdf * terms["tsdf"]
         if kept:
@@ -256,7 +277,7 @@ class MeshDecoderStage(RenderStage):
             terms["mask"] = losses.l1_loss(pred["mask"], mask)
             if self.depth_loss == "smooth_l1":
                 terms["depth"] = losses.smooth_l1_loss(pred["depth"] * mask, target["depth"] * mask,
-                                                       beta=1.0 / (2 * meshes[kept[0]].res))
+                                                       beta=1.0 / (2 * meshes[kept[0] // self.views_per_sample].res))
             else:
                 terms["depth"] = losses.l1_loss(pred["depth"] * mask, target["depth"] * mask)
             terms["normal"] = self.perceptual_terms(pred["normal"] * mask, target["normal"] * mask)
