@@ -7,8 +7,8 @@
 # of one session); a new session regenerates the data (deterministic) and restores the models.
 # Steps (each resumes what is already done):
 #   setup                  install the carried wheels (.whl/) into /tmp/site; build the rasterisers
-#   restore                unpack a carried model folder ($STATE/demo.tar.partNN, default
-#                          models/demo_state) into
+#   restore                a model folder $STATE (default models/demo_state), or its packed parts
+#                          ($STATE/demo.tar.partNN), into
 #                          $WORK/prev: later trainings start from its weights (config 'init'); its
 #                          ViT becomes $WORK/vit (never retrained: the VAE learnt its features)
 #   data                   procedural meshes (train and held-out seeds) + renders, $SHARDS prepare-data
@@ -63,9 +63,14 @@ from trellis_impl.render.gaussian_raster import _gsplat_available as g; print('g
 }
 
 step_restore() {
-  [ -e "$STATE/demo.tar.part00" ] || { say "nothing to restore"; return 0; }
-  mkdir -p "$WORK/restore"
-  cat "$STATE"/demo.tar.part* | tar -x -C "$WORK/restore"
+  rm -rf "$WORK/restore"; mkdir -p "$WORK/restore"
+  if [ -e "$STATE/pipeline.json" ]; then  # a model folder (the committed candidate travels with the tree)
+    cp -r "$STATE" "$WORK/restore/demo"
+  elif [ -e "$STATE/demo.tar.part00" ]; then
+    cat "$STATE"/demo.tar.part* | tar -x -C "$WORK/restore"
+  else
+    say "nothing to restore"; return 0
+  fi
   rm -rf "$WORK/prev"; mv "$WORK/restore/demo" "$WORK/prev"
   if [ -d "$WORK/prev/dinov2" ]; then  # the ViT is never trained again: features stay those the VAE learnt
     rm -rf "$WORK/vit"; mkdir -p "$WORK/vit"; cp -r "$WORK/prev/dinov2" "$WORK/vit/dinov2"

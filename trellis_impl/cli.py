@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--up", default="auto", choices=["auto", "y", "z"],
                          help="up axis of the files: auto = glTF/OBJ Y up, PLY/STL Z up (as the official toolkit)")
     prepare.add_argument("--batch-size", type=int, default=16, help="views rendered / encoded together")
-    prepare.add_argument("--dinov2", default=None, help="DINOv2 folder or .pth for the features (default: --model's)")
+    prepare.add_argument("--dinov2", default=None, help="DINOv2 folder or .pth for the features (default: --model's, when its SLat latents are computed)")
     prepare.add_argument("--model", default=None, help="model folder with the structure and SLat encoders: adds "
                                                         "the latents the flows and the decoder stages train on")
     prepare.add_argument("--latents", nargs="+", default=None, choices=["ss_latent", "slat"],

@@ -37,6 +37,10 @@ def _grads(backend: str, vertices, faces, attrs, cameras, weight):
     return out, vertices.grad, attrs.grad
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
 def test_nvdiffrast_training_render_matches_torch():
     if not MESH_RASTER.backends["nvdiffrast"].available(CUDA, torch.float32):
         pytest.skip("nvdiffrast not installed or its plugin cannot be built here")
@@ -54,18 +58,23 @@ def test_nvdiffrast_training_render_matches_torch():
     for key in ("mask", "depth", "attrs", "normal"):
         diff = (ref[key] - got[key]).abs().amax(1)
         assert float((diff < 1e-3).float().mean()) > 0.98, key
-    cos_attr = torch.nn.functional.cosine_similarity(ref_agrad.flatten(), got_agrad.flatten(), dim=0)
-    cos_vertex = torch.nn.functional.cosine_similarity(ref_vgrad.flatten(), got_vgrad.flatten(), dim=0)
-    assert float(cos_attr) > 0.98 and float(cos_vertex) > 0.98, (float(cos_attr), float(cos_vertex))
-    # the silhouette gradient alone: both anti-aliasings move the vertices alike
-    silhouette = {}
-    for backend in ("torch", "nvdiffrast"):
-        leaf = vertices.clone().requires_grad_(True)
-        (render_mesh_training(leaf, faces, cameras, backend=backend)["mask"] * weight).sum().backward()
-        silhouette[backend] = leaf.grad
-    assert float(silhouette["torch"].abs().sum()) > 0
-    cos_mask = torch.nn.functional.cosine_similarity(silhouette["torch"].flatten(), silhouette["nvdiffrast"].flatten(), dim=0)
-    assert float(cos_mask) > 0.95, float(cos_mask)
+    cosine = {"attrs": _cosine(ref_agrad, got_agrad), "vertices": _cosine(ref_vgrad, got_vgrad)}
+    # the vertex gradient in parts, all measured before any bound is checked (the device run of
+    # 2026-12-07 gave 0.974 for the whole against the 0.98 bound, docs/gpu.md): the interior
+    # pixels alone (barycentrics, no anti-aliasing) and the silhouette alone (the mask)
+    parts = {"interior": lambda out: weight * inside * (out["depth"] * 2 + out["normal"].sum(1, keepdim=True)),
+             "silhouette": lambda out: weight * out["mask"]}
+    for part, loss_of in parts.items():
+        grads = []
+        for backend in ("torch", "nvdiffrast"):
+            leaf = vertices.clone().requires_grad_(True)
+            loss_of(render_mesh_training(leaf, faces, cameras, backend=backend)).sum().backward()
+            grads.append(leaf.grad)
+        assert float(grads[0].abs().sum()) > 0, part
+        cosine[part] = _cosine(*grads)
+    print("gradient cosines, torch against nvdiffrast:", {k: round(v, 5) for k, v in cosine.items()})
+    assert cosine["attrs"] > 0.98 and cosine["vertices"] > 0.98 and cosine["interior"] > 0.98 \
+        and cosine["silhouette"] > 0.95, cosine
 
 
 def test_gsplat_gradients_match_torch():

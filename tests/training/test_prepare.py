@@ -196,6 +196,10 @@ def test_latents_of_a_folder_with_one_encoder(sources, tmp_path):
     from trellis_impl.pipelines.model_folder import ModelFolder
     from trellis_impl.training.prepare import _latent_kinds
     assert _latent_kinds(ModelFolder(sources["model"], device="cpu"), ["ss_latent"]) == ("ss_latent",)
+    # structure latents alone from a folder with an image encoder: no features are computed for them
+    only = prepare_data([sources["meshes"]], tmp_path / "structure_only", model=sources["model"],
+                        latents=["ss_latent"], **OPTIONS)
+    assert all(only.file(n, "ss_latent").is_file() and not only.file(n, "features").is_file() for n in only.names)
     with pytest.raises(ValueError, match="lacks the encoder of a wanted latent"):
         prepare_data([sources["meshes"]], tmp_path / "data2", model=partial, latents=["slat"], **OPTIONS)
     with pytest.raises(ValueError, match="latents must name some of"):

@@ -181,7 +181,8 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
         up: which axis is up in the files: 'auto' (glTF and OBJ: Y, PLY and STL: Z, as the official
             toolkit's Blender import), 'y' or 'z'.
         dinov2: the image encoder for the features (a DINOv2 folder or .pth); default the model
-            folder's; without both the features phase is skipped.
+            folder's when its SLat latents are computed (they need the features); without both
+            the features phase is skipped.
         model: a model folder with the structure and / or SLat encoders: adds the ``latents`` phase
             (``ss_latent`` and / or ``slat``, whichever encoders it holds).
         latents: the latent kinds to compute (default every kind the folder's encoders give), e.g.
@@ -203,8 +204,10 @@ def prepare_data(sources: Sequence[Union[str, Path]], out: Union[str, Path], *, 
     folder = _model_folder(model, device)  # the encoders are found (or refused) before any work
     latent_kinds = () if folder is None else _latent_kinds(folder, latents)
     job = _Preparer(Path(out), meshes, settings, device, progress)
-    # the image encoder is needed (and loaded, before any work) only while features are missing
-    needs_features = any(not job.file(name, "features").is_file() for name in job.pending())
+    # the image encoder is needed (and loaded, before any work) only while features are missing, and
+    # the folder's own only when its SLat latents need them: structure latents alone need no features
+    needs_features = any(not job.file(name, "features").is_file() for name in job.pending()) and \
+        (dinov2 is not None or folder is None or "slat" in latent_kinds)
     encoder = _feature_encoder(dinov2, folder, device) if needs_features else None
     job.run_phase("meshes", ("voxels", "mesh", "renders", "cond"), job.meshes_phase)
     if encoder is not None:
