@@ -10,7 +10,8 @@
 #   restore                a model folder $STATE (default models/demo_state), or its packed parts
 #                          ($STATE/demo.tar.partNN), into
 #                          $WORK/prev: later trainings start from its weights (config 'init'); its
-#                          ViT becomes $WORK/vit (never retrained: the VAE learnt its features)
+#                          ViT becomes $WORK/vit (once a VAE has learnt its features, never retrained;
+#                          before that, train:vit_distill goes on from it)
 #   data                   procedural meshes (train and held-out seeds) + renders, $SHARDS prepare-data
 #                          processes on disjoint meshes merged into $WORK/data; the held-out objects
 #                          into $WORK/held_data
@@ -118,6 +119,8 @@ if "image_encoder" in config.get("frozen", {}):
 for role, name in config.get("export", {}).items():
     if not fresh and os.path.isfile(f"{work}/prev/ckpts/{name}.json"):
         config.setdefault("init", {})[role] = f"{work}/prev/ckpts/{name}"
+if config["stage"] == "vit_distill" and not fresh and os.path.isdir(f"{work}/prev/dinov2"):
+    config.setdefault("init", {})["student"] = f"{work}/prev/dinov2"  # the distillation goes on
 json.dump(config, open(f"{work}/configs/{run}.json", "w"), indent=2)
 print(run, "starts from", config.get("init", "new weights"))
 EOF

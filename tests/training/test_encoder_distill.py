@@ -86,6 +86,25 @@ def test_float16_export_halves_the_file_and_keeps_the_tokens(data, tmp_path):
     assert (a - b).abs().max() < 0.05
 
 
+def test_a_run_goes_on_from_an_exported_vit(data, tmp_path):
+    # a later session restores the committed folder: its dinov2/ starts the student (the heads,
+    # which are not exported, start new), so the distillation goes on where it stopped
+    Trainer(_config(max_steps=3), data, tmp_path / "first", device="cpu", log=None).run()
+    folder = export_model_folder([tmp_path / "first"], tmp_path / "model", torso_dtype="float32")
+    raw = json.loads(CONFIG.read_text())
+    raw["init"] = {"student": str(folder / "dinov2")}
+    second = Trainer(TrainConfig(raw, source=str(CONFIG)), data, tmp_path / "second", device="cpu", log=None)
+    exported = load_dinov2(str(folder / "dinov2")).state_dict()
+    started = second.models["student"].vit.state_dict()
+    assert exported.keys() == started.keys()
+    assert all(torch.equal(exported[k], started[k].cpu()) for k in exported)
+    fresh = Trainer(_config(), data, tmp_path / "fresh", device="cpu", log=None).models["student"]
+    torch.testing.assert_close(second.models["student"].map_head.weight, fresh.map_head.weight)  # new, from the seed
+    raw["models"]["student"]["args"]["vit"]["depth"] = raw["models"]["student"]["args"]["vit"]["depth"] + 1
+    with pytest.raises(ValueError, match="a ViT of another shape"):
+        Trainer(TrainConfig(raw, source=str(CONFIG)), data, tmp_path / "third", device="cpu", log=None)
+
+
 def test_bad_configs_are_refused(data, tmp_path):
     raw = json.loads(CONFIG.read_text())
     raw["data"]["image_size"] = 50

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models import load_model
 from ..models.base import TrellisModel
 from .config import TrainConfig
 from .dataset import TrainingData, write_json_atomic
@@ -150,11 +149,11 @@ class Trainer:
         for role in self.stage.roles:
             if role not in self.config.models:
                 raise RunError(f"{self.config.source}: stage {self.config.stage} trains models.{role}; it is missing")
-            if role in self.config.init:
-                model = load_model(str(self.config.path(self.config.init[role])), dtype=torch.float32)
-            else:
-                with torch.random.fork_rng(devices=[]):  # the official initialisation, from the run's seed
-                    torch.manual_seed(self.seed)
+            with torch.random.fork_rng(devices=[]):  # the official initialisation, from the run's seed
+                torch.manual_seed(self.seed)
+                if role in self.config.init:
+                    model = self.stage.load_init(role, self.config.path(self.config.init[role]))
+                else:
                     model = self.stage.build(role, self.config.models[role])
                     self.stage.initialise(role, model)
             if isinstance(model, TrellisModel):

@@ -78,6 +78,12 @@ class Stage:
         """Initial weights of a newly built model (the official ``initialize_weights``)."""
         initialise_weights(model)
 
+    def load_init(self, role: str, path: Path) -> nn.Module:
+        """The model of ``role`` started from the config's ``init`` (default: a released-layout
+        checkpoint, ``ckpts/NAME`` without its extension, read by ``models.load_model``)."""
+        from ...models import load_model
+        return load_model(str(path), dtype=torch.float32)
+
     def load_item(self, index: int, generator: torch.Generator) -> dict:
         """Sample ``index`` of the dataset (CPU tensors); random choices come from ``generator``."""
         raise NotImplementedError

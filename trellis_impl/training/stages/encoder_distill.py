@@ -105,6 +105,20 @@ class EncoderDistillStage(Stage):
             if p is not None:
                 nn.init.normal_(p, std=0.02)
 
+    def load_init(self, role: str, path: Path) -> nn.Module:
+        """The student started from an exported ViT (a model folder's ``dinov2/``, the Hugging
+        Face layout ``export_role`` writes) of the config's shape; the training-only heads, which
+        are not exported, start new."""
+        from ...conditioning import load_dinov2
+        student = self.build(role, self.config.models[role])
+        self.initialise(role, student)
+        vit = load_dinov2(str(path), device="cpu")
+        if vit.config != student.vit.config:
+            raise ValueError(f"{self.config.source}: init.{role} {path} is a ViT of another shape than "
+                             f"models.{role}.args.vit ({vit.config} against {student.vit.config})")
+        student.vit.load_state_dict(vit.state_dict())
+        return student
+
     def load_item(self, index: int, generator: torch.Generator) -> dict:
         """One random view of asset ``index`` as float32 [3, S, S] in [0, 1] at the data's render
         size: a conditioning crop (probability ``cond_fraction``) or a whole render; mirrored with

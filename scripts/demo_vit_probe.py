@@ -1,0 +1,107 @@
+"""How much of an object's kind the demo model's image encoder tells the flows (docs/demo_model.md).
+
+A linear probe (multinomial logistic regression, L-BFGS) on the encoder's condition tokens (the CLS
+token beside the mean patch token, as ``encode_image`` gives them for the official 518 px crop) of
+procedural objects' conditioning views: fitted on training-split objects, scored on held-out ones.
+Beside it, for scale: the same ViT with random weights, and the distillation teacher
+(EfficientNet-Lite0: its pooled head beside its mean stride-16 feature).
+
+    python scripts/demo_vit_probe.py models/demo_candidate [--per-kind 6] [--held-per-kind 3] [--views 3]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trellis_impl.conditioning import encode_image, load_dinov2  # noqa: E402
+from trellis_impl.conditioning.image_preprocess import preprocess_image  # noqa: E402
+from trellis_impl.encoding import load_textured_mesh  # noqa: E402
+from trellis_impl.encoding.albedo import render_albedo, to_rgba8  # noqa: E402
+from trellis_impl.training.prepare import conditioning_cameras  # noqa: E402
+from trellis_impl.training.procedural import OBJECT_KINDS, write_procedural_meshes  # noqa: E402
+
+KINDS = list(OBJECT_KINDS)
+
+
+def condition_views(split: str, per_kind: int, views: int):
+    """[(kind index, 518 px condition image)] of ``per_kind`` objects of every kind, ``views`` each."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in write_procedural_meshes(tmp, per_kind * len(KINDS), split=split):
+            mesh = load_textured_mesh(path, up="auto").normalized()
+            cameras = conditioning_cameras(views, seed=zlib.crc32(path.stem.encode()) % 1000, resolution=256)
+            kind = KINDS.index(path.stem.rsplit("_", 1)[0])
+            for rgba in to_rgba8(render_albedo(mesh, cameras, 1, torch.device("cpu"))):
+                out.append((kind, preprocess_image(Image.fromarray(rgba, "RGBA"))))
+    return out
+
+
+@torch.no_grad()
+def vit_features(model, data) -> torch.Tensor:
+    tokens = torch.cat([encode_image(model, [image for _, image in data[i:i + 16]]) for i in range(0, len(data), 16)])
+    registers = 1 + model.config.num_register_tokens
+    return torch.cat([tokens[:, 0], tokens[:, registers:].mean(1)], 1)
+
+
+@torch.no_grad()
+def teacher_vectors(data) -> torch.Tensor:
+    from trellis_impl.training.teachers import load_efficientnet_lite0, teacher_features
+    teacher = load_efficientnet_lite0()
+    pixels = torch.stack([torch.tensor(np.asarray(image)).permute(2, 0, 1).float() / 255 for _, image in data])
+    maps, pooled = zip(*[teacher_features(teacher, pixels[i:i + 16]) for i in range(0, len(pixels), 16)])
+    return torch.cat([torch.cat(pooled), torch.cat(maps).mean((2, 3))], 1)
+
+
+def probe_accuracy(train_x, train_y, test_x, test_y) -> float:
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    weight = torch.zeros(train_x.shape[1], len(KINDS), requires_grad=True)
+    bias = torch.zeros(len(KINDS), requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(train_x @ weight + bias, train_y) + 1e-2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float(((test_x @ weight + bias).argmax(1) == test_y).float().mean())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path, help="a model folder with dinov2/")
+    parser.add_argument("--per-kind", type=int, default=6, help="training-split objects per kind")
+    parser.add_argument("--held-per-kind", type=int, default=3, help="held-out objects per kind")
+    parser.add_argument("--views", type=int, default=3, help="conditioning views per object")
+    args = parser.parse_args()
+    train, test = condition_views("train", args.per_kind, args.views), condition_views("held_out", args.held_per_kind, args.views)
+    train_y, test_y = torch.tensor([k for k, _ in train]), torch.tensor([k for k, _ in test])
+    print(f"{len(train)} training views, {len(test)} held-out views, {len(KINDS)} kinds (chance {1 / len(KINDS):.3f})")
+    vit = load_dinov2(str(args.model / "dinov2"), device="cpu")
+    random_vit = load_dinov2(str(args.model / "dinov2"), device="cpu")
+    torch.manual_seed(0)
+    for module in random_vit.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.trunc_normal_(module.weight, std=0.02)
+            torch.nn.init.zeros_(module.bias)
+    for name, features in (("the folder's ViT", lambda d: vit_features(vit, d)),
+                           ("the same ViT, random weights", lambda d: vit_features(random_vit, d)),
+                           ("the teacher, EfficientNet-Lite0", teacher_vectors)):
+        print(f"{name}: held-out kind accuracy {probe_accuracy(features(train), train_y, features(test), test_y):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
