@@ -6,10 +6,11 @@ precomputed SLat latents for the decoders trained on the frozen encoder) and ONE
 its renders, as official, or ``data.views_per_sample`` distinct ones (a cheap way to see more of
 each decoded asset per step when the decoder, not the rasteriser, is the step's cost). The decoded
 representation is rendered from each view over a random black or white background (official
-``bg_color: 'random'``) and compared with the view composited on the same background: ``l1`` (or ``l2``) ``+ lambda_ssim (1 - SSIM) + lambda_lpips LPIPS``; the VAE adds
-``lambda_kl KL`` and the Gaussian regularisers (``regularizations``: ``lambda_vol`` on the mean
-scale product, ``lambda_opacity`` on ``(opacity - 1)^2``). The perceptual term needs LPIPS weights
-that no registry ships offline (see ``losses.perceptual_loss``): without them it is skipped and
+``bg_color: 'random'``) and compared with the view composited on the same background: ``l1`` (or
+``l2``) ``+ lambda_ssim (1 - SSIM) + lambda_lpips LPIPS``; the VAE adds ``lambda_kl KL`` and the
+Gaussian regularisers (``regularizations``: ``lambda_vol`` on the mean scale product,
+``lambda_opacity`` on ``(opacity - 1)^2``). The perceptual term needs LPIPS weights that no
+registry ships offline (see ``losses.perceptual_loss``): without them it is skipped and
 said so once in the log.
 """
 from __future__ import annotations
