@@ -185,13 +185,22 @@ EOF
 }
 
 step_features() {
-  python3 -m trellis_impl prepare-data "$WORK/meshes" --out "$WORK/data" "${PREP[@]}" --dinov2 "$WORK/vit/dinov2" \
-    > "$WORK/features.log" 2>&1 &
-  local pid=$!
-  python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" --dinov2 "$WORK/vit/dinov2" \
-    >> "$WORK/held.log" 2>&1
-  wait $pid
-  tail -n 1 "$WORK/features.log"
+  # $SHARDS processes on disjoint meshes of the one merged folder (the 2026-12-07 call ran one at
+  # about 9 objects/s, bound by its host side: reading and resizing renders); each writes only its
+  # assets' feature files, and dataset.json only if an asset fails
+  mapfile -t files < <(ls "$WORK"/meshes/*.glb | sort)
+  local pids=() k part i
+  for k in $(seq 0 $((SHARDS - 1))); do
+    part=(); for i in "${!files[@]}"; do (( i % SHARDS == k )) && part+=("${files[$i]}"); done
+    OMP_NUM_THREADS=$(( $(nproc) / SHARDS )) python3 -m trellis_impl prepare-data "${part[@]}" --out "$WORK/data" \
+      "${PREP[@]}" --dinov2 "$WORK/vit/dinov2" > "$WORK/features$k.log" 2>&1 &
+    pids+=($!)
+  done
+  OMP_NUM_THREADS=2 python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" \
+    --dinov2 "$WORK/vit/dinov2" >> "$WORK/held.log" 2>&1 &
+  pids+=($!)
+  for k in "${pids[@]}"; do wait "$k"; done
+  tail -q -n 1 "$WORK"/features[0-9]*.log
 }
 
 step_latents() {
