@@ -256,19 +256,22 @@ class MeshDecoderStage(RenderStage):
         # logged, not trained on: the share of empty meshes, which the loss counts only through the
         # regularisers (as official), so a run that drifts into emptiness shows it here
         terms["empty"] = torch.tensor(sum(not m.success for m in meshes) / len(meshes))
-        targets, predictions, kept = [], [], []  # per view; kept: the views of non-empty meshes
-        for i, (mesh, camera) in enumerate(zip(self.per_view(meshes), batch["cameras"])):
+        views = self.views_per_sample
+        item_cameras = [batch["cameras"][i * views:(i + 1) * views] for i in range(len(meshes))]
+        targets, predictions, kept = [], [], []  # per item, each [V, ...]; kept: the non-empty meshes
+        for i, (mesh, cameras) in enumerate(zip(meshes, item_cameras)):
             with torch.no_grad():
-                vertices, faces = (t.to(self.device) for t in batch["meshes"][i // self.views_per_sample])
-                target = render_mesh_training(vertices, faces, [camera])
-                target["normal"] = face_camera_normals(target["normal"], [camera])
+                vertices, faces = (t.to(self.device) for t in batch["meshes"][i])
+                target = render_mesh_training(vertices, faces, cameras)
+                target["normal"] = face_camera_normals(target["normal"], cameras)
             targets.append(target)
             if mesh.success:
-                predictions.append(render_mesh_training(mesh.vertices, mesh.faces, [camera], mesh.vertex_attrs))
+                predictions.append(render_mesh_training(mesh.vertices, mesh.faces, cameras, mesh.vertex_attrs))
                 kept.append(i)
         if self.lambda_tsdf > 0:
-            tsdf = torch.stack([losses.mesh_tsdf_loss(m.tsdf_v, m.tsdf_s, m.res, t["depth"][0], camera)
-                                for m, t, camera in zip(self.per_view(meshes), targets, batch["cameras"])]).mean()
+            tsdf = torch.stack([losses.mesh_tsdf_loss(m.tsdf_v, m.tsdf_s, m.res, t["depth"][v, 0], camera)
+                                for m, t, cameras in zip(meshes, targets, item_cameras)
+                                for v, camera in enumerate(cameras)]).mean()
             terms["tsdf"] = torch.where(torch.isfinite(tsdf), tsdf, torch.zeros_like(tsdf))  # no vertex near the surface
             total = total + self.lambda_tsdf * terms["tsdf"]
         if kept:
@@ -278,14 +281,15 @@ class MeshDecoderStage(RenderStage):
             terms["mask"] = losses.l1_loss(pred["mask"], mask)
             if self.depth_loss == "smooth_l1":
                 terms["depth"] = losses.smooth_l1_loss(pred["depth"] * mask, target["depth"] * mask,
-                                                       beta=1.0 / (2 * meshes[kept[0] // self.views_per_sample].res))
+                                                       beta=1.0 / (2 * meshes[kept[0]].res))
             else:
                 terms["depth"] = losses.l1_loss(pred["depth"] * mask, target["depth"] * mask)
             terms["normal"] = self.perceptual_terms(pred["normal"] * mask, target["normal"] * mask)
             total = total + terms["mask"] + self.lambda_depth * terms["depth"] + terms["normal"]
             if self.lambda_color > 0 and "attrs" in pred:
-                alpha = batch["alpha"][kept].to(self.device)[:, None]
-                image = batch["image"][kept].to(self.device) * alpha
+                kept_views = [i * views + v for i in kept for v in range(views)]
+                alpha = batch["alpha"][kept_views].to(self.device)[:, None]
+                image = batch["image"][kept_views].to(self.device) * alpha
                 terms["color"] = self.perceptual_terms(pred["attrs"][:, :3], image)
                 terms["normal_map"] = self.perceptual_terms(pred["attrs"][:, 3:6], target["normal"] * mask)
                 total = total + self.lambda_color * (terms["color"] + terms["normal_map"])
