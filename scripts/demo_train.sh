@@ -79,6 +79,25 @@ step_restore() {
   say "restored: $(ls "$WORK/prev/ckpts" | tr '\n' ' ')"
 }
 
+prepare_in_shards() {  # prepare-data on $SHARDS disjoint parts of $WORK/meshes and on $WORK/held, at once,
+                       # until all are done. $1: log name (shard k logs to $WORK/$1k.log); $2: the shards'
+                       # --out, {k} standing for k; the rest: options besides PREP
+  local log=$1 out=$2 files part pids=() k i
+  shift 2
+  mapfile -t files < <(ls "$WORK"/meshes/*.glb | sort)
+  for k in $(seq 0 $((SHARDS - 1))); do
+    part=(); for i in "${!files[@]}"; do (( i % SHARDS == k )) && part+=("${files[$i]}"); done
+    # a share of the cores each: several processes of 16 threads thrash on 16 cores
+    OMP_NUM_THREADS=$(( $(nproc) / SHARDS )) python3 -m trellis_impl prepare-data "${part[@]}" --out "${out//\{k\}/$k}" \
+      "${PREP[@]}" "$@" > "$WORK/$log$k.log" 2>&1 &
+    pids+=($!)
+  done
+  OMP_NUM_THREADS=2 python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" "$@" \
+    >> "$WORK/held.log" 2>&1 &
+  pids+=($!)
+  for k in "${pids[@]}"; do wait "$k"; done
+}
+
 step_data() {
   python3 -m trellis_impl procedural-meshes --out "$WORK/meshes" --count "$COUNT" --split train >/dev/null
   python3 -m trellis_impl procedural-meshes --out "$WORK/held" --count "$HELD" --split held_out >/dev/null
@@ -86,19 +105,7 @@ step_data() {
     # the shards use the rasteriser's extension that setup builds
     for _ in $(seq 120); do grep -q -E "nvdiffrast ready|Traceback" "$WORK/warm.log" 2>/dev/null && break; sleep 1; done
     say "rasteriser build: $(tail -n 3 "$WORK/warm.log" 2>/dev/null | tr '\n' ' ')"
-    mapfile -t files < <(ls "$WORK"/meshes/*.glb | sort)
-    local pids=() k part i
-    for k in $(seq 0 $((SHARDS - 1))); do
-      part=(); for i in "${!files[@]}"; do (( i % SHARDS == k )) && part+=("${files[$i]}"); done
-      # a share of the cores each: several processes of 16 threads thrash on 16 cores
-      OMP_NUM_THREADS=$(( $(nproc) / SHARDS )) python3 -m trellis_impl prepare-data "${part[@]}" --out "$WORK/part$k" \
-        "${PREP[@]}" > "$WORK/part$k.log" 2>&1 &
-      pids+=($!)
-    done
-    OMP_NUM_THREADS=2 python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" \
-      > "$WORK/held.log" 2>&1 &
-    pids+=($!)
-    for k in "${pids[@]}"; do wait "$k"; done
+    prepare_in_shards part "$WORK/part{k}"
     python3 -c "import sys; from trellis_impl.training.dataset import merge_training_data as m; \
 d = m(sys.argv[2:], sys.argv[1]); print(len(d), 'assets,', len(d.manifest['failed']), 'failed')" \
       "$WORK/data" $(for k in $(seq 0 $((SHARDS - 1))); do echo "$WORK/part$k"; done)
@@ -185,21 +192,9 @@ EOF
 }
 
 step_features() {
-  # $SHARDS processes on disjoint meshes of the one merged folder (the 2026-12-07 call ran one at
-  # about 9 objects/s, bound by its host side: reading and resizing renders); each writes only its
-  # assets' feature files, and dataset.json only if an asset fails
-  mapfile -t files < <(ls "$WORK"/meshes/*.glb | sort)
-  local pids=() k part i
-  for k in $(seq 0 $((SHARDS - 1))); do
-    part=(); for i in "${!files[@]}"; do (( i % SHARDS == k )) && part+=("${files[$i]}"); done
-    OMP_NUM_THREADS=$(( $(nproc) / SHARDS )) python3 -m trellis_impl prepare-data "${part[@]}" --out "$WORK/data" \
-      "${PREP[@]}" --dinov2 "$WORK/vit/dinov2" > "$WORK/features$k.log" 2>&1 &
-    pids+=($!)
-  done
-  OMP_NUM_THREADS=2 python3 -m trellis_impl prepare-data "$WORK/held" --out "$WORK/held_data" "${PREP[@]}" \
-    --dinov2 "$WORK/vit/dinov2" >> "$WORK/held.log" 2>&1 &
-  pids+=($!)
-  for k in "${pids[@]}"; do wait "$k"; done
+  # into the one merged folder: each shard writes only its assets' feature files (and dataset.json
+  # only if an asset fails); one process made about 9 objects/s on the device, bound by its host side
+  prepare_in_shards features "$WORK/data" --dinov2 "$WORK/vit/dinov2"
   tail -q -n 1 "$WORK"/features[0-9]*.log
 }
 
