@@ -28,6 +28,7 @@ from trellis_impl.evaluation import psnr, textured_procedural_object  # noqa: E4
 from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
 from trellis_impl.render import orbit_cameras, render_gaussians  # noqa: E402
 from trellis_impl.training.losses import dssim  # noqa: E402
+from trellis_impl.training.procedural import object_name  # noqa: E402
 
 
 def premultiplied(mesh, cameras, device):
@@ -67,7 +68,7 @@ def main() -> int:
             renders = torch.stack([render_gaussians(gaussians, c)["color"].clamp(0, 1) for c in held])
         return float(psnr(renders, held_truth))
 
-    print(f"{args.kind}_{args.seed:06d}: {slat.coords.shape[0]} voxels, held-out PSNR {held_psnr():.2f} dB "
+    print(f"{object_name(args.kind, args.seed)}: {slat.coords.shape[0]} voxels, held-out PSNR {held_psnr():.2f} dB "
           "(the VAE's decoding)", flush=True)
     optimiser = torch.optim.Adam([feats], lr=args.lr)
     start = time.perf_counter()

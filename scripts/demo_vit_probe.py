@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -24,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trellis_impl.conditioning import encode_image, load_dinov2  # noqa: E402
 from trellis_impl.conditioning.image_preprocess import preprocess_image  # noqa: E402
-from trellis_impl.encoding import load_textured_mesh  # noqa: E402
 from trellis_impl.encoding.albedo import render_albedo, to_rgba8  # noqa: E402
 from trellis_impl.training.prepare import conditioning_cameras  # noqa: E402
-from trellis_impl.training.procedural import OBJECT_KINDS, write_procedural_meshes  # noqa: E402
+from trellis_impl.evaluation import textured_procedural_object  # noqa: E402
+from trellis_impl.training.procedural import OBJECT_KINDS, object_name, object_plan  # noqa: E402
 
 KINDS = list(OBJECT_KINDS)
 
@@ -35,13 +34,11 @@ KINDS = list(OBJECT_KINDS)
 def condition_views(split: str, per_kind: int, views: int):
     """[(kind index, 518 px condition image)] of ``per_kind`` objects of every kind, ``views`` each."""
     out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for path in write_procedural_meshes(tmp, per_kind * len(KINDS), split=split):
-            mesh = load_textured_mesh(path, up="auto").normalized()
-            cameras = conditioning_cameras(views, seed=zlib.crc32(path.stem.encode()) % 1000, resolution=256)
-            kind = KINDS.index(path.stem.rsplit("_", 1)[0])
-            for rgba in to_rgba8(render_albedo(mesh, cameras, 1, torch.device("cpu"))):
-                out.append((kind, preprocess_image(Image.fromarray(rgba, "RGBA"))))
+    for kind, seed in object_plan(per_kind * len(KINDS), split=split):
+        mesh = textured_procedural_object(kind, seed).normalized()
+        cameras = conditioning_cameras(views, seed=zlib.crc32(object_name(kind, seed).encode()) % 1000, resolution=256)
+        for rgba in to_rgba8(render_albedo(mesh, cameras, 1, torch.device("cpu"))):
+            out.append((KINDS.index(kind), preprocess_image(Image.fromarray(rgba, "RGBA"))))
     return out
 
 

@@ -198,6 +198,7 @@ def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256,
     generation: the ceiling of the generation figures for this folder's VAEs."""
     from PIL import Image
     from .render import orbit_cameras
+    from .training.procedural import object_name
     camera = front_camera(size)
     compare = list(psnr_cameras) if psnr_cameras is not None else orbit_cameras(8, pitch=0.3, width=size, height=size)
     figures = []
@@ -211,7 +212,7 @@ def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256,
         else:
             gaussians, timings = encoded_gaussians(pipeline, mesh, encode_views), {}
         value = None if psnr_views is None else reconstruction_psnr(pipeline, mesh, compare, views=psnr_views)
-        figures.append(ObjectFigures(f"{kind}_{object_seed:06d}", picture, gaussians,
+        figures.append(ObjectFigures(object_name(kind, object_seed), picture, gaussians,
                                      score_generation(picture, gaussians, camera), value, timings))
         if log is not None:
             shown = "" if value is None else f", PSNR {value:.2f} dB"
