@@ -112,4 +112,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, OSError, tarfile.TarError) as error:  # refused or unreadable: nothing was changed
+        sys.exit(f"demo_candidate_update: {error}")

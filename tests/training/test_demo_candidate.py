@@ -81,3 +81,13 @@ def test_sessions_merge_into_the_candidate(update, tmp_path):
         update.main([str(tmp_path), "--session", "s3", "--candidate", str(candidate)])
     assert {p: p.read_bytes() for p in candidate.rglob("*") if p.is_file()} == before
     assert [p.name for p in candidate.parent.iterdir()] == ["demo_candidate"]  # no temporary left behind
+
+
+def test_the_command_line_refuses_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--session", "s1", "--candidate",
+                           str(tmp_path / "candidate")], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [f"demo_candidate_update: {tmp_path}: no demo.tar.partNN files"]
+    assert not (tmp_path / "candidate").exists()
