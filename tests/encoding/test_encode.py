@@ -156,3 +156,15 @@ def test_cli_bad_input_writes_nothing(folder, meshes, tmp_path, case, capsys):
     assert len(message) == 1 and message[0].startswith("error: ")
     assert {"missing": "not found", "extension": "unsupported mesh format", "views": "--views",
             "no_encoder": "no SLat encoder"}[case] in message[0]
+
+
+def test_a_folder_without_a_slat_flow_encodes_on_its_encoders_grid(folder, meshes, tmp_path):
+    # a training state: the VAEs are trained, the SLat flow is not yet
+    state = shutil.copytree(folder, tmp_path / "state")
+    config = json.loads((state / "pipeline.json").read_text())
+    flow = config["args"]["models"].pop("slat_flow_model")
+    for suffix in (".json", ".safetensors"):
+        (state / f"{flow}{suffix}").unlink()
+    (state / "pipeline.json").write_text(json.dumps(config))
+    encoded = encode_asset(meshes["red"], state, **FAST)
+    assert torch.equal(encoded.feats, encode_asset(meshes["red"], folder, **FAST).feats)

@@ -65,8 +65,12 @@ def _check_positive(value, name: str) -> None:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
-def _slat_resolution(folder: ModelFolder) -> int:
-    """The SLat grid (64 released): the SLat flow's resolution, from its config (no weights loaded)."""
+def _slat_resolution(folder: ModelFolder, slat_encoder) -> int:
+    """The SLat grid (64 released): the SLat flow's resolution, from its config (no weights loaded).
+    A folder without a SLat flow (a training state, before the flow is trained) encodes on its
+    SLat encoder's own grid."""
+    if "slat_flow_model" not in folder.args["models"]:
+        return int(slat_encoder.resolution)
     loaded = folder.loaded().get("slat_flow_model")
     if loaded is not None:
         return int(loaded.resolution)
@@ -111,7 +115,7 @@ def encode_asset(mesh_or_path: Union[TexturedMesh, str, os.PathLike], model_fold
     folder = model_folder if isinstance(model_folder, ModelFolder) else ModelFolder(model_folder)
     needed = [key for key in (SLAT_ENCODER_KEY, ENCODER_KEY) if key not in folder.loaded()]
     missing = folder.missing_files(needed) if needed else []
-    if "slat_flow_model" not in folder.loaded():
+    if "slat_flow_model" in folder.args["models"] and "slat_flow_model" not in folder.loaded():
         missing += [p for p in folder.missing_files(["slat_flow_model"]) if p.suffix == ".json"]
     if missing:
         raise ModelFolderError(f"model folder {folder.path} cannot encode: missing {', '.join(map(str, missing))}")
@@ -121,7 +125,7 @@ def encode_asset(mesh_or_path: Union[TexturedMesh, str, os.PathLike], model_fold
         raise ValueError(f"mesh_or_path must be a TexturedMesh or a mesh file path, got {type(mesh).__name__}")
     device, timings = torch.device(device) if device is not None else folder.device, {}
     slat_encoder = folder.model(SLAT_ENCODER_KEY)
-    grid = _slat_resolution(folder)
+    grid = _slat_resolution(folder, slat_encoder)
     if slat_encoder.resolution != grid:
         raise ModelFolderError(f"model folder {folder.path}: the SLat encoder works on a {slat_encoder.resolution}^3 "
                                f"grid but the SLat flow on {grid}^3")
