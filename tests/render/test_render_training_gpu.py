@@ -10,7 +10,7 @@ import torch
 
 from trellis_impl.render import orbit_cameras, render_gaussians
 from trellis_impl.render.gaussian_raster import GAUSSIAN_RASTER
-from trellis_impl.render.mesh_raster import MESH_RASTER, render_mesh_training
+from trellis_impl.render.mesh_raster import MESH_RASTER, _render_training_torch, rasterize_views, render_mesh_training
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CUDA = torch.device("cuda")
@@ -28,15 +28,6 @@ def _interior(mask: torch.Tensor) -> torch.Tensor:
     return -torch.nn.functional.max_pool2d(-mask, 3, stride=1, padding=1) == 1
 
 
-def _grads(backend: str, vertices, faces, attrs, cameras, weight):
-    vertices = vertices.clone().requires_grad_(True)
-    attrs = attrs.clone().requires_grad_(True)
-    out = render_mesh_training(vertices, faces, cameras, attrs, backend=backend)
-    loss = (weight * (out["depth"] * 2 + out["attrs"].pow(2).sum(1, keepdim=True) + out["normal"].sum(1, keepdim=True))).sum()
-    loss.backward()
-    return out, vertices.grad, attrs.grad
-
-
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
 
@@ -49,32 +40,52 @@ def test_nvdiffrast_training_render_matches_torch():
     cameras = orbit_cameras(2, pitch=0.4, radius=2.0, fov_degrees=40.0, width=128, height=128)
     with torch.no_grad():
         inside = _interior(render_mesh_training(vertices, faces, cameras, backend="torch")["mask"])
+        rasters = {backend: rasterize_views(vertices, faces, cameras, backend=backend)
+                   for backend in ("torch", "nvdiffrast")}
     assert float(inside.float().mean()) > 0.2
+    covered = rasters["nvdiffrast"]["triangle_id"] >= 0
+    other_face = float((rasters["torch"]["triangle_id"] != rasters["nvdiffrast"]["triangle_id"]).float().sum()
+                       / covered.float().sum())
     weight = torch.rand(inside.shape, generator=torch.Generator().manual_seed(1)).to(CUDA)
-    ref, ref_vgrad, ref_agrad = _grads("torch", vertices, faces, attrs, cameras, weight)
-    got, got_vgrad, got_agrad = _grads("nvdiffrast", vertices, faces, attrs, cameras, weight)
-    # whole images, anti-aliased silhouettes included (the two differ where the rasterisers' tie
-    # rules give a pixel another face: about 1 % of the covered pixels, docs/gpu.md)
-    for key in ("mask", "depth", "attrs", "normal"):
-        diff = (ref[key] - got[key]).abs().amax(1)
-        assert float((diff < 1e-3).float().mean()) > 0.98, key
-    cosine = {"attrs": _cosine(ref_agrad, got_agrad), "vertices": _cosine(ref_vgrad, got_vgrad)}
-    # the vertex gradient in parts, all measured before any bound is checked (the device run of
-    # 2026-12-07 gave 0.974 for the whole against the 0.98 bound, docs/gpu.md): the interior
-    # pixels alone (barycentrics, no anti-aliasing) and the silhouette alone (the mask)
-    parts = {"interior": lambda out: weight * inside * (out["depth"] * 2 + out["normal"].sum(1, keepdim=True)),
-             "silhouette": lambda out: weight * out["mask"]}
-    for part, loss_of in parts.items():
-        grads = []
-        for backend in ("torch", "nvdiffrast"):
-            leaf = vertices.clone().requires_grad_(True)
-            loss_of(render_mesh_training(leaf, faces, cameras, backend=backend)).sum().backward()
-            grads.append(leaf.grad)
-        assert float(grads[0].abs().sum()) > 0, part
-        cosine[part] = _cosine(*grads)
-    print("gradient cosines, torch against nvdiffrast:", {k: round(v, 5) for k, v in cosine.items()})
-    assert cosine["attrs"] > 0.98 and cosine["vertices"] > 0.98 and cosine["interior"] > 0.98 \
-        and cosine["silhouette"] > 0.95, cosine
+    # three renders: nvdiffrast's; the PyTorch path on its own visibility; the PyTorch path on
+    # nvdiffrast's visibility (the same faces per pixel, so any difference is the shading or the
+    # anti-aliasing rule, not the rasterisers' tie rules)
+    renders = {"nvdiffrast": lambda v, a=None: render_mesh_training(v, faces, cameras, a, backend="nvdiffrast"),
+               "torch": lambda v, a=None: render_mesh_training(v, faces, cameras, a, backend="torch"),
+               "torch_same_faces": lambda v, a=None: _render_training_torch(v, faces, cameras, rasters["nvdiffrast"], a)}
+    losses = {"whole": lambda out: weight * (out["depth"] * 2 + out["attrs"].pow(2).sum(1, keepdim=True)
+                                             + out["normal"].sum(1, keepdim=True)),
+              "interior": lambda out: weight * inside * (out["depth"] * 2 + out["normal"].sum(1, keepdim=True)),
+              "silhouette": lambda out: weight * out["mask"]}
+    images, grads = {}, {}
+    for name, render in renders.items():
+        for part, loss_of in losses.items():
+            leaf, leaf_attrs = vertices.clone().requires_grad_(True), attrs.clone().requires_grad_(True)
+            out = render(leaf, leaf_attrs)
+            loss_of(out).sum().backward()
+            grads[name, part] = leaf.grad
+            if part == "whole":
+                images[name], grads[name, "attrs"] = out, leaf_attrs.grad
+    cosine = {f"{name} {part}": _cosine(grads[name, part], grads["nvdiffrast", part])
+              for name in ("torch", "torch_same_faces") for part in ("attrs", "whole", "interior", "silhouette")}
+    # all figures are printed before any bound is checked (the device log keeps them)
+    print(f"pixels seen on another face by the PyTorch rasteriser: {other_face:.4f} of the covered ones")
+    print("gradient cosines against nvdiffrast:", {k: round(v, 5) for k, v in cosine.items()})
+    for name in ("torch", "torch_same_faces"):
+        assert float(grads[name, "silhouette"].abs().sum()) > 0, name
+        # whole images, anti-aliased silhouettes included
+        for key in ("mask", "depth", "attrs", "normal"):
+            diff = (images[name][key] - images["nvdiffrast"][key]).abs().amax(1)
+            assert float((diff < 1e-3).float().mean()) > (0.999 if name == "torch_same_faces" else 0.98), (name, key)
+    # on the same faces the PyTorch path is nvdiffrast's (its 1e-3 px epsilon in the edge slope apart)
+    assert min(cosine[f"torch_same_faces {part}"] for part in ("attrs", "whole", "interior", "silhouette")) > 0.995, cosine
+    # on its own visibility it differs where the tie rules give a pixel another face (about 1 % of
+    # the covered pixels); few silhouette pairs blend at all (docs/gpu.md: 26 of 288 on this sphere),
+    # so a few pairs that change face move the silhouette gradient visibly: the device run of
+    # 2026-12-07 gave 0.974 (whole) and 0.948 (silhouette) there
+    assert other_face < 0.02
+    assert cosine["torch attrs"] > 0.98 and cosine["torch whole"] > 0.95 and cosine["torch interior"] > 0.98 \
+        and cosine["torch silhouette"] > 0.9, cosine
 
 
 def test_gsplat_gradients_match_torch():
