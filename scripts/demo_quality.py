@@ -8,6 +8,11 @@ the input picture, then the generated asset from the front and at 90, 180, 270 d
 
     python scripts/demo_quality.py --model FOLDER --out DIR [--objects 15] [--views 150] [--device cuda]
         [--split train] [--no-psnr] [--ceiling VIEWS]
+    python scripts/demo_quality.py --model FOLDER --out DIR --structure [--objects 15]
+
+``--structure`` scores the structure flow alone (a folder whose later stages are not trained yet):
+the silhouette IoU of the sampled voxels against the picture, beside that of the object's own voxels
+(``structure.json``).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trellis_impl.evaluation import score_objects, summarise  # noqa: E402
+from trellis_impl.evaluation import score_objects, score_structures, summarise  # noqa: E402
 from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
 from trellis_impl.render import render_gaussians  # noqa: E402
 from trellis_impl.render.cameras import Camera  # noqa: E402
@@ -43,11 +48,22 @@ def main() -> None:
     parser.add_argument("--no-psnr", action="store_true", help="generation figures only (no encode -> decode)")
     parser.add_argument("--ceiling", type=int, default=None, metavar="VIEWS",
                         help="score each object's own encoding from VIEWS views instead of a generation")
+    parser.add_argument("--structure", action="store_true",
+                        help="the structure flow alone: voxel silhouettes against the pictures (structure.json)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pipeline = ImageTo3DPipeline.from_folder(args.model, device=args.device)
+    if args.structure:
+        found = score_structures(pipeline, object_plan(args.objects, split=args.split), size=args.size, seed=args.seed,
+                                 log=print)
+        summary = {"objects": len(found), "mean_iou": sum(f.iou for f in found) / len(found),
+                   "mean_ceiling_iou": sum(f.ceiling_iou for f in found) / len(found)}
+        (out / "structure.json").write_text(json.dumps({"model": str(args.model), "summary": summary,
+                                                        "objects": [f.as_dict() for f in found]}, indent=2))
+        print(json.dumps(summary, indent=2))
+        return
     figures = score_objects(pipeline, object_plan(args.objects, split=args.split), size=args.size, seed=args.seed,
                             psnr_views=None if args.no_psnr else args.views, encode_views=args.ceiling, log=print)
     rows = []

@@ -22,7 +22,7 @@ from .render.cameras import Camera
 
 __all__ = ["psnr", "square_crop", "silhouette_iou", "dominant_colour", "front_camera", "picture_of_mesh",
            "encoded_gaussians", "reconstruction_psnr", "GenerationScore", "score_generation", "summarise", "textured_procedural_object",
-           "ObjectFigures", "score_objects"]
+           "ObjectFigures", "score_objects", "voxel_alpha", "score_structures"]
 
 ALPHA_THRESHOLD = 0.5
 
@@ -218,4 +218,69 @@ def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256,
             shown = "" if value is None else f", PSNR {value:.2f} dB"
             log(f"{figures[-1].name}: IoU {figures[-1].score.iou:.3f}, "
                 f"colour error {figures[-1].score.colour_error:.3f}{shown}")
+    return figures
+
+
+def voxel_alpha(coords: torch.Tensor, resolution: int, camera: Camera) -> torch.Tensor:
+    """The silhouette of occupied voxels seen by ``camera``: float32 [H, W], 1 where a voxel cube
+    covers the pixel centre. ``coords`` int [N, 3] grid indices of a ``resolution``^3 grid over the
+    unit cube (the frame of ``picture_of_mesh`` and ``voxel_centers``)."""
+    from .render import rasterize
+    corners = torch.tensor([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=torch.float64)
+    # two triangles per cube side, corners numbered x * 4 + y * 2 + z (winding is irrelevant: no culling)
+    sides = torch.tensor([[0, 1, 3], [0, 3, 2], [4, 5, 7], [4, 7, 6], [0, 1, 5], [0, 5, 4],
+                          [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 3, 7], [1, 7, 5]])
+    cubes = coords.double().cpu()[:, None, :] + corners[None]                     # [N, 8, 3]
+    vertices = (cubes / resolution - 0.5).reshape(-1, 3)
+    faces = (torch.arange(coords.shape[0])[:, None, None] * 8 + sides[None]).reshape(-1, 3)
+    return (rasterize(vertices, faces, camera, backend="torch")["triangle_id"] >= 0).float()
+
+
+@dataclass
+class StructureFigures:
+    """One object's structure-stage figures (:func:`score_structures`)."""
+    name: str
+    iou: float          # silhouette IoU of the generated voxels against the input picture
+    ceiling_iou: float  # the same for the object's own voxels (what a perfect structure flow gives)
+    voxels: int         # generated voxels
+    true_voxels: int
+
+    def as_dict(self) -> Dict[str, object]:
+        return {"object": self.name, "iou": self.iou, "ceiling_iou": self.ceiling_iou, "voxels": self.voxels,
+                "true_voxels": self.true_voxels}
+
+
+@torch.no_grad()
+def score_structures(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256, seed: int = 42,
+                     log=None) -> List[StructureFigures]:
+    """The structure flow alone, for a folder whose later stages are not trained yet: each
+    procedural object ``(kind, seed)``'s front picture (``size`` px) -> ``pipeline``'s condition ->
+    sampled structure (generation ``seed``); the silhouette IoU (``silhouette_iou``) of its voxel
+    cubes against the picture's alpha, beside that of the object's own voxels (``voxelize_mesh``
+    at the structure decoder's grid). The generated asset's IoU is about the voxels' (the Gaussians fill
+    their voxels): the ceiling column is what the structure flow can reach at this grid."""
+    from PIL import Image
+    from .conditioning import preprocess_image
+    from .pipelines.generation import Noise
+    from .pipelines.voxelize import voxelize_mesh
+    from .training.procedural import object_name
+    camera = front_camera(size)
+    figures = []
+    for kind, object_seed in objects:
+        mesh = textured_procedural_object(kind, object_seed)
+        picture = picture_of_mesh(mesh, camera, device=pipeline.device)
+        pil = Image.fromarray((picture.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), "RGBA")
+        cond = pipeline.get_cond([preprocess_image(pil, None, pipeline.background_remover)])
+        structure = pipeline.sample_structure(cond, Noise(seed))
+        generated = structure.coords[:, 1:].cpu()
+        grid = structure.resolution
+        true = voxelize_mesh(mesh.vertices, mesh.faces, resolution=grid)
+        figures.append(StructureFigures(object_name(kind, object_seed),
+                                        silhouette_iou(picture[3], voxel_alpha(generated, grid, camera))
+                                        if generated.shape[0] else 0.0,
+                                        silhouette_iou(picture[3], voxel_alpha(true, grid, camera)),
+                                        int(generated.shape[0]), int(true.shape[0])))
+        if log is not None:
+            log(f"{figures[-1].name}: structure IoU {figures[-1].iou:.3f} (own voxels {figures[-1].ceiling_iou:.3f}), "
+                f"{figures[-1].voxels} voxels ({figures[-1].true_voxels} true)")
     return figures

@@ -73,3 +73,35 @@ def test_summary():
     summary = summarise(scores, [30.0, 26.0])
     assert summary == {"objects": 2, "mean_iou": pytest.approx(0.7), "mean_colour_error": pytest.approx(0.125),
                        "colours_within_0.1": 0.5, "mean_psnr_db": 28.0}
+
+
+def test_voxel_silhouette_of_a_block_matches_the_box_it_fills():
+    from trellis_impl.encoding import TexturedMesh
+    from trellis_impl.evaluation import picture_of_mesh, voxel_alpha
+    from trellis_impl.pipelines.voxelize import voxelize_mesh
+    import trimesh
+    box = trimesh.creation.box(extents=(0.5, 0.25, 0.75))
+    mesh = TexturedMesh.from_arrays(torch.as_tensor(box.vertices), torch.as_tensor(box.faces),
+                                    vertex_colors=torch.full((len(box.vertices), 3), 0.5))
+    camera = front_camera(128)
+    picture = picture_of_mesh(mesh, camera)
+    coords = voxelize_mesh(mesh.vertices, mesh.faces, resolution=32)
+    solid = torch.stack(torch.meshgrid(*[torch.arange(int(coords[:, k].min()), int(coords[:, k].max()) + 1)
+                                         for k in range(3)], indexing="ij"), -1).reshape(-1, 3)
+    alpha = voxel_alpha(solid, 32, camera)
+    assert alpha.shape == (128, 128)
+    assert silhouette_iou(picture[3], alpha) > 0.95  # within a voxel's rounding of the outline
+    # the shell the voxeliser gives has the same silhouette as the filled block
+    assert torch.equal(voxel_alpha(coords, 32, camera), alpha)
+    # a block of half the depth seen from the front: the same outline, so shape, not size, counts
+    assert silhouette_iou(alpha, voxel_alpha(solid[solid[:, 1] == solid[:, 1].min()], 32, camera)) > 0.8
+
+
+def test_structure_figures_of_a_random_folder(tmp_path):
+    from trellis_impl.evaluation import score_structures
+    from trellis_impl.pipelines import ImageTo3DPipeline, write_random_model_folder
+    pipeline = ImageTo3DPipeline.from_folder(write_random_model_folder(tmp_path / "random"))
+    found = score_structures(pipeline, [("cup", 9)], size=96, log=None)
+    assert len(found) == 1 and found[0].name.startswith("cup")
+    assert found[0].true_voxels > 0 and found[0].ceiling_iou > 0.5  # the object's own voxels
+    assert 0.0 <= found[0].iou <= 1.0 and found[0].as_dict()["voxels"] == found[0].voxels

@@ -237,7 +237,9 @@ class TrellisPipeline:
         latent = self._run_sampler("sparse_structure_sampler", flow, x, cond, params, progress, views)
         logits = self.folder.model("sparse_structure_decoder")(latent)
         coords = torch.argwhere(logits > 0)[:, [0, 2, 3, 4]].int()
-        return Structure(coords, int(num_samples), self.resolution, noise_shape=shape, latent=latent)
+        # the grid the decoder made (the folder's SLat grid in a complete folder; a training state
+        # may have no SLat flow to read that from)
+        return Structure(coords, int(num_samples), int(logits.shape[-1]), noise_shape=shape, latent=latent)
 
     @torch.no_grad()
     def sample_latents(self, cond: dict, structure: Structure, noise: Noise, params: Optional[dict] = None,
