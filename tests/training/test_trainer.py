@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -242,6 +243,29 @@ def test_mixed_precision_steps_track_float32(workspace, precision):
         losses[mode] = trainer.train_step()["loss"]
         assert trainer.step == 1 and all(torch.isfinite(p).all() for p in trainer.params)
     assert abs(losses[precision] - losses["none"]) < 0.05 * losses["none"]
+
+
+def test_tf32_steps_switch_tensor_cores_on_for_the_step_alone(workspace):
+    """'tf32' runs the step in float32 (no autocast) with TF32 products allowed, and puts the
+    process-wide switches back afterwards (on CPU the switches change no value)."""
+    seen = []
+    trainer = make_trainer(workspace, tiny_config(workspace, "ss_flow", mixed_precision="tf32"), "tf32_switches")
+    losses_of = trainer.stage.losses
+
+    def recording(models, batch):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.is_autocast_enabled()))
+        return losses_of(models, batch)
+    trainer.stage.losses = recording
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        logged = trainer.train_step()
+        assert seen == [(True, True, False)] and torch.backends.cuda.matmul.allow_tf32 is False
+        assert trainer.autocast_dtype is None and trainer.scaler is None and math.isfinite(logged["loss"])
+        float32 = make_trainer(workspace, tiny_config(workspace, "ss_flow", mixed_precision="none"), "tf32_reference")
+        assert logged["loss"] == pytest.approx(float32.train_step()["loss"], rel=1e-5)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def test_text_conditioned_flow_trains(workspace, tmp_path):

@@ -25,7 +25,7 @@ from typing import Any, Dict, Union
 
 __all__ = ["TrainConfig", "TRAINER_DEFAULTS", "MIXED_PRECISION", "OPTIMIZERS", "ConfigError", "load_config"]
 
-MIXED_PRECISION = ("none", "bf16", "fp16")
+MIXED_PRECISION = ("none", "tf32", "bf16", "fp16")
 OPTIMIZERS = ("AdamW", "Adam", "SGD")
 # The official trainers' values (configs/generation/*.json, configs/vae/*.json) where they exist.
 TRAINER_DEFAULTS: Dict[str, Any] = {
@@ -35,7 +35,8 @@ TRAINER_DEFAULTS: Dict[str, Any] = {
     "optimizer": {"name": "AdamW", "args": {"lr": 1e-4, "weight_decay": 0.0}},
     "ema_rate": [0.9999],
     "ema_warmup": False,         # rate min(r, (1 + step) / (10 + step)): a short run's EMA forgets the initial weights
-    "mixed_precision": "bf16",   # autocast dtype on the device; 'fp16' adds a gradient scaler
+    "mixed_precision": "bf16",   # autocast dtype on the device; 'fp16' adds a gradient scaler; 'tf32': no
+                                 # autocast, float32 products on TF32 tensor cores (CUDA)
     "grad_clip": {"max_norm": 1.0, "clip_percentile": 95},  # official AdaptiveGradClipper; null: none
     "grad_checkpoint": False,    # recompute block activations in backward (the models' use_checkpoint)
     "i_log": 10,
