@@ -110,9 +110,12 @@ def gaussian_tensors(gaussians: Union[Any, Mapping[str, torch.Tensor]]) -> Dict[
             n = value.shape[0]
         elif value.shape[0] != n:
             raise ValueError(f"Gaussian field {key!r} has {value.shape[0]} rows, expected {n}")
-        if not bool(torch.isfinite(value.detach()).all()):
-            raise ValueError(f"Gaussian field {key!r} has non-finite values (NaN/inf)")
         out[key] = value
+    # one host sync for all fields (a training step renders many times); the field is named after
+    finite = torch.stack([torch.isfinite(value.detach()).all() for value in out.values()])
+    if not bool(finite.all()):
+        bad = next(key for key, ok in zip(out, finite.tolist()) if not ok)
+        raise ValueError(f"Gaussian field {bad!r} has non-finite values (NaN/inf)")
     if "colors" not in out:
         out["colors"] = (0.5 + SH_C0 * out.pop("features")[:, 0, :]).clamp_min(0.0)
     else:
