@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trellis_impl.export.texture_bake import bake_cameras  # noqa: E402
 from trellis_impl.pipelines.voxelize import voxelize_mesh  # noqa: E402
-from trellis_impl.render.gaussian_raster import GAUSSIAN_RASTER, gaussian_tensors  # noqa: E402
+from trellis_impl.render.gaussian_raster import _render_torch, gaussian_tensors  # noqa: E402
 from trellis_impl.training.procedural import procedural_object  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     gaussians = gaussian_tensors(scene(args.kind))
     cameras = bake_cameras(args.views, args.size)
-    render = GAUSSIAN_RASTER.backends["torch"].fn
+    render = _render_torch  # one view, with the tile size as an option
     background = torch.zeros(3)
     print(f"{gaussians['xyz'].shape[0]} Gaussians, {args.views} views at {args.size} px, "
           f"{torch.get_num_threads()} threads")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trellis_impl.render import Camera, orbit_cameras, render_gaussians
-from trellis_impl.render.gaussian_raster import GAUSSIAN_RASTER
+from trellis_impl.render.gaussian_raster import gaussian_tensors, pad_gaussians, render_gaussians_batch
 
 SH_C0 = 0.28209479177387814
 
@@ -107,8 +107,7 @@ def test_matches_brute_force(n, seed, yaw, pitch, radius, fov, bg, features):
 def test_small_tiles_and_chunks_agree():
     g = _scene(50, 5)
     cam = Camera.orbit(0.7, 0.3, 1.8, 45.0, 48, 40)
-    impl = GAUSSIAN_RASTER.backends["torch"].fn
-    from trellis_impl.render.gaussian_raster import gaussian_tensors
+    from trellis_impl.render.gaussian_raster import _render_torch as impl  # one item, tile options
     bg = torch.zeros(3, dtype=torch.float64)
     a = impl(gaussian_tensors(g), cam, bg)
     b = impl(gaussian_tensors(g), cam, bg, tile=5, chunk=3)
@@ -201,3 +200,42 @@ def test_nan_raises_naming_field(field):
 def test_unknown_backend_rejected():
     with pytest.raises(ValueError, match="gaussian_raster"):
         render_gaussians(_scene(3, 0), Camera.orbit(0.0, 0.0, 2.0, 40.0, 8, 8), backend="nope")
+
+
+def test_a_batch_renders_each_item_as_alone():
+    scenes = [_scene(40, 1), _scene(25, 2), _scene(40, 1)]
+    cameras = [Camera.orbit(0.2 * k, 0.3, 1.8, 45.0, 32, 24) for k in range(3)]
+    backgrounds = [(0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.2, 0.5, 0.9)]
+    out = render_gaussians_batch([scenes[0], scenes[1], scenes[0]], cameras, backgrounds, backend="torch")
+    assert out["color"].shape == (3, 3, 24, 32) and out["alpha"].shape == out["depth"].shape == (3, 1, 24, 32)
+    for k, item in enumerate([scenes[0], scenes[1], scenes[0]]):
+        alone = render_gaussians(item, cameras[k], backgrounds[k], backend="torch")
+        for key in ("color", "alpha", "depth"):
+            assert torch.equal(out[key][k], alone[key]), (k, key)
+    with pytest.raises(ValueError, match="one camera and one background per item"):
+        render_gaussians_batch(scenes, cameras[:2], backgrounds)
+    with pytest.raises(ValueError, match="cameras of one size"):
+        render_gaussians_batch(scenes[:2], [cameras[0], Camera.orbit(0.0, 0.3, 1.8, 45.0, 16, 16)], backgrounds[:2])
+    with pytest.raises(ValueError, match=r"backgrounds\[1\] must be 3 finite values"):
+        render_gaussians_batch(scenes[:2], cameras[:2], [(0, 0, 0), (0, float("nan"), 0)])
+
+
+def test_padding_rows_are_transparent_and_keep_the_gradients():
+    """What the batched gsplat path adds to shorter items changes no pixel (the PyTorch reference
+    renders a padded item and the item alone alike) and passes gradients to the item's rows."""
+    small, large = gaussian_tensors(_scene(20, 3)), gaussian_tensors(_scene(45, 4))
+    leaf = {k: v.clone().requires_grad_(True) for k, v in small.items()}
+    batch = pad_gaussians([leaf, large])
+    assert batch["xyz"].shape == (2, 45, 3) and batch["opacity"].shape == (2, 45)
+    assert torch.equal(batch["opacity"][0, 20:], torch.zeros(25)) and torch.equal(batch["xyz"][1], large["xyz"])
+    camera = Camera.orbit(0.4, 0.3, 1.8, 45.0, 32, 32)
+    padded = render_gaussians({k: v[0] for k, v in batch.items()}, camera, backend="torch")
+    alone = render_gaussians(leaf, camera, backend="torch")
+    torch.testing.assert_close(padded["color"], alone["color"], rtol=0, atol=1e-6)
+    padded["color"].sum().backward()
+    padded_grads = {k: v.grad.clone() for k, v in leaf.items()}
+    for v in leaf.values():
+        v.grad = None
+    alone["color"].sum().backward()
+    for key in ("xyz", "scaling", "opacity", "colors"):
+        torch.testing.assert_close(padded_grads[key], leaf[key].grad, rtol=1e-5, atol=1e-7)

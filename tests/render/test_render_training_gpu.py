@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trellis_impl.render import orbit_cameras, render_gaussians
-from trellis_impl.render.gaussian_raster import GAUSSIAN_RASTER
+from trellis_impl.render.gaussian_raster import GAUSSIAN_RASTER, render_gaussians_batch
 from trellis_impl.render.mesh_raster import MESH_RASTER, _render_training_torch, rasterize_views, render_mesh_training
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -106,3 +106,36 @@ def test_gsplat_gradients_match_torch():
     for key in ("colors", "opacity", "xyz", "scaling"):
         cos = torch.nn.functional.cosine_similarity(grads["torch"][key].flatten(), grads["gsplat"][key].flatten(), dim=0)
         assert float(cos) > 0.95, (key, float(cos))
+
+
+def test_gsplat_batch_equals_its_single_renders():
+    """The training step's batched call (items of different sizes padded with transparent rows, each
+    with its own camera and background) gives each item's single render, values and gradients."""
+    if not GAUSSIAN_RASTER.backends["gsplat"].available(CUDA, torch.float32):
+        pytest.skip("gsplat not installed or its CUDA extension cannot be built here")
+    g = torch.Generator().manual_seed(2)
+    scenes = []
+    for n in (400, 150):
+        scenes.append({"xyz": (torch.rand(n, 3, generator=g) - 0.5) * 0.6, "scaling": torch.full((n, 3), 0.03),
+                       "rotation": torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=1),
+                       "opacity": torch.rand(n, 1, generator=g) * 0.8 + 0.1, "colors": torch.rand(n, 3, generator=g)})
+    cameras = orbit_cameras(3, pitch=0.3, radius=2.0, fov_degrees=40.0, width=64, height=48)
+    backgrounds = [(0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.3, 0.6, 0.9)]
+    weight = torch.rand(3, 3, 48, 64, generator=g).to(CUDA)
+    results = {}
+    for mode in ("batch", "single"):
+        leaves = [{k: v.to(CUDA).clone().requires_grad_(True) for k, v in s.items()} for s in scenes]
+        items = [leaves[0], leaves[1], leaves[0]]  # a repeated item: two views of one object
+        if mode == "batch":
+            out = render_gaussians_batch(items, cameras, backgrounds, backend="gsplat", clamp=False)
+        else:
+            singles = [render_gaussians(i, c, b, backend="gsplat", clamp=False) for i, c, b in zip(items, cameras, backgrounds)]
+            out = {key: torch.stack([s[key] for s in singles]) for key in singles[0]}
+        (weight * out["color"]).sum().backward()
+        results[mode] = out, [{k: v.grad for k, v in leaf.items()} for leaf in leaves]
+    (batch, batch_grads), (single, single_grads) = results["batch"], results["single"]
+    for key in ("color", "alpha", "depth"):
+        torch.testing.assert_close(batch[key], single[key], rtol=1e-5, atol=1e-5)
+    for got, want in zip(batch_grads, single_grads):
+        for key in ("xyz", "scaling", "opacity", "colors", "rotation"):
+            torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6)

@@ -34,7 +34,7 @@ import torch
 from ..backends.registry import family, importable
 from .cameras import Camera
 
-__all__ = ["render_gaussians", "GAUSSIAN_RASTER", "SH_C0", "gaussian_tensors", "quaternion_wxyz_to_matrix"]
+__all__ = ["render_gaussians", "render_gaussians_batch", "pad_gaussians", "GAUSSIAN_RASTER", "SH_C0", "gaussian_tensors", "quaternion_wxyz_to_matrix"]
 
 SH_C0 = 0.28209479177387814
 LOW_PASS = 0.3          # px^2 added to the 2D covariance diagonal (3DGS)
@@ -281,24 +281,56 @@ def _render_torch(g: Dict[str, torch.Tensor], camera: Camera, background: torch.
     return {"color": color.permute(2, 0, 1).contiguous(), "alpha": (1.0 - trans)[None], "depth": depth[None]}
 
 
-def _render_gsplat(g: Dict[str, torch.Tensor], camera: Camera, background: torch.Tensor,
-                   clamp: bool = True) -> Dict[str, torch.Tensor]:
+def pad_gaussians(gs: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Several items' :func:`gaussian_tensors` as one batch [B, N, ...], N the largest count;
+    the rows added to shorter items are transparent (opacity 0, scale 0, at the origin), so they
+    change no pixel, and gradients reach the items' own rows through the concatenation."""
+    n = max(g["xyz"].shape[0] for g in gs)
+    fill = {"xyz": (0.0, 0.0, 0.0), "rotation": (1.0, 0.0, 0.0, 0.0), "scaling": (0.0, 0.0, 0.0),
+            "opacity": 0.0, "colors": (0.0, 0.0, 0.0)}
+    out = {}
+    for key, value in fill.items():
+        rows = []
+        for g in gs:
+            missing = n - g[key].shape[0]
+            pad = torch.tensor(value, dtype=g[key].dtype, device=g[key].device).expand(missing, *g[key].shape[1:])
+            rows.append(torch.cat([g[key], pad]) if missing else g[key])
+        out[key] = torch.stack(rows)
+    return out
+
+
+def _render_torch_batch(gs: Sequence[Dict[str, torch.Tensor]], cameras: Sequence[Camera],
+                        backgrounds: Sequence[torch.Tensor], clamp: bool = True) -> Dict[str, torch.Tensor]:
+    outs = [_render_torch(g, camera, bg, clamp) for g, camera, bg in zip(gs, cameras, backgrounds)]
+    return {key: torch.stack([o[key] for o in outs]) for key in outs[0]}
+
+
+def _render_gsplat(gs: Sequence[Dict[str, torch.Tensor]], cameras: Sequence[Camera],
+                   backgrounds: Sequence[torch.Tensor], clamp: bool = True) -> Dict[str, torch.Tensor]:
     """The gsplat package's CUDA rasteriser with the same conventions (classic mode, 0.3 px
-    low-pass, OpenCV camera, depth = sum w z), float32."""
+    low-pass, OpenCV camera, depth = sum w z), float32. Items whose cameras share size and clip
+    planes go in one call (:func:`pad_gaussians`), each with its own camera."""
     from gsplat import rasterization
-    dev = g["xyz"].device
+    planes = {(c.width, c.height, c.near, c.far) for c in cameras}
+    if len(planes) > 1:  # one call per camera set
+        outs = [_render_gsplat([g], [c], [bg], clamp) for g, c, bg in zip(gs, cameras, backgrounds)]
+        return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
+    dev = gs[0]["xyz"].device
     f32 = dict(dtype=torch.float32, device=dev)
+    batch = pad_gaussians([{k: v.to(**f32) for k, v in g.items()} for g in gs])
+    camera = cameras[0]
     rgbd, alpha, _ = rasterization(
-        g["xyz"].to(**f32), g["rotation"].to(**f32), g["scaling"].to(**f32), g["opacity"].reshape(-1).to(**f32),
-        g["colors"].to(**f32), torch.as_tensor(camera.extrinsics, **f32)[None],
-        torch.as_tensor(camera.intrinsics, **f32)[None], camera.width, camera.height,
+        batch["xyz"], batch["rotation"], batch["scaling"], batch["opacity"], batch["colors"],
+        torch.stack([torch.as_tensor(c.extrinsics, **f32) for c in cameras])[:, None],
+        torch.stack([torch.as_tensor(c.intrinsics, **f32) for c in cameras])[:, None], camera.width, camera.height,
         near_plane=camera.near, far_plane=camera.far, eps2d=LOW_PASS, packed=False, render_mode="RGB+D",
         rasterize_mode="classic")
-    alpha, depth = alpha[0, ..., 0], rgbd[0, ..., 3]
-    color = rgbd[0, ..., :3] + (1.0 - alpha)[..., None] * background.to(**f32)
+    alpha, depth = alpha[:, 0, ..., 0], rgbd[:, 0, ..., 3]                                 # [B, H, W]
+    bg = torch.stack([b.to(**f32) for b in backgrounds])                                   # [B, 3]
+    color = rgbd[:, 0, ..., :3] + (1.0 - alpha)[..., None] * bg[:, None, None]
     if clamp:
         color = color.clamp(0.0, 1.0)
-    return {"color": color.permute(2, 0, 1).contiguous(), "alpha": alpha[None], "depth": depth[None]}
+    return {"color": color.permute(0, 3, 1, 2).contiguous(), "alpha": alpha[:, None], "depth": depth[:, None]}
 
 
 def _gsplat_available(device: torch.device, dtype: torch.dtype) -> bool:
@@ -318,7 +350,7 @@ def _gsplat_available(device: torch.device, dtype: torch.dtype) -> bool:
     return True
 
 
-GAUSSIAN_RASTER.register("torch", _render_torch, lambda device, dtype: True)
+GAUSSIAN_RASTER.register("torch", _render_torch_batch, lambda device, dtype: True)
 GAUSSIAN_RASTER.register("gsplat", _render_gsplat, _gsplat_available)
 
 
@@ -345,10 +377,42 @@ def render_gaussians(gaussians_or_tensors: Union[Any, Mapping[str, torch.Tensor]
         (1 - final transmittance) and ``depth`` [1, H, W] (alpha-weighted camera depth
         ``sum_i w_i z_i``, not divided by alpha; world units).
     """
-    g = gaussian_tensors(gaussians_or_tensors)
+    out = render_gaussians_batch([gaussians_or_tensors], [camera], [background], backend, clamp)
+    return {key: value[0] for key, value in out.items()}
+
+
+def _checked_background(background, name: str) -> torch.Tensor:
     bg = torch.as_tensor(background, dtype=torch.float64).reshape(-1)
     if bg.numel() != 3 or not bool(torch.isfinite(bg).all()):
-        raise ValueError(f"background must be 3 finite values, got {background!r}")
-    dev = g["xyz"].device
-    impl = GAUSSIAN_RASTER.resolve(dev, g["xyz"].dtype, backend)
-    return impl.fn(g, camera, bg, clamp)
+        raise ValueError(f"{name} must be 3 finite values, got {background!r}")
+    return bg
+
+
+def render_gaussians_batch(items: Sequence[Union[Any, Mapping[str, torch.Tensor]]], cameras: Sequence[Camera],
+                           backgrounds: Sequence[Union[Sequence[float], torch.Tensor]],
+                           backend: Optional[str] = None, clamp: bool = True) -> Dict[str, torch.Tensor]:
+    """:func:`render_gaussians` of item i seen by ``cameras[i]`` on ``backgrounds[i]``, for B
+    items at once (a training step renders every decoded object): the outputs of the B single
+    renders stacked, ``color`` [B, 3, H, W], ``alpha`` and ``depth`` [B, 1, H, W]. gsplat renders
+    them in one call (items padded with transparent Gaussians, :func:`pad_gaussians`); the
+    PyTorch reference renders them one by one. Items may repeat (several views of one object).
+    All cameras must have one size; items must be on one device."""
+    items, cameras, backgrounds = list(items), list(cameras), list(backgrounds)
+    if not items or len(cameras) != len(items) or len(backgrounds) != len(items):
+        raise ValueError(f"render_gaussians_batch needs one camera and one background per item, got {len(items)} "
+                         f"items, {len(cameras)} cameras, {len(backgrounds)} backgrounds")
+    sizes = {(c.width, c.height) for c in cameras}
+    if len(sizes) > 1:
+        raise ValueError(f"render_gaussians_batch: cameras of one size only, got {sorted(sizes)}")
+    checked = {}  # an item given several times (several views of it) is checked once
+    for item in items:
+        if id(item) not in checked:
+            checked[id(item)] = gaussian_tensors(item)
+    gs = [checked[id(item)] for item in items]
+    bgs = [_checked_background(bg, f"backgrounds[{i}]" if len(items) > 1 else "background")
+           for i, bg in enumerate(backgrounds)]
+    devices = {g["xyz"].device for g in gs}
+    if len(devices) > 1:
+        raise ValueError(f"render_gaussians_batch: items on several devices {sorted(map(str, devices))}")
+    impl = GAUSSIAN_RASTER.resolve(gs[0]["xyz"].device, gs[0]["xyz"].dtype, backend)
+    return impl.fn(gs, cameras, bgs, clamp)

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from ...render.gaussian_raster import render_gaussians
+from ...render.gaussian_raster import render_gaussians_batch
 from ...render.radiance_field_render import render_radiance_field
 from ...sparse import SparseTensor
 from .. import losses
@@ -157,9 +157,9 @@ class SLatGaussianVAEStage(RenderStage):
         z = feats.replace(mean + torch.exp(0.5 * logvar) * noise)
         gaussians = models["decoder"](z)
         # unclamped colours, as the official rasteriser (a clamp would stop the gradient of bright pixels)
-        rendered = torch.stack([render_gaussians(g, camera, background, clamp=False)["color"]
-                                for g, camera, background in
-                                zip(self.per_view(gaussians), batch["cameras"], batch["background"])])
+        # every view of every object in one rasteriser call (gsplat; one by one on the PyTorch path)
+        rendered = render_gaussians_batch(self.per_view(gaussians), batch["cameras"], list(batch["background"]),
+                                          clamp=False)["color"]
         terms = self.image_terms(rendered, batch)
         terms["kl"] = losses.kl_diagonal_gaussian(mean.float(), logvar.float())
         total = terms["rec"] + self.lambda_kl * terms["kl"]
