@@ -42,7 +42,7 @@ def make_trainer(workspace, config: TrainConfig, run: str) -> Trainer:
     return Trainer(config, workspace["data"], workspace["root"] / run, device="cpu", log=None)
 
 
-@pytest.mark.parametrize("stage, steps", [("ss_vae", 20), ("slat_vae_gs", 20), ("slat_dec_rf", 20),
+@pytest.mark.parametrize("stage, steps", [("ss_vae", 20), ("slat_vae_gs", 20), ("slat_dec_gs", 20), ("slat_dec_rf", 20),
                                          ("ss_flow", 25), ("slat_flow", 35)])
 def test_loss_falls(workspace, stage, steps):
     trainer = make_trainer(workspace, tiny_config(workspace, stage, max_steps=steps), f"falls_{stage}")
@@ -83,7 +83,7 @@ def test_mesh_decoder_gradient_descends_and_its_runs_log_empty_meshes(workspace)
     assert all(0.0 <= entry["data_seconds"] <= entry["seconds"] for entry in log)
 
 
-@pytest.mark.parametrize("stage", ["slat_vae_gs", "slat_dec_rf", "slat_dec_mesh"])
+@pytest.mark.parametrize("stage", ["slat_vae_gs", "slat_dec_gs", "slat_dec_rf", "slat_dec_mesh"])
 def test_several_views_per_sample_average_the_single_view_losses(workspace, stage):
     # data.views_per_sample = 2 renders each decoded item from two distinct stored views: every
     # term is a mean over views (or per item), so the loss is the mean of the two one-view batches
@@ -172,6 +172,33 @@ def test_exported_checkpoint_matches_the_trained_model(workspace, torso_dtype):
         assert torch.equal(loaded(z), reference(z))
     with pytest.raises(FileExistsError):
         export_model_folder([run], folder)
+
+
+def test_the_gaussian_decoder_goes_on_alone_from_the_vae(workspace):
+    """slat_dec_gs starts from a VAE's exported decoder (config 'init') and scores the decoded
+    latents as the VAE does, without the KL term: on the VAE's own posterior means its first loss is
+    the VAE's reconstruction and regularisers on those means."""
+    run = workspace["root"] / "dec_gs_vae"
+    vae = make_trainer(workspace, tiny_config(workspace, "slat_vae_gs", max_steps=2), run.name)
+    vae.run()
+    folder = export_model_folder([run], workspace["root"] / "dec_gs_folder", weights="raw", torso_dtype="float32")
+    assert json.loads((folder / "pipeline.json").read_text())["args"]["models"]["slat_decoder_gs"] == "ckpts/slat_dec_gs_tiny"
+    config = tiny_config(workspace, "slat_dec_gs", max_steps=1)
+    config = TrainConfig({**config.raw, "init": {"decoder": str(folder / "ckpts" / "slat_dec_gs_tiny")}},
+                         source="tiny/slat_dec_gs.json")
+    decoder = make_trainer(workspace, config, "dec_gs_alone")
+    for name, value in vae.models["decoder"].state_dict().items():
+        assert torch.equal(decoder.models["decoder"].state_dict()[name], value), name
+    batch = decoder.micro_batches(100)[0]
+    with torch.no_grad():
+        terms = decoder.stage.losses(decoder.trained, batch)
+    assert "kl" not in terms and {"image", "ssim", "reg_vol", "reg_opacity"} <= set(terms)
+    assert float(terms["loss"]) == pytest.approx(float(terms["rec"] + 1e4 * terms["reg_vol"] + 1e-3 * terms["reg_opacity"]),
+                                                 rel=1e-6)
+    decoder.run()
+    exported = export_model_folder([workspace["root"] / "dec_gs_alone"], workspace["root"] / "dec_gs_folder_2",
+                                   weights="raw", torso_dtype="float32")
+    assert (exported / "ckpts" / "slat_dec_gs_tiny.safetensors").is_file()
 
 
 def test_export_uses_the_ema_by_default(workspace):
@@ -302,13 +329,18 @@ def test_a_damaged_asset_is_skipped_by_name(workspace, tmp_path, caplog):
 
 def test_demo_configs_fit_the_shipping_budget():
     """The demo model (issue 12) ships in the repo: its models at float16 plus its distilled ViT
-    (the student without its training heads, stored as float16) must stay within 40 MB."""
+    (the student without its training heads, stored as float16) must stay within 40 MB. A model
+    that two stages train (the Gaussian decoder: with the encoder, then alone) ships once."""
     from trellis_impl.models import build_model
     from trellis_impl.training.stages.encoder_distill import DistillStudent
-    total = 0
+    total, shipped = 0, set()
     for path in sorted((CONFIGS / "demo").glob("*.json")):
         config = load_config(path)
-        for spec in config.models.values():
+        for role, spec in config.models.items():
+            name = config.raw.get("export", {}).get(role, f"{path.stem}.{role}")
+            if name in shipped:
+                continue
+            shipped.add(name)
             with torch.device("meta"):
                 if config.stage == "vit_distill":
                     total += sum(v.numel() * 2 for v in DistillStudent(**spec["args"]).vit.state_dict().values())

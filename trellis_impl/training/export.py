@@ -26,6 +26,7 @@ __all__ = ["export_model_folder", "write_checkpoint", "run_weights", "DEFAULT_CK
 DEFAULT_CKPT_NAMES = {
     ("ss_vae", "encoder"): "ss_enc_trained", ("ss_vae", "decoder"): "ss_dec_trained",
     ("slat_vae_gs", "encoder"): "slat_enc_trained", ("slat_vae_gs", "decoder"): "slat_dec_gs_trained",
+    ("slat_dec_gs", "decoder"): "slat_dec_gs_trained",
     ("slat_dec_rf", "decoder"): "slat_dec_rf_trained", ("slat_dec_mesh", "decoder"): "slat_dec_mesh_trained",
     ("ss_flow", "denoiser"): "ss_flow_trained", ("slat_flow", "denoiser"): "slat_flow_trained",
 }

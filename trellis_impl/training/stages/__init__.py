@@ -4,11 +4,11 @@ from typing import Dict, Type
 from .base import Stage
 from .encoder_distill import EncoderDistillStage
 from .flows import LatentFlowStage, StructureFlowStage
-from .slat_vae import MeshDecoderStage, RadianceFieldDecoderStage, SLatGaussianVAEStage
+from .slat_vae import GaussianDecoderStage, MeshDecoderStage, RadianceFieldDecoderStage, SLatGaussianVAEStage
 from .structure_vae import StructureVAEStage
 
 STAGES: Dict[str, Type[Stage]] = {cls.name: cls for cls in (
-    StructureVAEStage, SLatGaussianVAEStage, RadianceFieldDecoderStage, MeshDecoderStage, StructureFlowStage,
+    StructureVAEStage, SLatGaussianVAEStage, GaussianDecoderStage, RadianceFieldDecoderStage, MeshDecoderStage, StructureFlowStage,
     LatentFlowStage, EncoderDistillStage)}
 
 __all__ = ["STAGES", "Stage"]

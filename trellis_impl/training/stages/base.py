@@ -107,7 +107,7 @@ class Stage:
         ``ckpts/NAME.json`` + ``.safetensors``, NAME from the config's ``export``); returns the
         pipeline.json ``models`` entries it provides."""
         from ..export import DEFAULT_CKPT_NAMES, write_checkpoint
-        name = config.export.get(role, DEFAULT_CKPT_NAMES[(cls.name, role)])
+        name = config.export[role] if role in config.export else DEFAULT_CKPT_NAMES[(cls.name, role)]
         write_checkpoint(folder / "ckpts" / name, config.models[role], state, torso_dtype)
         key = cls.pipeline_keys.get(role)
         return {} if key is None else {key: f"ckpts/{name}"}

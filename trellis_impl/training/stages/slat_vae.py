@@ -1,5 +1,5 @@
 """The SLat VAE and its decoders, trained with rendering losses (official SLatVaeGaussianTrainer,
-SLatVaeRadianceFieldDecoderTrainer).
+SLatVaeRadianceFieldDecoderTrainer; the Gaussian decoder alone on frozen latents is this project's).
 
 Each sample is an asset's voxels with their inputs (view-averaged image features for the VAE,
 precomputed SLat latents for the decoders trained on the frozen encoder) and ONE random view of
@@ -30,7 +30,7 @@ from .. import losses
 from ..dataset import stored_camera
 from .base import Stage, initialise_weights, per_sample_normal
 
-__all__ = ["SLatGaussianVAEStage", "RadianceFieldDecoderStage", "MeshDecoderStage", "RenderStage"]
+__all__ = ["SLatGaussianVAEStage", "GaussianDecoderStage", "RadianceFieldDecoderStage", "MeshDecoderStage", "RenderStage"]
 
 _log = logging.getLogger("trellis_impl")
 IMAGE_LOSSES = {"l1": losses.l1_loss, "l2": losses.l2_loss}
@@ -124,6 +124,34 @@ class RenderStage(Stage):
         return SparseTensor(torch.cat([i[key] for i in items]), coords, batch_size=len(items))
 
 
+def render_views(stage: RenderStage, gaussians: list, batch: dict) -> torch.Tensor:
+    """Each item's decoded Gaussians from its views, [B * V, 3, H, W]: every view of every object
+    in one rasteriser call (gsplat; one by one on the PyTorch path); unclamped colours, as the
+    official rasteriser (a clamp would stop the gradient of bright pixels)."""
+    return render_gaussians_batch(stage.per_view(gaussians), batch["cameras"], list(batch["background"]),
+                                  clamp=False)["color"]
+
+
+class GaussianRegularisers:
+    """The official Gaussian regularisers (``loss.regularizations``): ``lambda_vol`` times the mean
+    scale product, ``lambda_opacity`` times ``(opacity - 1)^2``."""
+
+    def __init__(self, config):
+        regs = config.loss.get("regularizations", {})
+        self.lambda_vol = float(regs.get("lambda_vol", 0.0))
+        self.lambda_opacity = float(regs.get("lambda_opacity", 0.0))
+
+    def add(self, total: torch.Tensor, gaussians: list, terms: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """``total`` plus the weighted regularisers of ``gaussians``; each term logged into ``terms``."""
+        if self.lambda_vol > 0:
+            terms["reg_vol"] = losses.gaussian_volume_regularizer(torch.cat([g.get_scaling for g in gaussians]))
+            total = total + self.lambda_vol * terms["reg_vol"]
+        if self.lambda_opacity > 0:
+            terms["reg_opacity"] = losses.gaussian_opacity_regularizer(torch.cat([g.get_opacity for g in gaussians]))
+            total = total + self.lambda_opacity * terms["reg_opacity"]
+        return total
+
+
 class SLatGaussianVAEStage(RenderStage):
     """Encoder (view-averaged features -> SLat, posterior sampled) and Gaussian decoder, trained together."""
     name = "slat_vae_gs"
@@ -134,9 +162,7 @@ class SLatGaussianVAEStage(RenderStage):
     def __init__(self, config, data, device):
         super().__init__(config, data, device)
         self.lambda_kl = float(config.loss.get("lambda_kl", 1e-6))
-        regs = config.loss.get("regularizations", {})
-        self.lambda_vol = float(regs.get("lambda_vol", 0.0))
-        self.lambda_opacity = float(regs.get("lambda_opacity", 0.0))
+        self.regularisers = GaussianRegularisers(config)
 
     def initialise(self, role: str, model: nn.Module) -> None:
         initialise_weights(model, zero=("out_layer",) if role == "decoder" else ())
@@ -156,20 +182,40 @@ class SLatGaussianVAEStage(RenderStage):
         noise = torch.cat(per_sample_normal(batch["generators"], shapes)).to(self.device)
         z = feats.replace(mean + torch.exp(0.5 * logvar) * noise)
         gaussians = models["decoder"](z)
-        # unclamped colours, as the official rasteriser (a clamp would stop the gradient of bright pixels)
-        # every view of every object in one rasteriser call (gsplat; one by one on the PyTorch path)
-        rendered = render_gaussians_batch(self.per_view(gaussians), batch["cameras"], list(batch["background"]),
-                                          clamp=False)["color"]
-        terms = self.image_terms(rendered, batch)
+        terms = self.image_terms(render_views(self, gaussians, batch), batch)
         terms["kl"] = losses.kl_diagonal_gaussian(mean.float(), logvar.float())
-        total = terms["rec"] + self.lambda_kl * terms["kl"]
-        if self.lambda_vol > 0:
-            terms["reg_vol"] = losses.gaussian_volume_regularizer(torch.cat([g.get_scaling for g in gaussians]))
-            total = total + self.lambda_vol * terms["reg_vol"]
-        if self.lambda_opacity > 0:
-            terms["reg_opacity"] = losses.gaussian_opacity_regularizer(torch.cat([g.get_opacity for g in gaussians]))
-            total = total + self.lambda_opacity * terms["reg_opacity"]
-        terms["loss"] = total
+        terms["loss"] = self.regularisers.add(terms["rec"] + self.lambda_kl * terms["kl"], gaussians, terms)
+        return terms
+
+
+class GaussianDecoderStage(RenderStage):
+    """The Gaussian decoder alone on the frozen encoder's SLat (precomputed ``slat`` latents, the
+    posterior means), with the VAE's image losses and Gaussian regularisers: it goes on improving
+    the reconstruction while the flows learn the same, now fixed, latents."""
+    name = "slat_dec_gs"
+    roles = ("decoder",)
+    pipeline_keys = {"decoder": "slat_decoder_gs"}
+    data_kinds = ("voxels", "renders", "slat")
+
+    def __init__(self, config, data, device):
+        super().__init__(config, data, device)
+        self.regularisers = GaussianRegularisers(config)
+
+    def initialise(self, role: str, model: nn.Module) -> None:
+        initialise_weights(model, zero=("out_layer",))
+
+    def load_item(self, index: int, generator: torch.Generator) -> dict:
+        name = self.names[index]
+        return {"coords": self.data.tensors(name, "voxels")["coords"].int(),
+                "latents": self.data.tensors(name, "slat")["feats"].float(), **self.load_views(name, generator)}
+
+    def collate(self, items: List[dict]) -> dict:
+        return {"latents": self.sparse_batch(items, "latents"), **self.collate_views(items)}
+
+    def losses(self, models: Dict[str, nn.Module], batch: dict) -> Dict[str, torch.Tensor]:
+        gaussians = models["decoder"](batch["latents"].to(self.device))
+        terms = self.image_terms(render_views(self, gaussians, batch), batch)
+        terms["loss"] = self.regularisers.add(terms["rec"], gaussians, terms)
         return terms
 
 
