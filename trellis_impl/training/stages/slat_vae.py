@@ -188,18 +188,11 @@ class SLatGaussianVAEStage(RenderStage):
         return terms
 
 
-class GaussianDecoderStage(RenderStage):
-    """The Gaussian decoder alone on the frozen encoder's SLat (precomputed ``slat`` latents, the
-    posterior means), with the VAE's image losses and Gaussian regularisers: it goes on improving
-    the reconstruction while the flows learn the same, now fixed, latents."""
-    name = "slat_dec_gs"
+class FrozenLatentStage(RenderStage):
+    """A decoder alone on the frozen encoder's SLat (precomputed ``slat`` latents, the posterior
+    means, as official), from the official zero-initialised output layer."""
     roles = ("decoder",)
-    pipeline_keys = {"decoder": "slat_decoder_gs"}
     data_kinds = ("voxels", "renders", "slat")
-
-    def __init__(self, config, data, device):
-        super().__init__(config, data, device)
-        self.regularisers = GaussianRegularisers(config)
 
     def initialise(self, role: str, model: nn.Module) -> None:
         initialise_weights(model, zero=("out_layer",))
@@ -211,6 +204,18 @@ class GaussianDecoderStage(RenderStage):
 
     def collate(self, items: List[dict]) -> dict:
         return {"latents": self.sparse_batch(items, "latents"), **self.collate_views(items)}
+
+
+class GaussianDecoderStage(FrozenLatentStage):
+    """The Gaussian decoder alone on the frozen encoder's SLat (precomputed ``slat`` latents, the
+    posterior means), with the VAE's image losses and Gaussian regularisers: it goes on improving
+    the reconstruction while the flows learn the same, now fixed, latents."""
+    name = "slat_dec_gs"
+    pipeline_keys = {"decoder": "slat_decoder_gs"}
+
+    def __init__(self, config, data, device):
+        super().__init__(config, data, device)
+        self.regularisers = GaussianRegularisers(config)
 
     def losses(self, models: Dict[str, nn.Module], batch: dict) -> Dict[str, torch.Tensor]:
         gaussians = models["decoder"](batch["latents"].to(self.device))
@@ -219,23 +224,10 @@ class GaussianDecoderStage(RenderStage):
         return terms
 
 
-class RadianceFieldDecoderStage(RenderStage):
+class RadianceFieldDecoderStage(FrozenLatentStage):
     """Strivec decoder on the frozen encoder's SLat (precomputed ``slat`` latents, as official)."""
     name = "slat_dec_rf"
-    roles = ("decoder",)
     pipeline_keys = {"decoder": "slat_decoder_rf"}
-    data_kinds = ("voxels", "renders", "slat")
-
-    def initialise(self, role: str, model: nn.Module) -> None:
-        initialise_weights(model, zero=("out_layer",))
-
-    def load_item(self, index: int, generator: torch.Generator) -> dict:
-        name = self.names[index]
-        return {"coords": self.data.tensors(name, "voxels")["coords"].int(),
-                "latents": self.data.tensors(name, "slat")["feats"].float(), **self.load_views(name, generator)}
-
-    def collate(self, items: List[dict]) -> dict:
-        return {"latents": self.sparse_batch(items, "latents"), **self.collate_views(items)}
 
     def losses(self, models: Dict[str, nn.Module], batch: dict) -> Dict[str, torch.Tensor]:
         fields = models["decoder"](batch["latents"].to(self.device))
@@ -246,7 +238,7 @@ class RadianceFieldDecoderStage(RenderStage):
         return terms
 
 
-class MeshDecoderStage(RenderStage):
+class MeshDecoderStage(FrozenLatentStage):
     """FlexiCubes mesh decoder on the frozen encoder's SLat (official SLatVaeMeshDecoderTrainer).
 
     Per item and view, the ground-truth mesh is rendered (mask, depth, camera-facing normals) and the
@@ -259,7 +251,6 @@ class MeshDecoderStage(RenderStage):
     ``empty`` is their share of the batch.
     """
     name = "slat_dec_mesh"
-    roles = ("decoder",)
     pipeline_keys = {"decoder": "slat_decoder_mesh"}
     data_kinds = ("voxels", "renders", "slat", "mesh")
 
@@ -273,19 +264,12 @@ class MeshDecoderStage(RenderStage):
         if self.depth_loss not in ("l1", "smooth_l1"):
             raise ValueError(f"{config.source}: loss.depth_loss_type must be 'l1' or 'smooth_l1'")
 
-    def initialise(self, role: str, model: nn.Module) -> None:
-        initialise_weights(model, zero=("out_layer",))
-
     def load_item(self, index: int, generator: torch.Generator) -> dict:
-        name = self.names[index]
-        mesh = self.data.tensors(name, "mesh")
-        return {"coords": self.data.tensors(name, "voxels")["coords"].int(),
-                "latents": self.data.tensors(name, "slat")["feats"].float(),
-                "mesh": (mesh["vertices"].float(), mesh["faces"].long()), **self.load_views(name, generator)}
+        mesh = self.data.tensors(self.names[index], "mesh")
+        return {**super().load_item(index, generator), "mesh": (mesh["vertices"].float(), mesh["faces"].long())}
 
     def collate(self, items: List[dict]) -> dict:
-        return {"latents": self.sparse_batch(items, "latents"), "meshes": [i["mesh"] for i in items],
-                **self.collate_views(items)}
+        return {**super().collate(items), "meshes": [i["mesh"] for i in items]}
 
     def perceptual_terms(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """l1 + lambda_ssim D-SSIM (+ lambda_lpips LPIPS) of [B, 3, H, W] images (official ``_perceptual_loss``)."""
