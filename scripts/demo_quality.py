@@ -73,8 +73,10 @@ def main() -> None:
         rows.append(torch.cat([item.picture[:3] * item.picture[3:]] + views, dim=2))
     scores, psnrs, records = [f.score for f in figures], [f.psnr_db for f in figures], [f.as_dict() for f in figures]
     summary = summarise(scores, None if args.no_psnr else psnrs)
-    (out / "quality.json").write_text(json.dumps({"model": str(args.model), "summary": summary, "objects": records},
-                                                 indent=2))
+    mode = "generation" if args.ceiling is None else "ceiling"
+    (out / "quality.json").write_text(json.dumps({"model": str(args.model), "mode": mode, "split": args.split,
+                                                  "seed": args.seed, "psnr_views": None if args.no_psnr else args.views,
+                                                  "summary": summary, "objects": records}, indent=2))
     sheet = (torch.cat(rows, dim=1).permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     Image.fromarray(sheet).save(out / "turntables.png")
     print(json.dumps(summary, indent=2))

@@ -1,0 +1,75 @@
+"""scripts/demo_ship.py on a random-weight folder standing in for a trained candidate: what it
+ships, the README's figures, and what it refuses (nothing written then)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+from demo_ship import ship  # noqa: E402
+
+
+def _quality(folder: Path, iou: float = 0.8, colour: float = 0.05, psnr: float = 29.0, mode: str = "generation") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    objects = [{"object": f"{kind}_000009", "iou": iou, "colour_error": colour, "psnr_db": psnr}
+               for kind in ("mushroom", "snowman")]
+    summary = {"objects": 2, "mean_iou": iou, "mean_colour_error": colour, "colours_within_0.1": 1.0,
+               "mean_psnr_db": psnr}
+    (folder / "quality.json").write_text(json.dumps({"model": "c", "mode": mode, "split": "held_out", "seed": 42,
+                                                     "psnr_views": 150, "summary": summary, "objects": objects}))
+    (folder / "turntables.png").write_bytes(b"png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def candidate(tmp_path_factory):
+    from trellis_impl.pipelines import write_random_model_folder
+    folder = write_random_model_folder(tmp_path_factory.mktemp("candidate") / "demo_candidate")
+    (folder / "logs" / "s1").mkdir(parents=True)
+    (folder / "logs" / "s1" / "run.jsonl").write_text("{}\n")
+    return folder
+
+
+def test_ships_what_the_pipeline_reads_with_its_figures(candidate, tmp_path):
+    out = ship(candidate, _quality(tmp_path / "q"), tmp_path / "pkg" / "demo_model")
+    shipped = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert "pipeline.json" in shipped and "dinov2/model.safetensors" in shipped and "turntables.png" in shipped
+    assert {"ckpts/ss_enc_random.json", "ckpts/slat_enc_random.safetensors", "ckpts/slat_dec_mesh_random.json"} <= shipped
+    assert not any(name.startswith("logs") for name in shipped)
+    assert "slat_dec_rf_random.json" not in {Path(name).name for name in shipped}  # not read by the image path
+    assert "slat_decoder_rf" not in json.loads((out / "pipeline.json").read_text())["args"]["models"]
+    text = (out / "README.md").read_text()
+    assert "| mushroom_000009 | 0.800 | 0.050 | 29.00 |" in text and "Below its targets" not in text
+    from trellis_impl.pipelines import ImageTo3DPipeline
+    ImageTo3DPipeline.from_folder(out)  # loads as a model folder
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_refusals_write_nothing(candidate, tmp_path):
+    out = tmp_path / "demo_model"
+    with pytest.raises(ValueError, match="misses its targets: mean_iou 0.600"):
+        ship(candidate, _quality(tmp_path / "low", iou=0.6), out)
+    with pytest.raises(ValueError, match="generation run on held-out objects"):
+        ship(candidate, _quality(tmp_path / "ceiling", mode="ceiling"), out)
+    with pytest.raises(ValueError, match="no quality.json"):
+        ship(candidate, tmp_path / "nothing", out)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    ship(candidate, _quality(tmp_path / "low", iou=0.6), out, below_targets=True)
+    assert "**Below its targets:** mean_iou 0.600 (target >= 0.75)" in (out / "README.md").read_text()
+    with pytest.raises(FileExistsError, match="--replace"):
+        ship(candidate, _quality(tmp_path / "good"), out)
+    ship(candidate, _quality(tmp_path / "good"), out, replace=True)
+    assert "Below its targets" not in (out / "README.md").read_text()
+
+
+def test_command_line_refusal_is_one_line(candidate, tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "demo_ship.py"), str(candidate),
+                           str(_quality(tmp_path / "q", psnr=20.0)), "--out", str(tmp_path / "m")],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and done.stderr.strip().count("\n") == 0
+    assert "mean_psnr_db 20.000 (target >= 28.0)" in done.stderr and not (tmp_path / "m").exists()
