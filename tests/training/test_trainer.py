@@ -295,6 +295,21 @@ def test_tf32_steps_switch_tensor_cores_on_for_the_step_alone(workspace):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+def test_a_flow_under_cpu_autocast_loads_a_float16_condition_encoder(workspace, tmp_path):
+    """The condition encoder loads on the first step, inside its autocast; a float16 checkpoint (as
+    exported folders store the ViT) must load there too (CPU autocast refused to concatenate it)."""
+    import shutil
+    from safetensors.torch import save_file
+    encoder = shutil.copytree(workspace["dinov2"], tmp_path / "dinov2_fp16")
+    weights = load_file(str(encoder / "model.safetensors"))
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(encoder / "model.safetensors"))
+    config = tiny_config(workspace, "ss_flow", mixed_precision="bf16")
+    config = TrainConfig({**config.raw, "frozen": {**config.raw["frozen"], "image_encoder": str(encoder)}},
+                         source="tiny/ss_flow.json")
+    trainer = make_trainer(workspace, config, "flow_fp16_encoder")
+    assert math.isfinite(trainer.train_step()["loss"])
+
+
 def test_text_conditioned_flow_trains(workspace, tmp_path):
     """The text-conditioned variant (captions through a frozen CLIP, its empty prompt when dropped)."""
     from trellis_impl.pipelines import write_random_model_folder

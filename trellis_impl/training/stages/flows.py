@@ -113,12 +113,15 @@ class _FlowStage(Stage):
                 raise ValueError(f"{self.config.source}: frozen.{key} must name the condition encoder "
                                  f"({'a DINOv2 folder or .pth' if self.condition == 'image' else 'a CLIP folder'})")
             path = str(self.config.path(self.config.frozen[key]))
-            if self.condition == "image":
-                from ...conditioning import load_dinov2
-                self._encoder = load_dinov2(path, device=self.device)
-            else:
-                from ...conditioning import ClipTextEncoder
-                self._encoder = ClipTextEncoder.from_folder(path, device=self.device)
+            # loaded on first use, inside the step's autocast: the weights' conversion is no step of it
+            # (CPU autocast refuses to concatenate the float16 checkpoint's tensors)
+            with torch.autocast(self.device.type, enabled=False):
+                if self.condition == "image":
+                    from ...conditioning import load_dinov2
+                    self._encoder = load_dinov2(path, device=self.device)
+                else:
+                    from ...conditioning import ClipTextEncoder
+                    self._encoder = ClipTextEncoder.from_folder(path, device=self.device)
         return self._encoder
 
     def load_condition(self, name: str, generator: torch.Generator):
