@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Sequence
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..backends.precision import tf32_products
 from ..conditioning.image_preprocess import TRELLIS_IMAGE_SIZE, normalize_imagenet
 from ..render.cameras import Camera
 
@@ -49,17 +49,6 @@ def views_to_pixels(rgba: Sequence[np.ndarray]) -> torch.Tensor:
         return torch.stack(list(pool.map(view_pixels, rgba)))
 
 
-@contextmanager
-def _matmul_tf32(enabled: bool):
-    """Let CUDA float32 matrix products use TF32 inside the block (restoring the previous setting)."""
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
-
-
 @torch.no_grad()
 def patch_token_maps(dinov2: torch.nn.Module, pixels: torch.Tensor, tf32: bool = False) -> torch.Tensor:
     """pixels float [B, 3, 518, 518] in [0, 1] (``view_pixels``) -> DINOv2 patch tokens before the
@@ -69,7 +58,7 @@ def patch_token_maps(dinov2: torch.nn.Module, pixels: torch.Tensor, tf32: bool =
     param = next(dinov2.parameters())
     config = dinov2.config
     grid = pixels.shape[-1] // config.patch_size
-    with torch.autocast(param.device.type, enabled=False), _matmul_tf32(tf32):
+    with torch.autocast(param.device.type, enabled=False), tf32_products(matmul=tf32):
         tokens = dinov2(normalize_imagenet(pixels.to(device=param.device, dtype=torch.float32)))
     patches = tokens[:, 1 + config.num_register_tokens:].float()
     return patches.permute(0, 2, 1).reshape(pixels.shape[0], patches.shape[-1], grid, grid)

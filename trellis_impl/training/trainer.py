@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..backends.precision import tf32_products
 from ..models.base import TrellisModel
 from .config import TrainConfig
 from .dataset import TrainingData, write_json_atomic
@@ -43,19 +44,6 @@ _MIXED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _log = logging.getLogger("trellis_impl")
 # Called after every step with (step, max_steps, logged values); may raise to interrupt.
 StepCallback = Callable[[int, int, Dict[str, float]], None]
-
-
-@contextmanager
-def _tf32_products():
-    """Float32 matrix products and convolutions on TF32 tensor cores (inputs rounded to a 10-bit
-    mantissa, sums in float32) inside the block. The switches are process-wide, so they are put
-    back afterwards: the trainer changes nothing outside its steps."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 class RunError(ValueError):
@@ -278,7 +266,7 @@ class Trainer:
         for i, batch in enumerate(batches):
             with ExitStack() as stack:
                 if self.tf32:
-                    stack.enter_context(_tf32_products())
+                    stack.enter_context(tf32_products(matmul=True, convolutions=True))
                 if i < len(batches) - 1:  # DDP reduces the gradients once, after the last micro-batch
                     for model in self.trained.values():
                         if hasattr(model, "no_sync"):
