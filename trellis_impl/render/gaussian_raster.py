@@ -34,7 +34,8 @@ import torch
 from ..backends.registry import family, importable
 from .cameras import Camera
 
-__all__ = ["render_gaussians", "render_gaussians_batch", "pad_gaussians", "GAUSSIAN_RASTER", "SH_C0", "gaussian_tensors", "quaternion_wxyz_to_matrix"]
+__all__ = ["render_gaussians", "render_gaussians_batch", "pad_gaussians", "GAUSSIAN_RASTER", "SH_C0", "gaussian_tensors",
+           "quaternion_wxyz_to_matrix"]
 
 SH_C0 = 0.28209479177387814
 LOW_PASS = 0.3          # px^2 added to the 2D covariance diagonal (3DGS)
