@@ -11,7 +11,8 @@ default), put in a copy of it and sampled there by the image command on each ``-
 entry (the checkpoint written by several GPUs loads and samples on one GPU and on the CPU).
 
     python scripts/multi_gpu_check.py configs/training/demo/slat_vae_gs.json configs/training/demo/slat_flow.json \
-        --data /tmp/demo/data --out $OUT/multi_gpu --steps 300 --global-batch 16 [--gpus 2]
+        --data /tmp/demo/data --image-encoder /tmp/demo/vit/dinov2 --out $OUT/multi_gpu --steps 300 \
+        --global-batch 16 [--gpus 2]
 """
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def main() -> None:
     parser.add_argument("--base-folder", type=Path, default=DEMO_MODEL_PATH)
     parser.add_argument("--sample-devices", nargs="*", default=["cuda", "cpu"])
     parser.add_argument("--picture", type=Path, default=REPO / "assets" / "example.png")
+    parser.add_argument("--image-encoder", type=Path, default=None,
+                        help="fills the configs' frozen.image_encoder (the flows' condition ViT, e.g. /tmp/demo/vit/dinov2)")
     args = parser.parse_args()
     if args.global_batch % args.gpus:
         sys.exit(f"multi_gpu_check: --global-batch {args.global_batch} is not a multiple of --gpus {args.gpus}")
@@ -108,6 +111,8 @@ def main() -> None:
     for path in args.configs:
         base = load_config(path).to_json()
         base.pop("init", None)  # all three start from the same fresh weights
+        if args.image_encoder is not None and "image_encoder" in base.get("frozen", {}):
+            base["frozen"]["image_encoder"] = str(args.image_encoder)
         trainer = {**base["trainer"], "max_steps": args.steps, "i_log": args.log_every, "i_save": args.steps}
         runs = {}
         for name, processes, seed in (("one", 1, 0), ("seed", 1, 1), ("many", args.gpus, 0)):
