@@ -15,12 +15,14 @@ REPO = Path(__file__).parents[2]
 def test_multi_gpu_check_on_cpu(workspace, tmp_path):  # noqa: F811
     from trellis_impl.pipelines import write_random_model_folder
     config = tmp_path / "ss_flow.json"
-    config.write_text(json.dumps(tiny_config(workspace, "ss_flow").to_json()))
+    raw = tiny_config(workspace, "ss_flow").to_json()
+    raw["frozen"]["image_encoder"] = "placeholder: --image-encoder fills it"
+    config.write_text(json.dumps(raw))
     base = write_random_model_folder(tmp_path / "base")
     out = tmp_path / "check"
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "multi_gpu_check.py"), str(config), "--data",
                            str(workspace["data"]), "--out", str(out), "--steps", "2", "--global-batch", "2",
-                           "--device", "cpu", "--log-every", "1", "--base-folder", str(base), "--sample-devices", "cpu"],
+                           "--device", "cpu", "--log-every", "1", "--image-encoder", str(workspace["dinov2"]), "--base-folder", str(base), "--sample-devices", "cpu"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     entry = json.loads((out / "summary.json").read_text())["ss_flow"]
