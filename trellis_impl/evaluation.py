@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .render.cameras import Camera
 
-__all__ = ["psnr", "square_crop", "silhouette_iou", "dominant_colour", "front_camera", "picture_of_mesh",
+__all__ = ["psnr", "square_crop", "silhouette_iou", "dominant_colour", "front_camera", "picture_of_mesh", "picture_image",
            "encoded_gaussians", "reconstruction_psnr", "GenerationScore", "score_generation", "summarise", "textured_procedural_object",
            "ObjectFigures", "score_objects", "voxel_alpha", "score_structures"]
 
@@ -92,6 +92,12 @@ def picture_of_mesh(mesh, camera: Camera, supersample: int = 2, device=None) -> 
     the unit cube, unlit base colour, as the training renders."""
     from .encoding.albedo import render_albedo
     return render_albedo(mesh.normalized(), [camera], supersample, device)[0].permute(2, 0, 1).cpu()
+
+
+def picture_image(picture: torch.Tensor):
+    """A ``picture_of_mesh`` picture (float32 [4, H, W]) as the 8-bit RGBA PIL image a user would give."""
+    from PIL import Image
+    return Image.fromarray((picture.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), "RGBA")
 
 
 @torch.no_grad()
@@ -196,7 +202,6 @@ def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256,
     many views and compared at ``psnr_cameras`` (default: 8 orbit views at pitch 0.3). With
     ``encode_views``, the object's own encoding from that many views is scored instead of a
     generation: the ceiling of the generation figures for this folder's VAEs."""
-    from PIL import Image
     from .render import orbit_cameras
     from .training.procedural import object_name
     camera = front_camera(size)
@@ -206,8 +211,7 @@ def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256,
         mesh = textured_procedural_object(kind, object_seed)
         picture = picture_of_mesh(mesh, camera, device=pipeline.device)
         if encode_views is None:
-            pil = Image.fromarray((picture.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), "RGBA")
-            result = pipeline.run(pil, seed=seed, formats=["gaussian"])
+            result = pipeline.run(picture_image(picture), seed=seed, formats=["gaussian"])
             gaussians, timings = result.decoded["gaussian"][0], result.timings
         else:
             gaussians, timings = encoded_gaussians(pipeline, mesh, encode_views), {}
@@ -259,7 +263,6 @@ def score_structures(pipeline, objects: Sequence[Tuple[str, int]], size: int = 2
     cubes against the picture's alpha, beside that of the object's own voxels (``voxelize_mesh``
     at the structure decoder's grid). The generated asset's IoU is about the voxels' (the Gaussians fill
     their voxels): the ceiling column is what the structure flow can reach at this grid."""
-    from PIL import Image
     from .conditioning import preprocess_image
     from .pipelines.generation import Noise
     from .pipelines.voxelize import voxelize_mesh
@@ -269,8 +272,7 @@ def score_structures(pipeline, objects: Sequence[Tuple[str, int]], size: int = 2
     for kind, object_seed in objects:
         mesh = textured_procedural_object(kind, object_seed)
         picture = picture_of_mesh(mesh, camera, device=pipeline.device)
-        pil = Image.fromarray((picture.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy(), "RGBA")
-        cond = pipeline.get_cond([preprocess_image(pil, None, pipeline.background_remover)])
+        cond = pipeline.get_cond([preprocess_image(picture_image(picture), None, pipeline.background_remover)])
         structure = pipeline.sample_structure(cond, Noise(seed))
         generated = structure.coords[:, 1:].cpu()
         grid = structure.resolution
