@@ -42,7 +42,10 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=4, help="held-out objects (the kinds in turn)")
     parser.add_argument("--views", type=int, default=24)
     args = parser.parse_args()
-    drift = latent_drift(args.old, args.new, object_plan(args.objects, split="held_out"), args.views)
+    try:
+        drift = latent_drift(args.old, args.new, object_plan(args.objects, split="held_out"), args.views)
+    except (ValueError, OSError) as err:  # a missing or incomplete folder (ModelFolderError), other grids
+        sys.exit(f"demo_latent_drift: {err}")
     for name, value in drift.items():
         print(f"{name}: {value:.4f}")
     print(f"mean relative change of the latents: {sum(drift.values()) / len(drift):.4f}")

@@ -106,7 +106,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.global_batch % args.gpus:
         sys.exit(f"multi_gpu_check: --global-batch {args.global_batch} is not a multiple of --gpus {args.gpus}")
-    args.out.mkdir(parents=True, exist_ok=False)
+    if args.out.exists():
+        sys.exit(f"multi_gpu_check: --out {args.out} exists; name a new folder")
+    for path in (*args.configs, args.data / "dataset.json"):
+        if not path.is_file():
+            sys.exit(f"multi_gpu_check: no such file {path} (a training config, or --data's dataset.json)")
+    args.out.mkdir(parents=True)
     summary = {}
     for path in args.configs:
         base = load_config(path).to_json()

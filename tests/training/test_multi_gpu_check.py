@@ -32,3 +32,19 @@ def test_multi_gpu_check_on_cpu(workspace, tmp_path):  # noqa: F811
     assert entry["throughput_ratio"] > 0
     assert entry["sampling"]["cpu"]["returncode"] == 0, entry["sampling"]["cpu"]["tail"]
     assert any(name.endswith(".ply") for name in entry["sampling"]["cpu"]["files"])
+
+
+def test_bad_arguments_are_refused_in_one_line(workspace, tmp_path):  # noqa: F811
+    script = [sys.executable, str(REPO / "scripts" / "multi_gpu_check.py")]
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    cases = {"not a multiple of --gpus": ["c.json", "--data", str(workspace["data"]), "--out", str(tmp_path / "a"),
+                                          "--global-batch", "3"],
+             "exists; name a new folder": ["c.json", "--data", str(workspace["data"]), "--out", str(existing),
+                                           "--global-batch", "2"],
+             "no such file": [str(tmp_path / "missing.json"), "--data", str(workspace["data"]), "--out",
+                              str(tmp_path / "b"), "--global-batch", "2"]}
+    for message, args in cases.items():
+        done = subprocess.run(script + args, cwd=REPO, capture_output=True, text=True)
+        assert done.returncode != 0 and message in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
