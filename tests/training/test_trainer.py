@@ -295,6 +295,27 @@ def test_tf32_steps_switch_tensor_cores_on_for_the_step_alone(workspace):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+def test_condition_cache_keeps_half_precision_tokens_under_autocast_and_computes_the_same(workspace):
+    """Under a bfloat16 autocast the cache keeps bfloat16 tokens (half the memory of float32): the
+    condition reaches the model only through linear layers that autocast feeds in bfloat16 anyway,
+    so the step's loss and gradients are those of float32 tokens of the same views, exactly."""
+    results = {}
+    for kept in (torch.bfloat16, torch.float32):
+        config = tiny_config(workspace, "ss_flow", mixed_precision="bf16")
+        config.data["condition_cache_gb"] = 1.0
+        trainer = make_trainer(workspace, config, f"cache_kept_{kept}".replace("torch.", ""))
+        assert trainer.stage.cache_dtype == torch.bfloat16
+        trainer.stage.cache_dtype = kept  # the float32 reference: the same views, encoded the same way
+        loss = trainer.train_step()["loss"]
+        assert {t.dtype for t in trainer.stage.cached.values()} == {kept}
+        results[kept] = loss, [p.detach().clone() for p in trainer.params], trainer.stage.cached_bytes
+    assert results[torch.bfloat16][0] == results[torch.float32][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[torch.bfloat16][1], results[torch.float32][1]))
+    assert 2 * results[torch.bfloat16][2] == results[torch.float32][2]
+    plain = make_trainer(workspace, tiny_config(workspace, "ss_flow", mixed_precision="none"), "cache_kept_none")
+    assert plain.stage.cache_dtype == torch.float32
+
+
 def test_a_flow_under_cpu_autocast_loads_a_float16_condition_encoder(workspace, tmp_path):
     """The condition encoder loads on the first step, inside its autocast; a float16 checkpoint (as
     exported folders store the ViT) must load there too (CPU autocast refused to concatenate it)."""

@@ -15,7 +15,10 @@ With ``data.condition_cache_gb`` > 0 an image stage keeps the tokens of each (as
 encoded, on the training device, up to that many GiB: the encoder is frozen, so a view's tokens never
 change, and a cached view is neither decoded nor resized again by the loader. Views are then encoded
 one at a time, so a view's tokens do not depend on which others shared its batch (a resumed run
-stays exact); the views drawn, and so the training, are the same as without the cache.
+stays exact); the views drawn, and so the training, are the same as without the cache. Under a
+bfloat16 or float16 autocast the tokens are kept in that type, half the memory: they reach the model
+only through the cross-attentions' ``to_kv`` linear layers, which autocast feeds in that type anyway,
+so the step computes the same.
 """
 from __future__ import annotations
 
@@ -87,6 +90,8 @@ class _FlowStage(Stage):
         if isinstance(cache_gb, bool) or not isinstance(cache_gb, (int, float)) or not 0 <= cache_gb < float("inf"):
             raise ValueError(f"{config.source}: data.condition_cache_gb must be a number of GiB >= 0, got {cache_gb!r}")
         self.cache_bytes_limit = int(cache_gb * 2 ** 30) if self.condition == "image" else 0
+        self.cache_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            config.trainer.get("mixed_precision"), torch.float32)
         self.cached: Dict[Tuple[str, int], torch.Tensor] = {}  # (asset, view) -> [1, T, C] tokens
         self.cached_bytes = 0
         self._encoder = None
@@ -142,7 +147,7 @@ class _FlowStage(Stage):
         from ...conditioning import encode_image
         tokens = self.cached.get(view.key)
         if tokens is None:
-            tokens = encode_image(self.encoder(), view.image[None])
+            tokens = encode_image(self.encoder(), view.image[None]).to(self.cache_dtype)
             if self.cached_bytes + tokens.nbytes <= self.cache_bytes_limit:
                 self.cached[view.key] = tokens
                 self.cached_bytes += tokens.nbytes
