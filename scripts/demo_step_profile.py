@@ -10,6 +10,10 @@ the operators with the most GPU and host time.
     python scripts/demo_step_profile.py configs/training/demo/slat_vae_gs.json --data /tmp/demo/data \
         [--variants none:16,tf32:16,none:32] [--steps 10] [--out $OUT/step_profile.json]
 
+With ``--syncs N`` the first variant also runs N steps in CUDA's synchronisation debug mode, which
+warns at every call that makes the host wait for the GPU: the sites, counted per step at their
+innermost frame in this package, are what keeps the host from running ahead.
+
 With ``--apply PROFILE`` it measures nothing: the fastest variant of a saved PROFILE (by samples/s)
 is written into CONFIG when it beats the first variant by ``--min-gain``, so a later call on the
 device trains at the measured setting without a round trip through this machine.
@@ -21,11 +25,13 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+PACKAGE = Path(__file__).resolve().parents[1] / "trellis_impl"
 from trellis_impl.training.config import MIXED_PRECISION, load_config  # noqa: E402
 from trellis_impl.training.trainer import Trainer  # noqa: E402
 
@@ -62,6 +68,35 @@ def apply_profile(config_path: str, profile_path: str, min_gain: float) -> None:
           f"the first variant {rows[0]['samples_per_s']:.1f})")
 
 
+def sync_sites(step, steps: int, device: torch.device, root: Path = PACKAGE, top: int = 15) -> dict:
+    """{'file:line': synchronisations per step} over ``steps`` calls of ``step()``, at the innermost
+    frame under ``root``, most frequent first. Every warning the steps raise is counted; on CUDA the
+    synchronisation debug mode raises one per host-device synchronisation."""
+    import traceback
+    import warnings
+    counts: Counter = Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack()[:-1] if Path(f.filename).is_relative_to(root)]
+        where = (Path(frames[-1].filename).relative_to(root.parent), frames[-1].lineno) if frames else (filename, lineno)
+        counts[f"{where[0]}:{where[1]}"] += 1
+
+    cuda = device.type == "cuda"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        if cuda:
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                step()
+            synchronize(device)
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+    return {site: count / steps for site, count in counts.most_common(top)}
+
+
 def profile_steps(trainer: Trainer, steps: int, top: int = 12) -> dict:
     """GPU busy share and the top operators of ``steps`` steps."""
     from torch.profiler import ProfilerActivity, profile
@@ -92,6 +127,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--profiled", type=int, default=3, help="steps profiled for the first variant (0: none)")
+    parser.add_argument("--syncs", type=int, default=0, help="steps of the first variant in CUDA's sync debug mode")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None, help="JSON file for the figures")
     args = parser.parse_args()
@@ -118,6 +154,8 @@ def main() -> None:
                    "samples_per_s": batch / seconds, "loss": logged["loss"], "gpu_peak_gib": logged.get("gpu_peak_gib")}
             if k == 0 and args.profiled > 0:
                 row["profile"] = profile_steps(trainer, args.profiled)
+            if k == 0 and args.syncs > 0:
+                row["syncs_per_step"] = sync_sites(trainer.train_step, args.syncs, trainer.device)
         rows.append(row)
         print(f"{precision}:{batch}: {row['step_s'] * 1e3:.1f} ms/step, {row['samples_per_s']:.1f} samples/s, "
               f"peak {row['gpu_peak_gib'] or 0:.2f} GiB", flush=True)
@@ -126,6 +164,9 @@ def main() -> None:
             print(f"  GPU busy {p['gpu_busy_share']:.0%} of the wall time; per step, GPU ms: "
                   + ", ".join(f"{name} {ms:.1f}" for name, ms in p["top_gpu_ms"].items()), flush=True)
             print("  host ms: " + ", ".join(f"{name} {ms:.1f}" for name, ms in p["top_host_ms"].items()), flush=True)
+        if "syncs_per_step" in row:
+            print("  host waits per step: " + ", ".join(f"{site} {n:g}" for site, n in row["syncs_per_step"].items()),
+                  flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"config": args.config, "rows": rows}, indent=2))
 
