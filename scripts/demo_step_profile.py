@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--profiled", type=int, default=3, help="steps profiled for the first variant (0: none)")
+    parser.add_argument("--image-encoder", help="a flow config's frozen.image_encoder (the configs hold a placeholder)")
     parser.add_argument("--syncs", type=int, default=0, help="steps of the first variant in CUDA's sync debug mode")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None, help="JSON file for the figures")
@@ -140,6 +141,8 @@ def main() -> None:
         config = load_config(args.config)
         config.trainer["mixed_precision"], config.trainer["batch_size_per_gpu"] = precision, batch
         config.init = {}  # speed only: fresh weights
+        if args.image_encoder:
+            config.frozen["image_encoder"] = args.image_encoder
         with tempfile.TemporaryDirectory() as run:
             trainer = Trainer(config, args.data, Path(run) / "run", device=args.device, log=None)
             for _ in range(args.warmup):
