@@ -154,6 +154,36 @@ def test_varlen_sdpa_matches_naive(num_sequences):
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_varlen_sdpa_buckets_match_naive_with_gradients_keys_of_other_lengths_and_empty_sequences():
+    """Many sequences of lengths 0-200 (the padded buckets), keys of other lengths than the queries
+    (cross-attention): values and gradients equal the per-sequence float64 reference; each bucket
+    pads its sequences to at most 1.5x their own lengths."""
+    g = torch.Generator().manual_seed(2)
+    q_lens = SeqLens([0] + torch.randint(1, 200, (30,), generator=g).tolist())
+    kv_lens = SeqLens([5] + torch.randint(1, 60, (30,), generator=g).tolist())
+    q = torch.randn(q_lens.total, 2, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(kv_lens.total, 2, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    out = varlen_attention(q, k, v, q_lens, kv_lens, backend="sdpa")
+    def per_sequence(qi, ki, vi):  # float64 softmax(q k^T / sqrt(d)) v
+        return torch.einsum("lhm,mhc->lhc", torch.einsum("lhc,mhc->lhm", qi, ki).div(8 ** 0.5).softmax(dim=-1), vi)
+    ref = torch.cat([per_sequence(qi, ki, vi) for qi, ki, vi in zip(
+        q.split(q_lens.lengths), k.split(kv_lens.lengths), v.split(kv_lens.lengths))])
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    upstream = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((out * upstream).sum(), (q, k, v))
+    grads_ref = torch.autograd.grad((ref * upstream).sum(), (q, k, v))
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    q_pad, kv_pad, _ = q_lens.paddings(kv_lens, q.device)
+    assert len(q_pad.shapes) > 4
+    for pad in (q_pad, kv_pad):  # every sequence is longer than its bucket's width / 1.5
+        assert all(sequences * width < 1.5 * tokens for tokens, (sequences, width) in zip(pad.counts, pad.shapes))
+    # every non-empty query sequence is in one bucket, every query row in one slot
+    assert sum(sequences for sequences, _ in q_pad.shapes) == sum(n > 0 for n in q_lens.lengths)
+    assert sorted(q_pad.order.tolist()) == list(range(q_lens.total))
+    assert q_lens.paddings(kv_lens, q.device)[0] is q_pad  # built once
+
+
 def test_window_partition_groups_voxels_by_shifted_window():
     x = random_sparse([200, 60], res=16)
     order, inverse, lens = window_partition(x.coords, 4, 2)
