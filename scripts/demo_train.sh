@@ -143,8 +143,9 @@ step_train() {
   fi
   minutes=$(python3 -c "print(max(0.1, min($minutes, ($BUDGET - $reserve - ($SECONDS - $START)) / 60)))")
   say "train $run for at most $minutes min"
+  # a failed run does not stop the call: the other runs' exports and the pack still come back
   python3 -m trellis_impl train "$config" --data "$WORK/data" --out "$WORK/runs/$run" \
-    --minutes "$minutes" >> "$WORK/runs/$run.log" 2>&1 || { tail -n 30 "$WORK/runs/$run.log"; return 1; }
+    --minutes "$minutes" >> "$WORK/runs/$run.log" 2>&1 || { say "train $run FAILED:"; tail -n 30 "$WORK/runs/$run.log"; }
   tail -n 2 "$WORK/runs/$run.log"
 }
 
@@ -156,7 +157,7 @@ runs, name, candidates = sys.argv[1], sys.argv[2], sys.argv[3:]
 def last_loss(run):
     lines = open(f"{runs}/{run}/log.jsonl").read().splitlines()[-3:]
     return sum(json.loads(line)["loss"] for line in lines) / len(lines)
-losses = {run: last_loss(run) for run in candidates}
+losses = {run: last_loss(run) for run in candidates if os.path.isfile(f"{runs}/{run}/log.jsonl")}  # failed runs: none
 best = min(losses, key=losses.get)
 if os.path.lexists(f"{runs}/{name}"):
     os.remove(f"{runs}/{name}")
@@ -167,9 +168,13 @@ EOF
 
 step_export() {
   local name=$1 runs=() stage
-  for stage in ${2//,/ }; do runs+=("$WORK/runs/$stage"); done
+  for stage in ${2//,/ }; do  # a run that failed before its first checkpoint is left out
+    if compgen -G "$WORK/runs/$stage/checkpoints/*" > /dev/null; then runs+=("$WORK/runs/$stage");
+    else say "export: $stage has no checkpoint, left out"; fi
+  done
   rm -rf "${WORK:?}/$name"
-  python3 -m trellis_impl export-folder "${runs[@]}" --out "$WORK/$name"
+  if [ ${#runs[@]} -gt 0 ]; then python3 -m trellis_impl export-folder "${runs[@]}" --out "$WORK/$name";
+  else cp -r "$WORK/prev" "$WORK/$name"; fi
   if [ -d "$WORK/prev" ]; then  # stages not trained in this session: the restored folder's files
     python3 - "$WORK/prev" "$WORK/$name" <<'EOF'
 import json, shutil, sys
