@@ -102,3 +102,26 @@ def test_sparse_conv_matches_the_cpu_reference(name, dtype_name, dilation):
     out = submanifold_conv3d(parents.to(CUDA, dtype), coords_cuda, build_neighbour_map(coords_cuda, 3, dilation),
                              weight.to(CUDA, dtype), bias.to(CUDA, dtype), backend=name, repeat=2)
     assert rel_err(out, ref) <= TOL[dtype_name]
+
+
+def test_small_copies_and_bucketed_windows_never_make_the_host_wait():
+    """``to_device`` and the sdpa path's windows (layout built and used) run without one host-device
+    synchronisation: CUDA's sync debug mode raises at any; a plain ``torch.tensor(..., device=cuda)``
+    is the control that it does."""
+    import numpy as np
+    from trellis_impl.backends.transfer import to_device
+    g = torch.Generator().manual_seed(3)
+    lens = SeqLens(torch.randint(1, 200, (40,), generator=g).tolist())
+    q, k, v = (torch.randn(lens.total, 4, 32, generator=g).to(CUDA) for _ in range(3))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError):
+            torch.tensor([1.0, 2.0], device=CUDA)
+        values = [to_device(0.25, CUDA, torch.float32), to_device([1, 2, 3], CUDA, torch.long),
+                  to_device(np.arange(5), CUDA)]
+        out = varlen_attention(q, k, v, lens, backend="sdpa")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [t.tolist() for t in values] == [0.25, [1, 2, 3], [0, 1, 2, 3, 4]]
+    assert rel_err(out, varlen_attention(q, k, v, lens, backend="naive")) < TOL["fp32"]

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .registry import family, importable
+from .transfer import to_device
 
 __all__ = ["SeqLens", "attention", "varlen_attention", "ATTENTION"]
 
@@ -39,15 +40,6 @@ _LOOP_MAX_SEQUENCES = 8
 # computed 5x (unshifted) to 17x (shifted) the attention's real work, buckets of ratio 1.5 1.4x in
 # 13-14 calls.
 _BUCKET_RATIO = 1.5
-
-
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host array on ``device``; to CUDA from pinned memory without blocking, so the host does
-    not wait for the kernels queued before the copy."""
-    tensor = torch.from_numpy(array)
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 @dataclass(frozen=True)
@@ -79,11 +71,11 @@ def _padding(lengths: np.ndarray, buckets: List[np.ndarray], device: torch.devic
         flat = np.flatnonzero(filled)
         order.append((starts[bucket][:, None] + np.arange(width)[None, :]).reshape(-1)[flat])
         counts.append(flat.shape[0])
-        slots.append(_to_device(flat, device))
+        slots.append(to_device(flat, device))
         shapes.append((bucket.shape[0], width))
-        valid.append(None if filled.all() else _to_device(filled, device))
+        valid.append(None if filled.all() else to_device(filled, device))
     order = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
-    return _Padding(_to_device(order, device), counts, slots, shapes, valid), order
+    return _Padding(to_device(order, device), counts, slots, shapes, valid), order
 
 
 @dataclass
@@ -108,7 +100,7 @@ class SeqLens:
     def cu(self, device: torch.device) -> torch.Tensor:
         """Cumulative offsets, int32 ``[len(lengths)+1]`` on ``device`` (built once per device)."""
         if device not in self._cu:
-            self._cu[device] = _to_device(np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int32), device)
+            self._cu[device] = to_device(np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int32), device)
         return self._cu[device]
 
     def paddings(self, kv_lens: "SeqLens", device: torch.device) -> Tuple[_Padding, _Padding, torch.Tensor]:
@@ -126,7 +118,7 @@ class SeqLens:
             (q_pad, q_order), (kv_pad, _) = _padding(q, buckets, device), _padding(kv, buckets, device)
             restore = np.empty_like(q_order)
             restore[q_order] = np.arange(q_order.shape[0])
-            self._paddings[key] = (kv_lens, q_pad, kv_pad, _to_device(restore, device))
+            self._paddings[key] = (kv_lens, q_pad, kv_pad, to_device(restore, device))
         return self._paddings[key][1:]
 
 

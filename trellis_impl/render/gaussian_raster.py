@@ -32,6 +32,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import torch
 
 from ..backends.registry import family, importable
+from ..backends.transfer import to_device
 from .cameras import Camera
 
 __all__ = ["render_gaussians", "render_gaussians_batch", "pad_gaussians", "GAUSSIAN_RASTER", "SH_C0", "gaussian_tensors",
@@ -294,7 +295,7 @@ def pad_gaussians(gs: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tens
         rows = []
         for g in gs:
             missing = n - g[key].shape[0]
-            pad = torch.tensor(value, dtype=g[key].dtype, device=g[key].device).expand(missing, *g[key].shape[1:])
+            pad = to_device(value, g[key].device, g[key].dtype).expand(missing, *g[key].shape[1:])
             rows.append(torch.cat([g[key], pad]) if missing else g[key])
         out[key] = torch.stack(rows)
     return out

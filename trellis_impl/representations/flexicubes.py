@@ -29,6 +29,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..backends.transfer import to_device
 from .flexicubes_tables import AMBIGUOUS_CASES, DMC_EDGE_GROUPS
 
 CUBE_CORNER_OFFSETS = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0),
@@ -200,7 +201,7 @@ def _find_surface_edges(inside: Tensor, cube_corners: Tensor) -> Tuple[Tensor, T
         slot_share_count: [S * 12] int64, how many listed surface cubes share the slot's edge.
     """
     num_vertices = inside.shape[0]
-    corner_pairs = torch.tensor(CUBE_EDGES, dtype=torch.long, device=cube_corners.device)
+    corner_pairs = to_device(CUBE_EDGES, cube_corners.device, torch.long)
     slot_vertices = cube_corners[:, corner_pairs].reshape(-1, 2)
     # One int64 key per vertex pair sorts exactly like the pairs do lexicographically.
     slot_keys = slot_vertices[:, 0] * num_vertices + slot_vertices[:, 1]
@@ -299,7 +300,7 @@ def _place_dual_vertices(
     entry_edge = slot_edge[entry_slot]
     entry_ends = surface_edges[entry_edge]
 
-    corner_pairs = torch.tensor(CUBE_EDGES, dtype=torch.long, device=device)
+    corner_pairs = to_device(CUBE_EDGES, device, torch.long)
     entry_alpha = alpha[:, corner_pairs].reshape(-1, 2)[entry_slot].unsqueeze(-1)
     entry_weights = sdf[entry_ends].unsqueeze(-1) * entry_alpha
     entry_beta = beta.reshape(-1)[entry_slot].unsqueeze(-1)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backends.transfer import to_device
 from ..files import write_new_file
 from ..frames import TRELLIS_TO_PLY
 from ..readers import read_ply
@@ -191,7 +192,7 @@ class Gaussians:
                                scaling_activation=scaling_activation)
         self.sh_degree = sh_degree
         self.mininum_kernel_size = mininum_kernel_size  # the released attribute name, spelling included
-        self.aabb = torch.tensor(aabb, dtype=torch.float32, device=device)
+        self.aabb = to_device(aabb, device, torch.float32)
 
         if scaling_activation == "exp":
             self.scaling_activation, self.inverse_scaling_activation = torch.exp, torch.log
@@ -199,9 +200,9 @@ class Gaussians:
             self.scaling_activation, self.inverse_scaling_activation = F.softplus, _inverse_softplus
         # Raw-space offsets, computed in float32 like the official code.
         self.scale_bias = self.inverse_scaling_activation(
-            torch.tensor(scaling_bias, dtype=torch.float32, device=device))
-        self.opacity_logit_bias = _inverse_sigmoid(torch.tensor(opacity_bias, dtype=torch.float32, device=device))
-        self.rots_bias = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float32, device=device)
+            to_device(scaling_bias, device, torch.float32))
+        self.opacity_logit_bias = _inverse_sigmoid(to_device(opacity_bias, device, torch.float32))
+        self.rots_bias = to_device([1.0, 0.0, 0.0, 0.0], device, torch.float32)
 
         self._xyz: Optional[torch.Tensor] = None
         self._features_dc: Optional[torch.Tensor] = None

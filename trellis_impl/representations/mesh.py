@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..backends.transfer import to_device
 from ..files import write_new_file
 from .flexicubes import CUBE_CORNER_OFFSETS, dense_index, flexicubes_extract, flexicubes_extract_training, sorted_lookup
 
@@ -212,7 +213,7 @@ def features_to_mesh(coords: Tensor, feats: Tensor, res: int, use_color: bool = 
 
 def _corner_offsets(device) -> Tensor:
     """[8, 3] int64 offsets of a cube's corners from its own coordinates (``CUBE_CORNER_OFFSETS``)."""
-    return torch.tensor(CUBE_CORNER_OFFSETS, dtype=torch.long, device=device)
+    return to_device(CUBE_CORNER_OFFSETS, device, torch.long)
 
 
 def _average_corners(coords: Tensor, corner_attrs: Tensor, res: int):

@@ -12,6 +12,7 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
+from ..backends.transfer import to_device
 from .gaussians import TRELLIS_AABB
 
 __all__ = ["Strivec", "strivec_from_decoder_output"]
@@ -88,7 +89,7 @@ class Strivec:
         if len(devices) != 1:
             raise ValueError(f"Strivec fields are on several devices: {sorted(map(str, devices))}")
 
-        self.aabb = torch.tensor(aabb, dtype=torch.float32, device=position.device)
+        self.aabb = to_device(aabb, position.device, torch.float32)
         self.sh_degree = sh_degree
         self.active_sh_degree = sh_degree
         self.rank = rank

@@ -6,6 +6,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from ..backends.transfer import to_device
+
 __all__ = ["SparseTensor", "sparse_cat", "batch_layout"]
 
 
@@ -140,7 +142,7 @@ class SparseTensor:
         coords = coords.clone()
         coords[:, 0] = torch.repeat_interleave(
             torch.arange(len(parts), dtype=torch.int32, device=coords.device),
-            torch.tensor([s.stop - s.start for s in parts], device=coords.device, dtype=torch.long))
+            to_device([s.stop - s.start for s in parts], coords.device, torch.long))
         feats = torch.cat([self.feats[s] for s in parts]) if parts else self.feats[:0]
         return SparseTensor(feats, coords, batch_size=len(parts))
 
