@@ -15,6 +15,7 @@ from trellis_impl.models import load_model
 from trellis_impl.training import TrainConfig, Trainer, export_model_folder
 from trellis_impl.training.config import ConfigError, load_config
 from trellis_impl.training.dataset import DatasetError
+from trellis_impl.training.stages.flows import PREFILL_BATCH, condition_image
 from trellis_impl.training.trainer import RunError
 
 from .synthetic import write_synthetic_data
@@ -293,6 +294,57 @@ def test_tf32_steps_switch_tensor_cores_on_for_the_step_alone(workspace):
         assert logged["loss"] == pytest.approx(float32.train_step()["loss"], rel=1e-5)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_condition_cache_prefill_encodes_every_view_once_in_fixed_batches_and_resumes_exactly(workspace):
+    """``data.condition_cache_prefill``: the first step encodes every view (in batches, none twice),
+    the steps then encode nothing; the tokens are the one-at-a-time ones up to batching's rounding;
+    a resumed run prefills the same tokens again and ends on the same weights; a full cache stops
+    the prefill; the option needs a cache."""
+    def prefilled(run: str, gb: float = 1.0, steps: int = 4, **trainer):
+        config = tiny_config(workspace, "ss_flow", max_steps=steps, **trainer)
+        config.data.update(condition_cache_gb=gb, condition_cache_prefill=True)
+        return make_trainer(workspace, config, run)
+
+    trainer = prefilled("prefill")
+    encoded = []
+    encoder = trainer.stage.encoder()
+    trainer.stage.encoder = lambda: (encoded.append(1), encoder)[1]
+    trainer.train_step()
+    stage = trainer.stage
+    views = [(name, view) for name in stage.names for view in range(stage.data.num_views(name, stage.cond_views))]
+    assert sorted(stage.cached) == sorted(views) and not stage.prefill_pending
+    assert len(encoded) == -(-len(views) // PREFILL_BATCH)  # whole batches, each view once
+    trainer.run()
+    assert len(encoded) == -(-len(views) // PREFILL_BATCH)  # the later steps encode nothing
+    from trellis_impl.conditioning import encode_image
+    name, view = views[-1]
+    alone = encode_image(encoder, condition_image(stage.data.view(name, stage.cond_views, view)["images"])[None])
+    torch.testing.assert_close(stage.cached[name, view], alone, rtol=1e-4, atol=1e-4)
+
+    straight = prefilled("prefill_straight", i_save=2)
+    straight.run()
+    first = prefilled("prefill_resumed", i_save=2)
+    assert first.run(steps=2) == 2
+    second = prefilled("prefill_resumed", i_save=2)
+    assert second.step == 2 and second.run() == 4
+    _, models_a, _, _ = _checkpoint_tensors(workspace["root"] / "prefill_straight")
+    _, models_b, _, _ = _checkpoint_tensors(workspace["root"] / "prefill_resumed")
+    assert all(torch.equal(models_a[k], models_b[k]) for k in models_a)
+
+    one_view = next(iter(stage.cached.values())).nbytes
+    small = prefilled("prefill_small", gb=2.5 * one_view / 2 ** 30)
+    assert small.stage.prefill_cache() == 2 and small.stage.cached_bytes <= small.stage.cache_bytes_limit
+    damaged = prefilled("prefill_damaged")
+    read = damaged.stage.data.view
+    damaged.stage.data.view = lambda name, kind, view: (read(name, kind, view) if (name, view) != views[0]
+                                                        else (_ for _ in ()).throw(OSError("truncated file")))
+    assert damaged.stage.prefill_cache() == len(views) - 1 and views[0] not in damaged.stage.cached
+    for data in ({"condition_cache_prefill": True}, {"condition_cache_gb": 1.0, "condition_cache_prefill": "yes"}):
+        config = tiny_config(workspace, "ss_flow")
+        config.data.update(data)
+        with pytest.raises(ValueError, match="condition_cache_prefill"):
+            make_trainer(workspace, config, "prefill_bad")
 
 
 def test_condition_cache_keeps_half_precision_tokens_under_autocast_and_computes_the_same(workspace):

@@ -18,10 +18,17 @@ one at a time, so a view's tokens do not depend on which others shared its batch
 stays exact); the views drawn, and so the training, are the same as without the cache. Under a
 bfloat16 or float16 autocast the tokens are kept in that type, half the memory: they reach the model
 only through the cross-attentions' ``to_kv`` linear layers, which autocast feeds in that type anyway,
-so the step computes the same.
+so the step computes the same. With ``data.condition_cache_prefill`` the first step first encodes
+every view, in a fixed order and fixed batches (images decoded on the loader's threads), until the
+cache is full: no step then waits for the views it draws first (drawn at random, the last ones
+would take thousands of steps to come up), and a resumed run gets the same tokens again.
 """
 from __future__ import annotations
 
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -36,6 +43,8 @@ from .base import Stage, initialise_weights, per_sample_normal
 __all__ = ["StructureFlowStage", "LatentFlowStage", "condition_image", "CachedView"]
 
 CONDITION_KINDS = ("image", "text")
+PREFILL_BATCH = 32  # views per encoder call while the cache is prefilled
+_log = logging.getLogger("trellis_impl")
 
 
 def condition_image(rgba: torch.Tensor, size: int = 518) -> torch.Tensor:
@@ -94,6 +103,12 @@ class _FlowStage(Stage):
             config.trainer.get("mixed_precision"), torch.float32)
         self.cached: Dict[Tuple[str, int], torch.Tensor] = {}  # (asset, view) -> [1, T, C] tokens
         self.cached_bytes = 0
+        prefill = config.data.get("condition_cache_prefill", False)
+        if not isinstance(prefill, bool) or (prefill and not self.cache_bytes_limit):
+            raise ValueError(f"{config.source}: data.condition_cache_prefill must be true or false, and true only "
+                             f"with an image condition and data.condition_cache_gb > 0; got {prefill!r}")
+        self.prefill_pending = prefill
+        self.decode_threads = int(config.trainer.get("loader_threads", 1))
         self._encoder = None
         if self.condition == "image":
             data.require([self.cond_views], self.name)
@@ -148,16 +163,68 @@ class _FlowStage(Stage):
         tokens = self.cached.get(view.key)
         if tokens is None:
             tokens = encode_image(self.encoder(), view.image[None]).to(self.cache_dtype)
-            if self.cached_bytes + tokens.nbytes <= self.cache_bytes_limit:
-                self.cached[view.key] = tokens
-                self.cached_bytes += tokens.nbytes
+            self._keep(view.key, tokens)
         return tokens
+
+    def _keep(self, key: Tuple[str, int], tokens: torch.Tensor) -> bool:
+        """Cache ``tokens`` [1, T, C] (in ``cache_dtype``) of view ``key`` if there is room; whether
+        it was kept."""
+        if self.cached_bytes + tokens.nbytes > self.cache_bytes_limit:
+            return False
+        self.cached[key] = tokens
+        self.cached_bytes += tokens.nbytes
+        return True
+
+    @torch.no_grad()
+    def prefill_cache(self) -> int:
+        """Encode the conditioning views of every asset (assets in ``names`` order, views ascending;
+        batches of ``PREFILL_BATCH``) into the cache until it is full, the images decoded on
+        ``loader_threads`` threads, a batch each, as many batches ahead. Returns the views cached."""
+        from ...conditioning import encode_image
+        self.prefill_pending = False  # once per run
+        started, count = time.perf_counter(), len(self.cached)
+        keys = [(name, view) for name in self.names for view in range(self.data.num_views(name, self.cond_views))
+                if (name, view) not in self.cached]
+        batches = [keys[i:i + PREFILL_BATCH] for i in range(0, len(keys), PREFILL_BATCH)]
+
+        def decode(batch):  # -> the views that decode and their images; the others are left to the steps
+            kept, images = [], []
+            for name, view in batch:
+                try:
+                    images.append(condition_image(self.data.view(name, self.cond_views, view)["images"], self.image_size))
+                    kept.append((name, view))
+                except Exception as error:  # a damaged view: its asset fails in a step, and the trainer skips it
+                    _log.warning("[trellis] %s: prefill leaves out %s view %d (%s: %s)", self.name, name, view,
+                                 type(error).__name__, error)
+            return kept, torch.stack(images) if images else None
+
+        with ThreadPoolExecutor(max_workers=max(1, self.decode_threads)) as pool:
+            pending = deque(pool.submit(decode, batch) for batch in batches[:max(1, self.decode_threads)])
+            queued, full = len(pending), False
+            while pending and not full:
+                decoded = pending.popleft()
+                if queued < len(batches):
+                    pending.append(pool.submit(decode, batches[queued]))
+                    queued += 1
+                batch, images = decoded.result()
+                if images is None:
+                    continue
+                tokens = encode_image(self.encoder(), images).to(self.cache_dtype)
+                full = not all(self._keep(key, tokens[i:i + 1].clone()) for i, key in enumerate(batch))
+            for decoded in pending:  # the cache is full
+                decoded.cancel()
+        _log.info("[trellis] %s: condition cache prefilled with %d views (%.2f GiB) in %.0f s%s", self.name,
+                  len(self.cached) - count, self.cached_bytes / 2 ** 30, time.perf_counter() - started,
+                  "; full" if full else "")
+        return len(self.cached) - count
 
     @torch.no_grad()
     def encode_conditions(self, conditions: list) -> Dict[str, torch.Tensor]:
         """{'cond': [B, T, C], 'neg_cond': [1, T, C]} on the device."""
         if self.condition == "image":
             from ...conditioning import encode_image
+            if self.prefill_pending:
+                self.prefill_cache()
             if self.cache_bytes_limit:
                 cond = torch.cat([self._view_tokens(view) for view in conditions])
             else:
