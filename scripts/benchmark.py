@@ -207,6 +207,15 @@ def project_side(args) -> dict:
                 "slat_coords": slat.coords.cpu(), "gaussians": int(decoded["gaussian"][0].get_xyz.shape[0]),
                 "mesh_faces": int(decoded["mesh"][0].faces.shape[0])}
     report = run_jobs(job, args.reps)
+    if args.syncs:  # one more job, its host waits per stage
+        from sync_sites import sync_sites
+        noise, device = Noise(SEED), torch.device("cuda")
+        slat = pipeline.sample_latents(cond, Structure(job_shell, 1, pipeline.resolution), noise, params=params)
+        report["syncs"] = {
+            "stage1": sync_sites(lambda: pipeline.sample_structure(cond, noise, params=params), 1, device),
+            "stage2": sync_sites(lambda: pipeline.sample_latents(cond, Structure(job_shell, 1, pipeline.resolution),
+                                                                 noise, params=params), 1, device),
+            "decoders": sync_sites(lambda: pipeline.decode(slat, DECODED), 1, device)}
 
     flow = folder.model("slat_flow_model")
     sampler = pipeline.sampler("slat_sampler")
@@ -367,6 +376,15 @@ def official_side(args) -> dict:
                 "slat_coords": slat.coords.cpu(), "gaussians": int(decoded["gaussian"][0].get_xyz.shape[0]),
                 "mesh_faces": int(decoded["mesh"][0].faces.shape[0])}
     report = run_jobs(job, args.reps)
+    if args.syncs:  # one more job, its host waits per stage
+        from sync_sites import sync_sites
+        noise, device = Noise(SEED), torch.device("cuda")
+        slat = pipeline.sample_latents(cond, Structure(job_shell, 1, pipeline.resolution), noise, params=params)
+        report["syncs"] = {
+            "stage1": sync_sites(lambda: pipeline.sample_structure(cond, noise, params=params), 1, device),
+            "stage2": sync_sites(lambda: pipeline.sample_latents(cond, Structure(job_shell, 1, pipeline.resolution),
+                                                                 noise, params=params), 1, device),
+            "decoders": sync_sites(lambda: pipeline.decode(slat, DECODED), 1, device)}
 
     flow = pipe.models["slat_flow_model"]
     params = pipe.slat_sampler_params
@@ -403,6 +421,8 @@ def run_side(side: str, args, out: Path) -> Optional[dict]:
                "--distilled-steps", str(args.distilled_steps), "--compile", args.compile or "default"]
     if args.official:
         command += ["--official", str(args.official)]
+    if args.syncs and side == "project":
+        command.append("--syncs")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"--- {side} failed (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}")
@@ -463,6 +483,8 @@ def main() -> int:
                         help="also run this project on the MDT-dist layout at this many steps per stage (1-4)")
     parser.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
                         help="also run this project with the flows under torch.compile in this mode")
+    parser.add_argument("--syncs", action="store_true",
+                        help="also count this project's host waits per stage in one more job (scripts/sync_sites.py)")
     parser.add_argument("--json", default=None, help="write every figure here")
     parser.add_argument("--side", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--report", default=None, help=argparse.SUPPRESS)
@@ -501,6 +523,10 @@ def main() -> int:
         print(f"{name}: structure voxels {s['structure_voxels']}, Gaussians {s['gaussians']}, mesh faces "
               f"{s['mesh_faces']}" + "".join(f", stage-2 latent rel. RMS vs {k[len('slat_rel_rms_vs_'):]} {v:.2e}"
                                              for k, v in s.items() if k.startswith("slat_rel_rms_vs_") and v is not None))
+    for name, r in reports.items():
+        for stage, sites in r.get("syncs", {}).items():
+            print(f"{name} {stage}: host waits per job: " + (", ".join(f"{site} {n:g}" for site, n in sites.items())
+                                                            or "none"))
     for name, r in reports.items():
         if "working_memory" in r:
             print(f"\n{name}: working memory beyond the weights, measured / estimated (GiB)")

@@ -25,15 +25,15 @@ import json
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-PACKAGE = Path(__file__).resolve().parents[1] / "trellis_impl"
 from trellis_impl.training.config import MIXED_PRECISION, load_config  # noqa: E402
 from trellis_impl.training.trainer import Trainer  # noqa: E402
+
+from sync_sites import sync_sites  # noqa: E402  (this folder)
 
 
 def parse_variants(text: str):
@@ -66,35 +66,6 @@ def apply_profile(config_path: str, profile_path: str, min_gain: float) -> None:
     Path(config_path).write_text(json.dumps(config, indent=2) + "\n")
     print(f"{config_path}: {chosen['precision']}:{chosen['batch']} ({chosen['samples_per_s']:.1f} samples/s; "
           f"the first variant {rows[0]['samples_per_s']:.1f})")
-
-
-def sync_sites(step, steps: int, device: torch.device, root: Path = PACKAGE, top: int = 15) -> dict:
-    """{'file:line': synchronisations per step} over ``steps`` calls of ``step()``, at the innermost
-    frame under ``root``, most frequent first. Every warning the steps raise is counted; on CUDA the
-    synchronisation debug mode raises one per host-device synchronisation."""
-    import traceback
-    import warnings
-    counts: Counter = Counter()
-
-    def record(message, category, filename, lineno, file=None, line=None):
-        frames = [f for f in traceback.extract_stack()[:-1] if Path(f.filename).is_relative_to(root)]
-        where = (Path(frames[-1].filename).relative_to(root.parent), frames[-1].lineno) if frames else (filename, lineno)
-        counts[f"{where[0]}:{where[1]}"] += 1
-
-    cuda = device.type == "cuda"
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = record
-        if cuda:
-            torch.cuda.set_sync_debug_mode("warn")
-        try:
-            for _ in range(steps):
-                step()
-            synchronize(device)
-        finally:
-            if cuda:
-                torch.cuda.set_sync_debug_mode("default")
-    return {site: count / steps for site, count in counts.most_common(top)}
 
 
 def profile_steps(trainer: Trainer, steps: int, top: int = 12) -> dict:

@@ -12,6 +12,6 @@ export PYTHONUNBUFFERED=1
 tar -xJf .bench/spconv.tar.xz -C /tmp/site
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
 PYTHONPATH=/tmp/site timeout 480 python3 scripts/benchmark.py --official .bench/TRELLIS --step-cache 3 \
-  --distilled-steps 2 --compile default --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
+  --distilled-steps 2 --compile default --syncs --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
 timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/pipelines/test_low_vram.py 2>&1 | tail -3 \
   | tee "$out/low_vram_test.txt"

@@ -1,6 +1,6 @@
 """scripts/demo_step_profile.py: --apply writes a saved profile's fastest variant into the config only
-when it beats the config's own setting by the required gain; --syncs counts the warnings of a step
-(on CUDA, its synchronisations) per site."""
+when it beats the config's own setting by the required gain; scripts/sync_sites.py (its --syncs)
+counts the warnings of a step (on CUDA, its synchronisations) per site."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
-from demo_step_profile import fastest_variant, sync_sites  # noqa: E402
+from demo_step_profile import fastest_variant  # noqa: E402
+from sync_sites import sync_sites  # noqa: E402
 
 ROWS = [{"precision": "none", "batch": 16, "samples_per_s": 40.0},
         {"precision": "tf32", "batch": 16, "samples_per_s": 44.0},
