@@ -376,15 +376,6 @@ def official_side(args) -> dict:
                 "slat_coords": slat.coords.cpu(), "gaussians": int(decoded["gaussian"][0].get_xyz.shape[0]),
                 "mesh_faces": int(decoded["mesh"][0].faces.shape[0])}
     report = run_jobs(job, args.reps)
-    if args.syncs:  # one more job, its host waits per stage
-        from sync_sites import sync_sites
-        noise, device = Noise(SEED), torch.device("cuda")
-        slat = pipeline.sample_latents(cond, Structure(job_shell, 1, pipeline.resolution), noise, params=params)
-        report["syncs"] = {
-            "stage1": sync_sites(lambda: pipeline.sample_structure(cond, noise, params=params), 1, device),
-            "stage2": sync_sites(lambda: pipeline.sample_latents(cond, Structure(job_shell, 1, pipeline.resolution),
-                                                                 noise, params=params), 1, device),
-            "decoders": sync_sites(lambda: pipeline.decode(slat, DECODED), 1, device)}
 
     flow = pipe.models["slat_flow_model"]
     params = pipe.slat_sampler_params
