@@ -6,6 +6,11 @@ procedural objects' conditioning views: fitted on training-split objects, scored
 Beside it, for scale: the same ViT with random weights, and the distillation teacher
 (EfficientNet-Lite0: its pooled head beside its mean stride-16 feature).
 
+Then whether its patch tokens tell where the object is, which the structure flow has to follow: a
+linear probe per patch token (logistic regression) of "more than half of this 14 px patch is the
+object" on the same kind of views, cropped as the flows' training crops them (``condition_image``),
+scored on held-out objects' patches (accuracy and the IoU of the predicted inside against the true).
+
     python scripts/demo_vit_probe.py models/demo_candidate [--per-kind 6] [--held-per-kind 3] [--views 3]
 """
 from __future__ import annotations
@@ -27,19 +32,40 @@ from trellis_impl.encoding.albedo import render_albedo, to_rgba8  # noqa: E402
 from trellis_impl.training.prepare import conditioning_cameras  # noqa: E402
 from trellis_impl.evaluation import textured_procedural_object  # noqa: E402
 from trellis_impl.training.procedural import OBJECT_KINDS, object_name, object_plan  # noqa: E402
+from trellis_impl.training.stages.flows import condition_image  # noqa: E402
 
 KINDS = list(OBJECT_KINDS)
 
 
-def condition_views(split: str, per_kind: int, views: int):
-    """[(kind index, 518 px condition image)] of ``per_kind`` objects of every kind, ``views`` each."""
+def rendered_views(split: str, per_kind: int, views: int):
+    """[(kind, uint8 RGBA render [256, 256, 4])] of ``per_kind`` objects of every kind, ``views`` each."""
     out = []
     for kind, seed in object_plan(per_kind * len(KINDS), split=split):
         mesh = textured_procedural_object(kind, seed).normalized()
         cameras = conditioning_cameras(views, seed=zlib.crc32(object_name(kind, seed).encode()) % 1000, resolution=256)
-        for rgba in to_rgba8(render_albedo(mesh, cameras, 1, torch.device("cpu"))):
-            out.append((KINDS.index(kind), preprocess_image(Image.fromarray(rgba, "RGBA"))))
+        out += [(kind, rgba) for rgba in to_rgba8(render_albedo(mesh, cameras, 1, torch.device("cpu")))]
     return out
+
+
+def condition_views(split: str, per_kind: int, views: int):
+    """[(kind index, 518 px condition image)] of ``per_kind`` objects of every kind, ``views`` each."""
+    return [(KINDS.index(kind), preprocess_image(Image.fromarray(rgba, "RGBA")))
+            for kind, rgba in rendered_views(split, per_kind, views)]
+
+
+@torch.no_grad()
+def patch_silhouettes(model, split: str, per_kind: int, views: int):
+    """Patch tokens [P, C] of the training crops of the views and whether each patch is mostly object [P]."""
+    tokens, inside = [], []
+    grid = 518 // model.config.patch_size
+    for _, rgba in rendered_views(split, per_kind, views):
+        rgba = torch.from_numpy(rgba)
+        white = rgba.clone()
+        white[..., :3] = 255
+        alpha = condition_image(white)[0]  # the crop's alpha (RGB times alpha on white)
+        tokens.append(encode_image(model, condition_image(rgba)[None])[0, -grid * grid:])
+        inside.append(torch.nn.functional.adaptive_avg_pool2d(alpha[None, None], grid).flatten() > 0.5)
+    return torch.cat(tokens), torch.cat(inside).long()
 
 
 @torch.no_grad()
@@ -58,11 +84,13 @@ def teacher_vectors(data) -> torch.Tensor:
     return torch.cat([torch.cat(pooled), torch.cat(maps).mean((2, 3))], 1)
 
 
-def probe_accuracy(train_x, train_y, test_x, test_y) -> float:
+def linear_probe(train_x, train_y, test_x, classes: int = len(KINDS)) -> torch.Tensor:
+    """Multinomial logistic regression (L-BFGS, L2) fitted on ``train_x`` -> ``train_y``; the
+    predicted classes of ``test_x``."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    weight = torch.zeros(train_x.shape[1], len(KINDS), requires_grad=True)
-    bias = torch.zeros(len(KINDS), requires_grad=True)
+    weight = torch.zeros(train_x.shape[1], classes, requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], max_iter=200)
 
     def closure():
@@ -73,7 +101,11 @@ def probe_accuracy(train_x, train_y, test_x, test_y) -> float:
 
     optimizer.step(closure)
     with torch.no_grad():
-        return float(((test_x @ weight + bias).argmax(1) == test_y).float().mean())
+        return (test_x @ weight + bias).argmax(1)
+
+
+def probe_accuracy(train_x, train_y, test_x, test_y) -> float:
+    return float((linear_probe(train_x, train_y, test_x) == test_y).float().mean())
 
 
 def main() -> int:
@@ -97,6 +129,12 @@ def main() -> int:
                            ("the same ViT, random weights", lambda d: vit_features(random_vit, d)),
                            ("the teacher, EfficientNet-Lite0", teacher_vectors)):
         print(f"{name}: held-out kind accuracy {probe_accuracy(features(train), train_y, features(test), test_y):.3f}")
+    for name, model in (("the folder's ViT", vit), ("the same ViT, random weights", random_vit)):
+        (train_x, train_y), (test_x, test_y) = (patch_silhouettes(model, split, n, args.views) for split, n in
+                                                (("train", args.per_kind), ("held_out", args.held_per_kind)))
+        predicted, truth = linear_probe(train_x, train_y, test_x, classes=2).bool(), test_y.bool()
+        print(f"{name}: held-out patches inside the object, accuracy {float((predicted == truth).float().mean()):.4f} "
+              f"(all 'outside': {1 - float(truth.float().mean()):.4f}), IoU {float((predicted & truth).sum() / (predicted | truth).sum()):.4f}")
     return 0
 
 
