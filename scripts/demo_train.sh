@@ -234,7 +234,7 @@ run_step() {
   if [ "${words[0]}" = par ]; then
     local pids=() s p
     for s in "${words[@]:1}"; do run_step "$s" & pids+=($!); done
-    for p in "${pids[@]}"; do wait "$p"; done
+    for p in "${pids[@]}"; do wait "$p" || say "a parallel step failed (above); the others go on"; done
     return
   fi
   IFS=: read -r -a words <<< "$1"
