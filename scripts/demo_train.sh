@@ -12,7 +12,8 @@
 #                          $WORK/prev: later trainings start from its weights (config 'init'); its
 #                          ViT becomes $WORK/vit (once a VAE has learnt its features, never retrained;
 #                          before that, train:vit_distill goes on from it)
-#   data                   procedural meshes (train and held-out seeds) + renders, $SHARDS prepare-data
+#   data                   procedural meshes (train seeds from $DATA_SEED, default 0: another start each
+#                          session shows the models new objects; held-out seeds fixed) + renders, $SHARDS prepare-data
 #                          processes on disjoint meshes merged into $WORK/data; the held-out objects
 #                          into $WORK/held_data
 #   train:RUN:MIN[:RES[:new]]
@@ -37,6 +38,7 @@ OUT=${OUT:-$WORK/out}
 BUDGET=${BUDGET:-560}
 COUNT=${COUNT:-1200}
 HELD=${HELD:-60}
+DATA_SEED=${DATA_SEED:-0}
 SHARDS=${SHARDS:-4}
 STATE=${STATE:-models/demo_state}  # a carried folder (a call takes 64 MiB: carry only what it restores)
 PREP=(--resolution 32 --views 24 --cond-views 8 --render-size 256 --seed 0)
@@ -99,7 +101,7 @@ prepare_in_shards() {  # prepare-data on $SHARDS disjoint parts of $WORK/meshes 
 }
 
 step_data() {
-  python3 -m trellis_impl procedural-meshes --out "$WORK/meshes" --count "$COUNT" --split train >/dev/null
+  python3 -m trellis_impl procedural-meshes --out "$WORK/meshes" --count "$COUNT" --split train --seed "$DATA_SEED" >/dev/null
   python3 -m trellis_impl procedural-meshes --out "$WORK/held" --count "$HELD" --split held_out >/dev/null
   if [ ! -e "$WORK/data/dataset.json" ]; then
     # the shards use the rasteriser's extension that setup builds
