@@ -12,7 +12,8 @@ the input picture, then the generated asset from the front and at 90, 180, 270 d
 
 ``--structure`` scores the structure flow alone (a folder whose later stages are not trained yet):
 the silhouette IoU of the sampled voxels against the picture, beside that of the object's own voxels
-(``structure.json``).
+(``structure.json``), and ``structures.png`` (per row: the picture's alpha, the object's own voxels,
+the sampled voxels, seen from the picture's camera).
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ def main() -> None:
                    "mean_ceiling_iou": sum(f.ceiling_iou for f in found) / len(found)}
         (out / "structure.json").write_text(json.dumps({"model": str(args.model), "summary": summary,
                                                         "objects": [f.as_dict() for f in found]}, indent=2))
+        sheet = torch.cat([torch.cat(list(f.silhouettes), dim=1) for f in found], dim=0)
+        Image.fromarray((sheet.clamp(0, 1) * 255).round().byte().numpy()).save(out / "structures.png")
         print(json.dumps(summary, indent=2))
         return
     figures = score_objects(pipeline, object_plan(args.objects, split=args.split), size=args.size, seed=args.seed,

@@ -248,6 +248,7 @@ class StructureFigures:
     ceiling_iou: float  # the same for the object's own voxels (what a perfect structure flow gives)
     voxels: int         # generated voxels
     true_voxels: int
+    silhouettes: torch.Tensor  # [3, size, size] the picture's alpha, the own voxels', the generated voxels'
 
     def as_dict(self) -> Dict[str, object]:
         return {"object": self.name, "iou": self.iou, "ceiling_iou": self.ceiling_iou, "voxels": self.voxels,
@@ -277,11 +278,11 @@ def score_structures(pipeline, objects: Sequence[Tuple[str, int]], size: int = 2
         generated = structure.coords[:, 1:].cpu()
         grid = structure.resolution
         true = voxelize_mesh(mesh.vertices, mesh.faces, resolution=grid)
+        generated_alpha, true_alpha = voxel_alpha(generated, grid, camera), voxel_alpha(true, grid, camera)
         figures.append(StructureFigures(object_name(kind, object_seed),
-                                        silhouette_iou(picture[3], voxel_alpha(generated, grid, camera))
-                                        if generated.shape[0] else 0.0,
-                                        silhouette_iou(picture[3], voxel_alpha(true, grid, camera)),
-                                        int(generated.shape[0]), int(true.shape[0])))
+                                        silhouette_iou(picture[3], generated_alpha) if generated.shape[0] else 0.0,
+                                        silhouette_iou(picture[3], true_alpha), int(generated.shape[0]),
+                                        int(true.shape[0]), torch.stack([picture[3].cpu(), true_alpha, generated_alpha])))
         if log is not None:
             log(f"{figures[-1].name}: structure IoU {figures[-1].iou:.3f} (own voxels {figures[-1].ceiling_iou:.3f}), "
                 f"{figures[-1].voxels} voxels ({figures[-1].true_voxels} true)")

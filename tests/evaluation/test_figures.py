@@ -105,3 +105,7 @@ def test_structure_figures_of_a_random_folder(tmp_path):
     assert len(found) == 1 and found[0].name.startswith("cup")
     assert found[0].true_voxels > 0 and found[0].ceiling_iou > 0.5  # the object's own voxels
     assert 0.0 <= found[0].iou <= 1.0 and found[0].as_dict()["voxels"] == found[0].voxels
+    picture, own, generated = found[0].silhouettes  # the figures' own silhouettes
+    assert found[0].silhouettes.shape == (3, 96, 96)
+    assert silhouette_iou(picture, own) == pytest.approx(found[0].ceiling_iou)
+    assert silhouette_iou(picture, generated) == pytest.approx(found[0].iou) or found[0].voxels == 0
