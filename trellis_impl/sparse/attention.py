@@ -47,15 +47,18 @@ def window_partition(coords: torch.Tensor, window_size: int, shift: int) -> Tupl
     """
     shifted = coords.long().clone()
     shifted[:, 1:] += shift
-    num_windows = [(int(shifted[:, i].max()) + 1 + window_size - 1) // window_size for i in (1, 2, 3)]
+    # two host reads in all (the extents, the counts): each one waits for the device
+    extent = shifted.amax(0).tolist()
+    num_windows = [(extent[i] + 1 + window_size - 1) // window_size for i in (1, 2, 3)]
     window = shifted[:, 1:] // window_size
     window_id = ((shifted[:, 0] * num_windows[0] + window[:, 0]) * num_windows[1] + window[:, 1]) * num_windows[2] \
         + window[:, 2]
     order = torch.argsort(window_id)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.shape[0], device=order.device)
-    counts = torch.bincount(window_id)
-    lengths = counts[counts > 0].tolist()
+    counts = torch.zeros((extent[0] + 1) * num_windows[0] * num_windows[1] * num_windows[2], dtype=torch.long,
+                         device=coords.device).index_add_(0, window_id, torch.ones_like(window_id))
+    lengths = [n for n in counts.tolist() if n > 0]
     return order, inverse, SeqLens(lengths)
 
 
