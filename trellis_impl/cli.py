@@ -20,6 +20,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import time
@@ -449,7 +450,12 @@ def run(argv: Optional[List[str]] = None) -> int:
         step = trainer.run(steps=args.steps, max_seconds=None if args.minutes is None else 60.0 * args.minutes)
         if trainer.context.is_main:
             print(f"{args.out}: step {step} of {trainer.max_steps}")
-        trainer.context.close()
+        context = trainer.context
+        # DDP's reducer goes before its process group: a gloo group destroyed under a live reducer
+        # aborted one process in several at exit ("terminate called without an active exception")
+        del trainer
+        gc.collect()
+        context.close()
         return 0
     if args.command == "distilled-folder":
         from .pipelines.distilled import download_mdt_dist, write_distilled_folder
