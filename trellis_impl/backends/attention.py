@@ -87,7 +87,7 @@ class SeqLens:
     """
     lengths: List[int]
     _cu: Dict[torch.device, torch.Tensor] = field(default_factory=dict, repr=False)
-    _paddings: Dict[tuple, tuple] = field(default_factory=dict, repr=False)
+    _paddings: Dict[tuple, Tuple[_Padding, _Padding, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def max(self) -> int:
@@ -108,8 +108,8 @@ class SeqLens:
         one per bucket of sequences whose query and key lengths each fall in one class of ratio
         ``_BUCKET_RATIO``; and ``restore`` [Tq] int64, the row of each packed query in the buckets'
         concatenated outputs. Built once per device and key lengths; empty sequences are left out."""
-        key = (device, id(kv_lens))
-        if key not in self._paddings or self._paddings[key][0] is not kv_lens:  # kept alive: its id stays its own
+        key = (device, tuple(kv_lens.lengths))
+        if key not in self._paddings:
             q, kv = np.asarray(self.lengths, dtype=np.int64), np.asarray(kv_lens.lengths, dtype=np.int64)
             classes = np.stack([np.ceil(np.log(np.maximum(n, 1)) / math.log(_BUCKET_RATIO)) for n in (q, kv)], axis=1)
             kept = np.flatnonzero(q > 0)
@@ -118,8 +118,8 @@ class SeqLens:
             (q_pad, q_order), (kv_pad, _) = _padding(q, buckets, device), _padding(kv, buckets, device)
             restore = np.empty_like(q_order)
             restore[q_order] = np.arange(q_order.shape[0])
-            self._paddings[key] = (kv_lens, q_pad, kv_pad, to_device(restore, device))
-        return self._paddings[key][1:]
+            self._paddings[key] = (q_pad, kv_pad, to_device(restore, device))
+        return self._paddings[key]
 
 
 def _naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -284,20 +284,18 @@ def _render_torch(g: Dict[str, torch.Tensor], camera: Camera, background: torch.
 
 
 def pad_gaussians(gs: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-    """Several items' :func:`gaussian_tensors` as one batch [B, N, ...], N the largest count;
-    the rows added to shorter items are transparent (opacity 0, scale 0, at the origin), so they
-    change no pixel, and gradients reach the items' own rows through the concatenation."""
+    """Several items' :func:`gaussian_tensors` (on one device, of one dtype) as one batch
+    [B, N, ...], N the largest count; the rows added to shorter items are transparent (opacity 0,
+    scale 0, at the origin), so they change no pixel, and gradients reach the items' own rows
+    through the concatenation."""
     n = max(g["xyz"].shape[0] for g in gs)
     fill = {"xyz": (0.0, 0.0, 0.0), "rotation": (1.0, 0.0, 0.0, 0.0), "scaling": (0.0, 0.0, 0.0),
             "opacity": 0.0, "colors": (0.0, 0.0, 0.0)}
     out = {}
     for key, value in fill.items():
-        rows = []
-        for g in gs:
-            missing = n - g[key].shape[0]
-            pad = to_device(value, g[key].device, g[key].dtype).expand(missing, *g[key].shape[1:])
-            rows.append(torch.cat([g[key], pad]) if missing else g[key])
-        out[key] = torch.stack(rows)
+        row = to_device(value, gs[0][key].device, gs[0][key].dtype)
+        out[key] = torch.stack([torch.cat([g[key], row.expand(n - g[key].shape[0], *g[key].shape[1:])])
+                                if g[key].shape[0] < n else g[key] for g in gs])
     return out
 
 

@@ -109,6 +109,13 @@ class TrainConfig:
         if not isinstance(t["ema_warmup"], bool):
             raise ConfigError(f"{src}: trainer.ema_warmup must be true or false, got {t['ema_warmup']!r}")
 
+    @property
+    def autocast_dtype(self):
+        """The torch dtype of the steps' autocast (``trainer.mixed_precision`` bf16 or fp16), None
+        without autocast (none, tf32)."""
+        import torch
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.trainer["mixed_precision"])
+
     def path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
         p = Path(value)

@@ -40,7 +40,6 @@ from .distributed import DistributedContext, init_distributed, mean_over_process
 
 __all__ = ["Trainer", "AdaptiveGradClipper", "sample_generator", "RunError"]
 
-_MIXED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _log = logging.getLogger("trellis_impl")
 # Called after every step with (step, max_steps, logged values); may raise to interrupt.
 StepCallback = Callable[[int, int, Dict[str, float]], None]
@@ -130,7 +129,7 @@ class Trainer:
         clip = t["grad_clip"]
         self.clipper = None if clip is None else AdaptiveGradClipper(clip.get("max_norm"), clip.get("clip_percentile", 95))
         mp = t["mixed_precision"]
-        self.autocast_dtype = _MIXED_DTYPES.get(mp)
+        self.autocast_dtype = config.autocast_dtype
         self.scaler = torch.amp.GradScaler(self.device.type) if mp == "fp16" else None
         self.tf32 = mp == "tf32"
         self.step = 0

@@ -99,8 +99,7 @@ class _FlowStage(Stage):
         if isinstance(cache_gb, bool) or not isinstance(cache_gb, (int, float)) or not 0 <= cache_gb < float("inf"):
             raise ValueError(f"{config.source}: data.condition_cache_gb must be a number of GiB >= 0, got {cache_gb!r}")
         self.cache_bytes_limit = int(cache_gb * 2 ** 30) if self.condition == "image" else 0
-        self.cache_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
-            config.trainer.get("mixed_precision"), torch.float32)
+        self.cache_dtype = config.autocast_dtype or torch.float32
         self.cached: Dict[Tuple[str, int], torch.Tensor] = {}  # (asset, view) -> [1, T, C] tokens
         self.cached_bytes = 0
         prefill = config.data.get("condition_cache_prefill", False)
@@ -108,7 +107,7 @@ class _FlowStage(Stage):
             raise ValueError(f"{config.source}: data.condition_cache_prefill must be true or false, and true only "
                              f"with an image condition and data.condition_cache_gb > 0; got {prefill!r}")
         self.prefill_pending = prefill
-        self.decode_threads = int(config.trainer.get("loader_threads", 1))
+        self.decode_threads = config.trainer["loader_threads"]
         self._encoder = None
         if self.condition == "image":
             data.require([self.cond_views], self.name)
@@ -198,8 +197,8 @@ class _FlowStage(Stage):
                                  type(error).__name__, error)
             return kept, torch.stack(images) if images else None
 
-        with ThreadPoolExecutor(max_workers=max(1, self.decode_threads)) as pool:
-            pending = deque(pool.submit(decode, batch) for batch in batches[:max(1, self.decode_threads)])
+        with ThreadPoolExecutor(max_workers=self.decode_threads) as pool:
+            pending = deque(pool.submit(decode, batch) for batch in batches[:self.decode_threads])
             queued, full = len(pending), False
             while pending and not full:
                 decoded = pending.popleft()

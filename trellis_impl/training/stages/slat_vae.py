@@ -123,13 +123,12 @@ class RenderStage(Stage):
                             for b, i in enumerate(items)])
         return SparseTensor(torch.cat([i[key] for i in items]), coords, batch_size=len(items))
 
-
-def render_views(stage: RenderStage, gaussians: list, batch: dict) -> torch.Tensor:
-    """Each item's decoded Gaussians from its views, [B * V, 3, H, W]: every view of every object
-    in one rasteriser call (gsplat; one by one on the PyTorch path); unclamped colours, as the
-    official rasteriser (a clamp would stop the gradient of bright pixels)."""
-    return render_gaussians_batch(stage.per_view(gaussians), batch["cameras"], list(batch["background"]),
-                                  clamp=False)["color"]
+    def render_gaussian_views(self, gaussians: list, batch: dict) -> torch.Tensor:
+        """Each item's decoded Gaussians from its views, [B * V, 3, H, W]: every view of every object
+        in one rasteriser call (gsplat; one by one on the PyTorch path); unclamped colours, as the
+        official rasteriser (a clamp would stop the gradient of bright pixels)."""
+        return render_gaussians_batch(self.per_view(gaussians), batch["cameras"], list(batch["background"]),
+                                      clamp=False)["color"]
 
 
 class GaussianRegularisers:
@@ -182,7 +181,7 @@ class SLatGaussianVAEStage(RenderStage):
         noise = torch.cat(per_sample_normal(batch["generators"], shapes)).to(self.device)
         z = feats.replace(mean + torch.exp(0.5 * logvar) * noise)
         gaussians = models["decoder"](z)
-        terms = self.image_terms(render_views(self, gaussians, batch), batch)
+        terms = self.image_terms(self.render_gaussian_views(gaussians, batch), batch)
         terms["kl"] = losses.kl_diagonal_gaussian(mean.float(), logvar.float())
         terms["loss"] = self.regularisers.add(terms["rec"] + self.lambda_kl * terms["kl"], gaussians, terms)
         return terms
@@ -219,7 +218,7 @@ class GaussianDecoderStage(FrozenLatentStage):
 
     def losses(self, models: Dict[str, nn.Module], batch: dict) -> Dict[str, torch.Tensor]:
         gaussians = models["decoder"](batch["latents"].to(self.device))
-        terms = self.image_terms(render_views(self, gaussians, batch), batch)
+        terms = self.image_terms(self.render_gaussian_views(gaussians, batch), batch)
         terms["loss"] = self.regularisers.add(terms["rec"], gaussians, terms)
         return terms
 
