@@ -54,6 +54,16 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     out = Path(args.out)
+    # refused in one line before any model loads; earlier figures are never overwritten
+    written = ("structure.json", "structures.png") if args.structure else ("quality.json", "turntables.png")
+    existing = [name for name in written if (out / name).exists()]
+    if existing:
+        sys.exit(f"demo_quality: {out} already holds {', '.join(existing)}; name a new --out")
+    if not Path(args.model).is_dir():
+        sys.exit(f"demo_quality: --model {args.model} is not a model folder")
+    for name in ("objects", "views", "size", "ceiling"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            sys.exit(f"demo_quality: --{name} must be >= 1, got {getattr(args, name)}")
     out.mkdir(parents=True, exist_ok=True)
     pipeline = ImageTo3DPipeline.from_folder(args.model, device=args.device)
     if args.structure:

@@ -59,9 +59,14 @@ def fastest_variant(rows: list[dict], min_gain: float) -> dict:
 
 
 def apply_profile(config_path: str, profile_path: str, min_gain: float) -> None:
-    rows = json.loads(Path(profile_path).read_text())["rows"]
+    try:
+        rows = json.loads(Path(profile_path).read_text())["rows"]
+        config = json.loads(Path(config_path).read_text())
+    except (OSError, ValueError, KeyError) as error:  # nothing is written
+        sys.exit(f"demo_step_profile: --apply needs a profile this script wrote and a JSON config ({error})")
+    if not rows:
+        sys.exit(f"demo_step_profile: {profile_path} holds no measured variant")
     chosen = fastest_variant(rows, min_gain)
-    config = json.loads(Path(config_path).read_text())
     config["trainer"]["mixed_precision"], config["trainer"]["batch_size_per_gpu"] = chosen["precision"], chosen["batch"]
     Path(config_path).write_text(json.dumps(config, indent=2) + "\n")
     print(f"{config_path}: {chosen['precision']}:{chosen['batch']} ({chosen['samples_per_s']:.1f} samples/s; "
@@ -104,6 +109,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON file for the figures")
     args = parser.parse_args()
     if args.apply:
+        if not args.min_gain > 0:
+            sys.exit(f"demo_step_profile: --min-gain must be > 0, got {args.min_gain}")
         return apply_profile(args.config, args.apply, args.min_gain)
     if not args.data:
         parser.error("--data is required unless --apply is given")

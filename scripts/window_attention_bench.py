@@ -35,6 +35,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    try:
+        ratios = [float(r) for r in args.ratios.split(",")]
+    except ValueError:
+        ratios = []
+    if not ratios or not all(r > 1 for r in ratios):
+        sys.exit(f"window_attention_bench: --ratios must be numbers > 1, got {args.ratios!r}")
+    if min(args.objects, args.resolution, args.window, args.heads, args.channels, args.reps) < 1:
+        sys.exit("window_attention_bench: --objects, --resolution, --window, --heads, --channels and --reps must be >= 1")
     device = torch.device(args.device)
     items = []
     for b, (kind, seed) in enumerate(object_plan(args.objects, split="held_out")):
@@ -46,7 +54,7 @@ def main() -> None:
     q, k, v = (torch.randn(coords.shape[0], args.heads, args.channels, generator=g).to(device) for _ in range(3))
     print(f"{coords.shape[0]} voxels ({args.objects} objects at {args.resolution}^3), windows of {args.window}, "
           f"{args.heads} heads x {args.channels}, {torch.get_num_threads()} threads, {device}")
-    for ratio in (float(r) for r in args.ratios.split(",")):
+    for ratio in ratios:
         attention._BUCKET_RATIO = ratio
         row = []
         for shift in (0, args.window // 2):
