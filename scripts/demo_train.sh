@@ -32,6 +32,8 @@
 #   pack:NAME              model folder $WORK/NAME + the runs' logs -> $OUT/demo.tar.partNN (15 MiB each)
 set -euo pipefail
 export PYTHONUNBUFFERED=1
+# four runs share one GPU: without it the SLat flow ran out of memory on an H100 (fragmented reserves)
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 START=$SECONDS
 WORK=${WORK:-/tmp/demo}
 OUT=${OUT:-$WORK/out}
