@@ -197,6 +197,15 @@ def test_nan_raises_naming_field(field):
         render_gaussians(g, Camera.orbit(0.0, 0.0, 2.0, 40.0, 16, 16))
 
 
+def test_a_batch_names_the_item_with_a_non_finite_field():
+    scenes = [_scene(10, 4), _scene(12, 5)]
+    scenes[1]["scaling"] = scenes[1]["scaling"].clone()
+    scenes[1]["scaling"][2, 1] = float("inf")
+    cameras = [Camera.orbit(0.0, 0.0, 2.0, 40.0, 16, 16)] * 2
+    with pytest.raises(ValueError, match=r"'scaling' of item 1 has non-finite"):
+        render_gaussians_batch(scenes, cameras, [(0, 0, 0)] * 2, backend="torch")
+
+
 def test_unknown_backend_rejected():
     with pytest.raises(ValueError, match="gaussian_raster"):
         render_gaussians(_scene(3, 0), Camera.orbit(0.0, 0.0, 2.0, 40.0, 8, 8), backend="nope")

@@ -149,3 +149,36 @@ def test_gsplat_batch_equals_its_single_renders():
     for got, want in zip(batch_grads, single_grads):
         for key in ("xyz", "scaling", "opacity", "colors", "rotation"):
             torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6)
+
+
+def test_gsplat_batch_makes_the_host_wait_once():
+    """The batched gsplat render's own code makes the host wait once per call (the finiteness of
+    every item's fields, checked together), not once per item, camera or background; waits inside
+    gsplat's own call are gsplat's and not counted."""
+    if not GAUSSIAN_RASTER.backends["gsplat"].available(CUDA, torch.float32):
+        pytest.skip("gsplat not installed or its CUDA extension cannot be built here")
+    import linecache
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from sync_sites import sync_sites
+    from trellis_impl.render import gaussian_raster
+    g = torch.Generator().manual_seed(5)
+    items = [{"xyz": (torch.rand(n, 3, generator=g) - 0.5) * 0.6, "scaling": torch.full((n, 3), 0.03),
+              "rotation": torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=1),
+              "opacity": torch.rand(n, 1, generator=g), "colors": torch.rand(n, 3, generator=g)} for n in (300, 120, 200, 50)]
+    items = [{k: v.to(CUDA) for k, v in item.items()} for item in items]
+    cameras = orbit_cameras(4, pitch=0.3, radius=2.0, fov_degrees=40.0, width=64, height=48)
+    backgrounds = [torch.rand(3, generator=g) for _ in items]
+    path = gaussian_raster.__file__
+    lines = [linecache.getline(path, i) for i in range(1, 2000)]
+    call = next(i for i, text in enumerate(lines, 1) if "= rasterization(" in text)
+    call_end = next(i for i in range(call, len(lines)) if 'rasterize_mode="classic")' in lines[i - 1])
+    sites = sync_sites(lambda: render_gaussians_batch(items, cameras, backgrounds, backend="gsplat"), 2, CUDA)
+    ours = {site: n for site, n in sites.items() if site.startswith("trellis_impl/")
+            and not (site.startswith("trellis_impl/render/gaussian_raster.py:")
+                     and call <= int(site.rsplit(":", 1)[1]) <= call_end)}
+    print("host waits per call outside gsplat:", ours)
+    assert sum(ours.values()) == 1.0, ours
+    (site,) = ours
+    assert "flags.all()" in linecache.getline(path, int(site.rsplit(":", 1)[1])), site

@@ -347,6 +347,58 @@ def test_condition_cache_prefill_encodes_every_view_once_in_fixed_batches_and_re
             make_trainer(workspace, config, "prefill_bad")
 
 
+def test_condition_cache_files_are_saved_once_and_taken_by_later_runs_of_either_flow(workspace, tmp_path):
+    """``data.condition_cache_files``: the first prefill saves each asset's tokens beside the data; a
+    later run, of the same flow or of the other one, loads them (exactly the same tokens, the same
+    first loss) without encoding; an asset whose conditioning file changed is encoded again; another
+    encoder gets another folder; the option needs the prefill."""
+    import os
+    import shutil
+    from trellis_impl.training.dataset import TrainingData
+    data_dir = shutil.copytree(workspace["data"], tmp_path / "data")
+    data = TrainingData(data_dir)
+
+    def with_files(stage: str, run: str, encoder=workspace["dinov2"]):
+        config = tiny_config(workspace, stage, max_steps=2)
+        config.data.update(condition_cache_gb=1.0, condition_cache_prefill=True, condition_cache_files=True)
+        config.frozen["image_encoder"] = str(encoder)
+        trainer = Trainer(config, data_dir, tmp_path / run, device="cpu", log=None)
+        calls, encoder_of = [], trainer.stage.encoder
+        trainer.stage.encoder = lambda: (calls.append(1), encoder_of())[1]
+        return trainer, calls
+
+    first, first_calls = with_files("ss_flow", "first")
+    first_loss = first.train_step()["loss"]
+    stage = first.stage
+    views = {name: stage.data.num_views(name, stage.cond_views) for name in stage.names}
+    folder = stage.token_folder()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.safetensors" for name in views)
+    assert len(first_calls) == -(-sum(views.values()) // PREFILL_BATCH)
+
+    again, again_calls = with_files("ss_flow", "again")
+    assert again.train_step()["loss"] == first_loss and not again_calls
+    assert again.stage.cached.keys() == stage.cached.keys()
+    assert all(torch.equal(again.stage.cached[key], stage.cached[key]) for key in stage.cached)
+    other_flow, other_calls = with_files("slat_flow", "other_flow")
+    assert other_flow.stage.prefill_cache() == sum(views.values()) and not other_calls
+
+    changed = stage.names[0]
+    os.utime(data.file(changed, stage.cond_views), ns=(1, 1))  # the asset's conditioning file replaced
+    redone, redone_calls = with_files("ss_flow", "redone")
+    assert redone.stage.prefill_cache() == sum(views.values()) and len(redone_calls) == 1
+    assert all(torch.equal(redone.stage.cached[key], stage.cached[key]) for key in stage.cached if key[0] != changed)
+
+    encoder = shutil.copytree(workspace["dinov2"], tmp_path / "encoder_b" / "dinov2")
+    (encoder / "config.json").write_text((encoder / "config.json").read_text() + "\n")
+    other_encoder, _ = with_files("ss_flow", "other_encoder", encoder)
+    assert other_encoder.stage.token_folder() != folder
+
+    config = tiny_config(workspace, "ss_flow")
+    config.data.update(condition_cache_gb=1.0, condition_cache_files=True)
+    with pytest.raises(ValueError, match="condition_cache_files must be true or false, and true only with"):
+        Trainer(config, data_dir, tmp_path / "bad", device="cpu", log=None)
+
+
 def test_condition_cache_keeps_half_precision_tokens_under_autocast_and_computes_the_same(workspace):
     """Under a bfloat16 autocast the cache keeps bfloat16 tokens (half the memory of float32): the
     condition reaches the model only through linear layers that autocast feeds in bfloat16 anyway,

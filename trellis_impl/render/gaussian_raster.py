@@ -72,6 +72,13 @@ def gaussian_tensors(gaussians: Union[Any, Mapping[str, torch.Tensor]]) -> Dict[
     Returns dict xyz, scaling, rotation, opacity [N], colors [N, 3]. Raises ValueError naming
     the field on a bad shape or a non-finite value.
     """
+    fields = _gaussian_fields(gaussians)
+    _check_finite([fields])
+    return _activated_colors(fields)
+
+
+def _gaussian_fields(gaussians: Union[Any, Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """The fields of :func:`gaussian_tensors` with their shapes checked (no host wait)."""
     if hasattr(gaussians, "get_xyz"):
         if gaussians._xyz is None:
             raise ValueError("Gaussians field _xyz is not set")
@@ -113,11 +120,23 @@ def gaussian_tensors(gaussians: Union[Any, Mapping[str, torch.Tensor]]) -> Dict[
         elif value.shape[0] != n:
             raise ValueError(f"Gaussian field {key!r} has {value.shape[0]} rows, expected {n}")
         out[key] = value
-    # one host sync for all fields (a training step renders many times); the field is named after
-    finite = torch.stack([torch.isfinite(value.detach()).all() for value in out.values()])
-    if not bool(finite.all()):
-        bad = next(key for key, ok in zip(out, finite.tolist()) if not ok)
-        raise ValueError(f"Gaussian field {bad!r} has non-finite values (NaN/inf)")
+    return out
+
+
+def _check_finite(fields: Sequence[Dict[str, torch.Tensor]]) -> None:
+    """Raise ValueError naming the first non-finite field (and its item, given several), with one
+    host wait for all of them: a training step renders every object of its batch."""
+    named = [(item, key, value) for item, f in enumerate(fields) for key, value in f.items()]
+    device = named[0][2].device
+    flags = torch.stack([torch.isfinite(value.detach()).all().to(device) for _, _, value in named])
+    if not bool(flags.all()):
+        item, key, _ = named[flags.tolist().index(False)]
+        where = f" of item {item}" if len(fields) > 1 else ""
+        raise ValueError(f"Gaussian field {key!r}{where} has non-finite values (NaN/inf)")
+
+
+def _activated_colors(out: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``features`` (SH DC) replaced by ``colors``, as the rasterisers take them."""
     if "colors" not in out:
         out["colors"] = (0.5 + SH_C0 * out.pop("features")[:, 0, :]).clamp_min(0.0)
     else:
@@ -319,14 +338,17 @@ def _render_gsplat(gs: Sequence[Dict[str, torch.Tensor]], cameras: Sequence[Came
     f32 = dict(dtype=torch.float32, device=dev)
     batch = pad_gaussians([{k: v.to(**f32) for k, v in g.items()} for g in gs])
     camera = cameras[0]
+    # the cameras and backgrounds are host tensors: stacked there, each copied once without a wait
+    host = dict(dtype=torch.float32, device="cpu")
+    extrinsics = to_device(torch.stack([torch.as_tensor(c.extrinsics, **host) for c in cameras]), dev)  # [B, 4, 4]
+    intrinsics = to_device(torch.stack([torch.as_tensor(c.intrinsics, **host) for c in cameras]), dev)  # [B, 3, 3]
     rgbd, alpha, _ = rasterization(
         batch["xyz"], batch["rotation"], batch["scaling"], batch["opacity"], batch["colors"],
-        torch.stack([torch.as_tensor(c.extrinsics, **f32) for c in cameras])[:, None],
-        torch.stack([torch.as_tensor(c.intrinsics, **f32) for c in cameras])[:, None], camera.width, camera.height,
+        extrinsics[:, None], intrinsics[:, None], camera.width, camera.height,
         near_plane=camera.near, far_plane=camera.far, eps2d=LOW_PASS, packed=False, render_mode="RGB+D",
         rasterize_mode="classic")
     alpha, depth = alpha[:, 0, ..., 0], rgbd[:, 0, ..., 3]                                 # [B, H, W]
-    bg = torch.stack([b.to(**f32) for b in backgrounds])                                   # [B, 3]
+    bg = to_device(torch.stack([torch.as_tensor(b, **host) for b in backgrounds]), dev)    # [B, 3]
     color = rgbd[:, 0, ..., :3] + (1.0 - alpha)[..., None] * bg[:, None, None]
     if clamp:
         color = color.clamp(0.0, 1.0)
@@ -407,12 +429,14 @@ def render_gaussians_batch(items: Sequence[Union[Any, Mapping[str, torch.Tensor]
     checked = {}  # an item given several times (several views of it) is checked once
     for item in items:
         if id(item) not in checked:
-            checked[id(item)] = gaussian_tensors(item)
+            checked[id(item)] = _gaussian_fields(item)
+    devices = {f["xyz"].device for f in checked.values()}
+    if len(devices) > 1:
+        raise ValueError(f"render_gaussians_batch: items on several devices {sorted(map(str, devices))}")
+    _check_finite(list(checked.values()))
+    checked = {key: _activated_colors(f) for key, f in checked.items()}
     gs = [checked[id(item)] for item in items]
     bgs = [_checked_background(bg, f"backgrounds[{i}]" if len(items) > 1 else "background")
            for i, bg in enumerate(backgrounds)]
-    devices = {g["xyz"].device for g in gs}
-    if len(devices) > 1:
-        raise ValueError(f"render_gaussians_batch: items on several devices {sorted(map(str, devices))}")
     impl = GAUSSIAN_RASTER.resolve(gs[0]["xyz"].device, gs[0]["xyz"].dtype, backend)
     return impl.fn(gs, cameras, bgs, clamp)

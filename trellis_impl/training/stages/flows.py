@@ -21,14 +21,22 @@ only through the cross-attentions' ``to_kv`` linear layers, which autocast feeds
 so the step computes the same. With ``data.condition_cache_prefill`` the first step first encodes
 every view, in a fixed order and fixed batches (images decoded on the loader's threads), until the
 cache is full: no step then waits for the views it draws first (drawn at random, the last ones
-would take thousands of steps to come up), and a resumed run gets the same tokens again.
+would take thousands of steps to come up), and a resumed run gets the same tokens again. With
+``data.condition_cache_files`` as well, the prefill saves each asset's tokens beside the data
+(``DATA/condition_tokens/FINGERPRINT/ASSET.safetensors``; the fingerprint covers the encoder's files,
+the image size and the token type) and a later run, of this stage or of the other flow, loads them
+instead of encoding again: the two flows of the demo model each spent 155 s of every device call
+re-encoding the same 24,000 views.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -107,6 +115,11 @@ class _FlowStage(Stage):
             raise ValueError(f"{config.source}: data.condition_cache_prefill must be true or false, and true only "
                              f"with an image condition and data.condition_cache_gb > 0; got {prefill!r}")
         self.prefill_pending = prefill
+        files = config.data.get("condition_cache_files", False)
+        if not isinstance(files, bool) or (files and not prefill):
+            raise ValueError(f"{config.source}: data.condition_cache_files must be true or false, and true only "
+                             f"with data.condition_cache_prefill; got {files!r}")
+        self.cache_files = files
         self.decode_threads = config.trainer["loader_threads"]
         self._encoder = None
         if self.condition == "image":
@@ -174,6 +187,58 @@ class _FlowStage(Stage):
         self.cached_bytes += tokens.nbytes
         return True
 
+    def token_folder(self) -> Path:
+        """Where the prefill saves and finds each asset's tokens: named by a fingerprint of the
+        encoder's files, the image size and the token type, so other tokens are never taken."""
+        source = self.config.path(self.config.frozen[f"{self.condition}_encoder"])
+        digest = hashlib.sha256(f"{self.image_size}:{self.cache_dtype}".encode())
+        for file in sorted(p for p in ([source] if source.is_file() else source.rglob("*")) if p.is_file()):
+            digest.update(file.relative_to(source.parent).as_posix().encode())
+            with file.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 24), b""):
+                    digest.update(chunk)
+        return self.data.path / "condition_tokens" / digest.hexdigest()[:16]
+
+    def _source_stamp(self, name: str) -> str:
+        """The asset's conditioning file as it is now (size, modification time): tokens saved from
+        another file of the same name are not taken."""
+        stat = self.data.file(name, self.cond_views).stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+    def _load_token_files(self, folder: Path) -> bool:
+        """Cache the saved tokens of every asset that has them; whether the cache filled up."""
+        from safetensors import safe_open
+        for name in self.names:
+            path = folder / f"{name}.safetensors"
+            if not path.is_file():
+                continue
+            with safe_open(str(path), "pt", device=str(self.device)) as f:
+                if f.metadata().get("source") != self._source_stamp(name):
+                    continue
+                tokens = f.get_tensor("tokens")                                    # [V, T, C]
+            for view in range(tokens.shape[0]):
+                if (name, view) not in self.cached and not self._keep((name, view), tokens[view:view + 1]):
+                    return True
+        return False
+
+    def _save_token_files(self, folder: Path) -> int:
+        """Save the tokens of every asset whose views are all cached and that has no file yet (each
+        written to a temporary name, then renamed); returns the files written."""
+        from safetensors.torch import save_file
+        folder.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for name in self.names:
+            path = folder / f"{name}.safetensors"
+            keys = [(name, view) for view in range(self.data.num_views(name, self.cond_views))]
+            if path.is_file() or not all(key in self.cached for key in keys):
+                continue
+            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+            save_file({"tokens": torch.cat([self.cached[key] for key in keys]).cpu()}, str(partial),
+                      metadata={"source": self._source_stamp(name)})
+            os.replace(partial, path)
+            written += 1
+        return written
+
     @torch.no_grad()
     def prefill_cache(self) -> int:
         """Encode the conditioning views of every asset (assets in ``names`` order, views ascending;
@@ -182,8 +247,12 @@ class _FlowStage(Stage):
         from ...conditioning import encode_image
         self.prefill_pending = False  # once per run
         started, count = time.perf_counter(), len(self.cached)
-        keys = [(name, view) for name in self.names for view in range(self.data.num_views(name, self.cond_views))
-                if (name, view) not in self.cached]
+        folder = self.token_folder() if self.cache_files else None
+        full = folder is not None and folder.is_dir() and self._load_token_files(folder)
+        loaded = len(self.cached) - count
+        keys = [] if full else [(name, view) for name in self.names
+                                for view in range(self.data.num_views(name, self.cond_views))
+                                if (name, view) not in self.cached]
         batches = [keys[i:i + PREFILL_BATCH] for i in range(0, len(keys), PREFILL_BATCH)]
 
         def decode(batch):  # -> the views that decode and their images; the others are left to the steps
@@ -199,7 +268,7 @@ class _FlowStage(Stage):
 
         with ThreadPoolExecutor(max_workers=self.decode_threads) as pool:
             pending = deque(pool.submit(decode, batch) for batch in batches[:self.decode_threads])
-            queued, full = len(pending), False
+            queued = len(pending)
             while pending and not full:
                 decoded = pending.popleft()
                 if queued < len(batches):
@@ -212,9 +281,11 @@ class _FlowStage(Stage):
                 full = not all(self._keep(key, tokens[i:i + 1].clone()) for i, key in enumerate(batch))
             for decoded in pending:  # the cache is full
                 decoded.cancel()
-        _log.info("[trellis] %s: condition cache prefilled with %d views (%.2f GiB) in %.0f s%s", self.name,
+        saved = self._save_token_files(folder) if folder is not None else 0
+        files = f" ({loaded} views loaded from {folder}, {saved} assets saved there)" if folder is not None else ""
+        _log.info("[trellis] %s: condition cache prefilled with %d views (%.2f GiB) in %.0f s%s%s", self.name,
                   len(self.cached) - count, self.cached_bytes / 2 ** 30, time.perf_counter() - started,
-                  "; full" if full else "")
+                  files, "; full" if full else "")
         return len(self.cached) - count
 
     @torch.no_grad()
