@@ -2,8 +2,8 @@
 the flows learn the latents of a frozen encoder, so before freezing it, compare the encoder of the
 candidate with that of an earlier state on the same held-out objects.
 
-    git archive EARLIER_COMMIT models/demo_candidate | tar -x -C /tmp/old
-    python scripts/demo_latent_drift.py /tmp/old/models/demo_candidate models/demo_candidate [--objects 4]
+    git archive EARLIER_COMMIT trellis_impl/demo_model | tar -x -C /tmp/old
+    python scripts/demo_latent_drift.py /tmp/old/trellis_impl/demo_model trellis_impl/demo_model [--objects 4]
 
 For each object, both folders encode it (same views, same image encoder when both have the same
 ``dinov2/``) and the relative RMS difference of the latents ``|new - old| / |old|`` is printed, with

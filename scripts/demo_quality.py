@@ -88,7 +88,8 @@ def main() -> None:
     summary = summarise(scores, None if args.no_psnr else psnrs)
     mode = "generation" if args.ceiling is None else "ceiling"
     (out / "quality.json").write_text(json.dumps({"model": str(args.model), "mode": mode, "split": args.split,
-                                                  "seed": args.seed, "psnr_views": None if args.no_psnr else args.views,
+                                                  "seed": args.seed, "size": args.size,
+                                                  "psnr_views": None if args.no_psnr else args.views,
                                                   "summary": summary, "objects": records}, indent=2))
     sheet = (torch.cat(rows, dim=1).permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     Image.fromarray(sheet).save(out / "turntables.png")

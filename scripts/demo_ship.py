@@ -1,6 +1,6 @@
 """Ship a trained demo candidate as the embedded model ``trellis_impl/demo_model/`` (issue 12).
 
-    python scripts/demo_ship.py models/demo_candidate QUALITY_DIR [--out trellis_impl/demo_model] [--replace]
+    python scripts/demo_ship.py CANDIDATE QUALITY_DIR [--out trellis_impl/demo_model] [--replace] [--below-targets]
 
 QUALITY_DIR is what ``scripts/demo_quality.py --model CANDIDATE --out QUALITY_DIR`` wrote for the
 candidate (a generation run on held-out objects with the reconstruction PSNR: ``quality.json`` and
@@ -9,7 +9,8 @@ candidate (a generation run on held-out objects with the reconstruction PSNR: ``
 at the top of the model's README. The shipped folder holds what the image pipeline and the
 encoding tools read (``pipeline.json`` listing only those, their checkpoints, the two encoders,
 ``dinov2/``),
-a README with the figures and the turntable sheet, and no training logs; at most 40 MB. It is
+a README with the figures and the turntable sheet, the figures themselves (``quality.json``, which the
+CI test reproduces), and no training logs; at most 40 MB. It is
 assembled beside the target and renamed into place: an existing folder is kept unless
 ``--replace`` (then it is replaced only once the new one is complete).
 """
@@ -45,6 +46,8 @@ def read_quality(quality_dir: Path) -> dict:
                          f"{quality.get('mode')!r}, split {quality.get('split')!r}")
     if "mean_psnr_db" not in quality["summary"]:
         raise ValueError(f"{path}: no reconstruction PSNR (run demo_quality.py without --no-psnr)")
+    if "size" not in quality:
+        raise ValueError(f"{path}: no picture size (written by demo_quality.py since 2026-12-07; run it again)")
     return quality
 
 
@@ -88,8 +91,8 @@ example workflows run out of the box. **For real assets use microsoft/TRELLIS-im
 
 It has the released TRELLIS layout (`pipeline.json`, `ckpts/*.json` + `.safetensors`, the image
 encoder in `dinov2/`) at a small size: structures at 32^3 voxels, 192-wide transformers, 16
-Gaussians per voxel, float16 weights, {total_bytes / 1e6:.1f} MB in all. The pipeline code is the
-one that runs the released models (`python -m trellis_impl image PICTURE --out DIR` uses it when no
+Gaussians per voxel, the torsos in float16 as in the released checkpoints, {total_bytes / 1e6:.1f} MB
+in all. The pipeline code is the one that runs the released models (`python -m trellis_impl image PICTURE --out DIR` uses it when no
 `--model` is given; ComfyUI's loader lists it as `TRELLIS-demo`).
 
 ## What it was trained on
@@ -137,16 +140,19 @@ def ship(candidate: Path, quality_dir: Path, out: Path, replace: bool = False, b
     sheet = quality_dir / "turntables.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the installed model from other users
     try:
         for rel in files:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(candidate / rel, staging / rel)
+            shutil.copyfile(candidate / rel, staging / rel)  # the user's umask, not the device's modes
         pipeline = json.loads((candidate / "pipeline.json").read_text())
         models = pipeline["args"]["models"]
         pipeline["args"]["models"] = {key: models[key] for key in models if key in NEEDED + (ENCODER_KEY, SLAT_ENCODER_KEY)}
         (staging / "pipeline.json").write_text(json.dumps(pipeline, indent=4) + "\n")
         if sheet.is_file():
-            shutil.copy2(sheet, staging / "turntables.png")
+            shutil.copyfile(sheet, staging / "turntables.png")
+        # the recorded figures, which the CI test reproduces (tests/evaluation/test_demo_model_quality.py)
+        shutil.copyfile(quality_dir / "quality.json", staging / "quality.json")
         total = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
         (staging / "README.md").write_text(readme(quality, missed, total), encoding="utf-8")
         total = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())

@@ -11,7 +11,7 @@ linear probe per patch token (logistic regression) of "more than half of this 14
 object" on the same kind of views, cropped as the flows' training crops them (``condition_image``),
 scored on held-out objects' patches (accuracy and the IoU of the predicted inside against the true).
 
-    python scripts/demo_vit_probe.py models/demo_candidate [--per-kind 6] [--held-per-kind 3] [--views 3]
+    python scripts/demo_vit_probe.py trellis_impl/demo_model [--per-kind 6] [--held-per-kind 3] [--views 3]
 """
 from __future__ import annotations
 

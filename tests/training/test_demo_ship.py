@@ -21,7 +21,7 @@ def _quality(folder: Path, iou: float = 0.8, colour: float = 0.05, psnr: float =
     summary = {"objects": 2, "mean_iou": iou, "mean_colour_error": colour, "colours_within_0.1": 1.0,
                "mean_psnr_db": psnr}
     (folder / "quality.json").write_text(json.dumps({"model": "c", "mode": mode, "split": "held_out", "seed": 42,
-                                                     "psnr_views": 150, "summary": summary, "objects": objects}))
+                                                     "size": 256, "psnr_views": 150, "summary": summary, "objects": objects}))
     (folder / "turntables.png").write_bytes(b"png")
     return folder
 
@@ -39,6 +39,7 @@ def test_ships_what_the_pipeline_reads_with_its_figures(candidate, tmp_path):
     out = ship(candidate, _quality(tmp_path / "q"), tmp_path / "pkg" / "demo_model")
     shipped = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert "pipeline.json" in shipped and "dinov2/model.safetensors" in shipped and "turntables.png" in shipped
+    assert json.loads((out / "quality.json").read_text())["objects"][0]["object"] == "mushroom_000009"
     assert {"ckpts/ss_enc_random.json", "ckpts/slat_enc_random.safetensors", "ckpts/slat_dec_mesh_random.json"} <= shipped
     assert not any(name.startswith("logs") for name in shipped)
     assert "slat_dec_rf_random.json" not in {Path(name).name for name in shipped}  # not read by the image path

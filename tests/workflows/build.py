@@ -21,9 +21,12 @@ import comfy_host  # noqa: E402
 from core_nodes import CORE_NODES  # noqa: E402
 from ui_graph import _inputs_in_order, choices, is_widget, widget_slots  # noqa: E402
 
-IMAGE_MODEL, TEXT_MODEL = "microsoft/TRELLIS-image-large", "microsoft/TRELLIS-text-large"
+# the image workflows run out of the box on the embedded demo model; the text one needs a released model
+IMAGE_MODEL, TEXT_MODEL = "TRELLIS-demo", "microsoft/TRELLIS-text-large"
 SAMPLER = {"seed": 1, "steps": 25, "cfg": 5.0}
-NOTE = ("Put the model folders under ComfyUI/models/trellis (or tick 'download' in the loader). "
+NOTE = ("The image workflows load TRELLIS-demo, the small model embedded in the pack (no download; simple "
+        "objects only): for real assets choose microsoft/TRELLIS-image-large in the loader and tick 'download', "
+        "or put the model folders under ComfyUI/models/trellis. "
         "The pack copies the example inputs into ComfyUI/input (trellis_example*.png, 3d/trellis_example_mesh.obj).")
 # What the front end's missing-model dialog offers to download (node properties and the workflow's list).
 SDXL_BASE = {"name": "sd_xl_base_1.0.safetensors", "directory": "checkpoints",

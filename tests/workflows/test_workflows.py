@@ -1,7 +1,9 @@
 """Every example workflow in workflows/: node types and widget counts match the node definitions,
 and the workflow runs (converted to API form as the front end does) on the in-repo host stand-in
-(2025 and 2026 host variants) with small random-weight model folders placed where the README
-says (models/trellis/TRELLIS-image-large, TRELLIS-text-large).
+(2025 and 2026 host variants): the image workflows on the embedded demo model (TRELLIS-demo, their
+loader's value: the trained weights, out of the box), the text one on a small random-weight folder
+placed where the README says (models/trellis/TRELLIS-text-large; TRELLIS-image-large beside it for
+the tests that name it).
 
 For CPU speed the API prompts are run with 2 sampler steps, a 512 px texture and a 4-frame 64 px
 turntable (the workflows themselves keep the released values). The 2D-generator chain needs real
