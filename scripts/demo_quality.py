@@ -9,11 +9,16 @@ the input picture, then the generated asset from the front and at 90, 180, 270 d
     python scripts/demo_quality.py --model FOLDER --out DIR [--objects 15] [--views 150] [--device cuda]
         [--split train] [--no-psnr] [--ceiling VIEWS]
     python scripts/demo_quality.py --model FOLDER --out DIR --structure [--objects 15]
+    python scripts/demo_quality.py --model FOLDER --out DIR --meshes FILE [FILE ...] [--up auto|y|z]
 
 ``--structure`` scores the structure flow alone (a folder whose later stages are not trained yet):
 the silhouette IoU of the sampled voxels against the picture, beside that of the object's own voxels
 (``structure.json``), and ``structures.png`` (per row: the picture's alpha, the object's own voxels,
 the sampled voxels, seen from the picture's camera).
+
+``--meshes`` scores mesh files instead of procedural objects (real objects, never trained on; split
+``meshes`` in ``quality.json``, named by file stem), read with their base colours and turned into the
+TRELLIS frame as ``--up`` says (``load_textured_mesh``).
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from trellis_impl.evaluation import score_objects, score_structures, summarise  # noqa: E402
+from trellis_impl.encoding.assets import load_textured_mesh  # noqa: E402
+from trellis_impl.evaluation import score_meshes, score_objects, score_structures, summarise  # noqa: E402
 from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
 from trellis_impl.render import render_gaussians  # noqa: E402
 from trellis_impl.render.cameras import Camera  # noqa: E402
@@ -51,6 +57,10 @@ def main() -> None:
                         help="score each object's own encoding from VIEWS views instead of a generation")
     parser.add_argument("--structure", action="store_true",
                         help="the structure flow alone: voxel silhouettes against the pictures (structure.json)")
+    parser.add_argument("--meshes", nargs="+", default=None, metavar="FILE",
+                        help="score these mesh files (real objects) instead of procedural ones")
+    parser.add_argument("--up", default="auto", choices=("auto", "y", "z"),
+                        help="the meshes' up axis (auto: Y for .glb/.gltf/.obj, Z for .ply/.stl)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     out = Path(args.out)
@@ -64,6 +74,11 @@ def main() -> None:
     for name in ("objects", "views", "size", "ceiling"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             sys.exit(f"demo_quality: --{name} must be >= 1, got {getattr(args, name)}")
+    if args.meshes and args.structure:
+        sys.exit("demo_quality: --meshes scores generations or encodings, not --structure")
+    missing = [m for m in args.meshes or () if not Path(m).is_file()]
+    if missing:
+        sys.exit(f"demo_quality: --meshes {', '.join(missing)}: no such file")
     out.mkdir(parents=True, exist_ok=True)
     pipeline = ImageTo3DPipeline.from_folder(args.model, device=args.device)
     if args.structure:
@@ -77,8 +92,15 @@ def main() -> None:
         Image.fromarray((sheet.clamp(0, 1) * 255).round().byte().numpy()).save(out / "structures.png")
         print(json.dumps(summary, indent=2))
         return
-    figures = score_objects(pipeline, object_plan(args.objects, split=args.split), size=args.size, seed=args.seed,
-                            psnr_views=None if args.no_psnr else args.views, encode_views=args.ceiling, log=print)
+    scoring = dict(size=args.size, seed=args.seed, psnr_views=None if args.no_psnr else args.views,
+                   encode_views=args.ceiling, log=print)
+    if args.meshes:
+        split = "meshes"
+        figures = score_meshes(pipeline, [(Path(m).stem, lambda m=m: load_textured_mesh(m, up=args.up))
+                                          for m in args.meshes], **scoring)
+    else:
+        split = args.split
+        figures = score_objects(pipeline, object_plan(args.objects, split=args.split), **scoring)
     rows = []
     for item in figures:
         turntable = [Camera.orbit(math.pi + k * math.pi / 2, 0.35, 2.0, 40.0, args.size, args.size) for k in range(4)]
@@ -87,7 +109,7 @@ def main() -> None:
     scores, psnrs, records = [f.score for f in figures], [f.psnr_db for f in figures], [f.as_dict() for f in figures]
     summary = summarise(scores, None if args.no_psnr else psnrs)
     mode = "generation" if args.ceiling is None else "ceiling"
-    (out / "quality.json").write_text(json.dumps({"model": str(args.model), "mode": mode, "split": args.split,
+    (out / "quality.json").write_text(json.dumps({"model": str(args.model), "mode": mode, "split": split,
                                                   "seed": args.seed, "size": args.size,
                                                   "psnr_views": None if args.no_psnr else args.views,
                                                   "summary": summary, "objects": records}, indent=2))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from .render.cameras import Camera
 
 __all__ = ["psnr", "square_crop", "silhouette_iou", "dominant_colour", "front_camera", "picture_of_mesh", "picture_image",
            "encoded_gaussians", "reconstruction_psnr", "GenerationScore", "score_generation", "summarise", "textured_procedural_object",
-           "ObjectFigures", "score_objects", "voxel_alpha", "score_structures"]
+           "ObjectFigures", "score_objects", "score_meshes", "voxel_alpha", "score_structures"]
 
 ALPHA_THRESHOLD = 0.5
 
@@ -196,19 +196,29 @@ class ObjectFigures:
 def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256, seed: int = 42,
                   psnr_views: Optional[int] = 150, psnr_cameras: Optional[Sequence[Camera]] = None,
                   encode_views: Optional[int] = None, log=None) -> List[ObjectFigures]:
-    """Generate each procedural object ``(kind, seed)`` from its front picture (``size`` px,
-    :func:`front_camera`) with ``pipeline`` (an ``ImageTo3DPipeline``, generation ``seed``) and
-    score it; with ``psnr_views``, also the reconstruction PSNR of the object encoded from that
-    many views and compared at ``psnr_cameras`` (default: 8 orbit views at pitch 0.3). With
-    ``encode_views``, the object's own encoding from that many views is scored instead of a
-    generation: the ceiling of the generation figures for this folder's VAEs."""
-    from .render import orbit_cameras
+    """:func:`score_meshes` on procedural objects ``(kind, seed)``, each named ``kind_seed``."""
     from .training.procedural import object_name
+    meshes = ((object_name(kind, object_seed), lambda k=kind, s=object_seed: textured_procedural_object(k, s))
+              for kind, object_seed in objects)
+    return score_meshes(pipeline, meshes, size, seed, psnr_views, psnr_cameras, encode_views, log)
+
+
+def score_meshes(pipeline, meshes: Iterable[Tuple[str, Callable[[], Any]]], size: int = 256, seed: int = 42,
+                 psnr_views: Optional[int] = 150, psnr_cameras: Optional[Sequence[Camera]] = None,
+                 encode_views: Optional[int] = None, log=None) -> List[ObjectFigures]:
+    """Generate each object from its front picture (``size`` px, :func:`front_camera`) with
+    ``pipeline`` (an ``ImageTo3DPipeline``, generation ``seed``) and score it; with ``psnr_views``,
+    also the reconstruction PSNR of the object encoded from that many views and compared at
+    ``psnr_cameras`` (default: 8 orbit views at pitch 0.3). With ``encode_views``, the object's own
+    encoding from that many views is scored instead of a generation: the ceiling of the generation
+    figures for this folder's VAEs. ``meshes``: (name, a function giving the ``TexturedMesh`` in
+    the TRELLIS frame, Z up), each made when its turn comes."""
+    from .render import orbit_cameras
     camera = front_camera(size)
     compare = list(psnr_cameras) if psnr_cameras is not None else orbit_cameras(8, pitch=0.3, width=size, height=size)
     figures = []
-    for kind, object_seed in objects:
-        mesh = textured_procedural_object(kind, object_seed)
+    for name, make_mesh in meshes:
+        mesh = make_mesh()
         picture = picture_of_mesh(mesh, camera, device=pipeline.device)
         if encode_views is None:
             result = pipeline.run(picture_image(picture), seed=seed, formats=["gaussian"])
@@ -216,12 +226,11 @@ def score_objects(pipeline, objects: Sequence[Tuple[str, int]], size: int = 256,
         else:
             gaussians, timings = encoded_gaussians(pipeline, mesh, encode_views), {}
         value = None if psnr_views is None else reconstruction_psnr(pipeline, mesh, compare, views=psnr_views)
-        figures.append(ObjectFigures(object_name(kind, object_seed), picture, gaussians,
-                                     score_generation(picture, gaussians, camera), value, timings))
+        figures.append(ObjectFigures(name, picture, gaussians, score_generation(picture, gaussians, camera), value,
+                                     timings))
         if log is not None:
             shown = "" if value is None else f", PSNR {value:.2f} dB"
-            log(f"{figures[-1].name}: IoU {figures[-1].score.iou:.3f}, "
-                f"colour error {figures[-1].score.colour_error:.3f}{shown}")
+            log(f"{name}: IoU {figures[-1].score.iou:.3f}, colour error {figures[-1].score.colour_error:.3f}{shown}")
     return figures
 
 

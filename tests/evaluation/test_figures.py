@@ -109,3 +109,28 @@ def test_structure_figures_of_a_random_folder(tmp_path):
     assert found[0].silhouettes.shape == (3, 96, 96)
     assert silhouette_iou(picture, own) == pytest.approx(found[0].ceiling_iou)
     assert silhouette_iou(picture, generated) == pytest.approx(found[0].iou) or found[0].voxels == 0
+
+
+def test_mesh_files_are_scored_as_the_procedural_objects_are(tmp_path):
+    """``score_meshes`` (real objects, ``demo_quality.py --meshes``): a file read with its colour and
+    turned Z up, pictured from the front, generated and scored under its file's stem; and
+    ``score_objects`` is that same scoring on the procedural meshes."""
+    import trimesh
+    from trellis_impl.encoding.assets import load_textured_mesh
+    from trellis_impl.evaluation import score_meshes, score_objects, textured_procedural_object
+    from trellis_impl.pipelines import ImageTo3DPipeline, write_random_model_folder
+    pipeline = ImageTo3DPipeline.from_folder(write_random_model_folder(tmp_path / "random"))
+    box = trimesh.creation.box((0.4, 0.8, 0.2))  # glTF frame: Y up, so 0.8 is its height once Z up
+    box.visual.face_colors = [200, 30, 30, 255]
+    box.export(tmp_path / "red_box.glb")
+    (found,) = score_meshes(pipeline, [("red_box", lambda: load_textured_mesh(tmp_path / "red_box.glb", up="auto"))],
+                            size=64, psnr_views=None)
+    assert found.name == "red_box" and found.psnr_db is None
+    assert found.score.colour_input == pytest.approx([200 / 255, 30 / 255, 30 / 255], abs=0.02)
+    alpha = found.picture[3] > 0.5
+    rows, cols = alpha.any(1).nonzero(), alpha.any(0).nonzero()
+    assert (rows.max() - rows.min()) > 1.5 * (cols.max() - cols.min())  # upright: taller than wide
+    (procedural,) = score_objects(pipeline, [("cup", 9)], size=64, psnr_views=None)
+    (same,) = score_meshes(pipeline, [("cup_000009", lambda: textured_procedural_object("cup", 9))], size=64,
+                           psnr_views=None)
+    assert procedural.name == "cup_000009" and procedural.as_dict() | {"seconds": 0} == same.as_dict() | {"seconds": 0}

@@ -27,11 +27,21 @@ def bare_host_fixture(request, tmp_path):
     comfy_host.uninstall()
 
 
-def test_every_node_serves_what_the_v1_node_served(bare_host):
+def test_every_node_serves_what_the_v1_node_served(bare_host, monkeypatch, tmp_path):
+    """Compared as the snapshot was taken, before the pack shipped its demo model; with the model,
+    the loader's choices differ only by TRELLIS-demo listed first (a choice, not a widget)."""
+    import sys
     host, pack = bare_host
     classes, _ = comfy_host.load_nodes(pack, host)
+    model_folder = sys.modules[pack.__name__ + ".trellis_impl.pipelines.model_folder"]
+    shipped = (model_folder.DEMO_MODEL_PATH / "pipeline.json").is_file()
+    choices_shipped = as_json(classes["TrellisModelLoader"].GET_NODE_INFO_V1())["input"]["required"]["model"][1]
+    monkeypatch.setattr(model_folder, "DEMO_MODEL_PATH", tmp_path / "no_demo_model")
     served = {node_id: as_json(cls.GET_NODE_INFO_V1()) for node_id, cls in classes.items()}
     assert differences(served, SNAPSHOT_NODES) == []
+    choices = served["TrellisModelLoader"]["input"]["required"]["model"][1]
+    assert choices_shipped["options"] == ["TRELLIS-demo"] * shipped + choices["options"]
+    assert {k: v for k, v in choices_shipped.items() if k != "options"} == {k: v for k, v in choices.items() if k != "options"}
 
 
 def test_the_comparison_sees_what_the_front_end_sees():
