@@ -132,6 +132,12 @@ for role, name in config.get("export", {}).items():
         config.setdefault("init", {})[role] = f"{work}/prev/ckpts/{name}"
 if config["stage"] == "vit_distill" and not fresh and os.path.isdir(f"{work}/prev/dinov2"):
     config.setdefault("init", {})["student"] = f"{work}/prev/dinov2"  # the distillation goes on
+if config["stage"] == "slat_flow" and "init" in config and config["data"].get("normalization", "auto") == "auto":
+    # a flow that goes on keeps the latent normalisation it learnt with ('auto' would recompute it
+    # over this session's new objects)
+    restored = json.load(open(f"{work}/prev/pipeline.json"))["args"].get("slat_normalization")
+    if restored:
+        config["data"]["normalization"] = restored
 json.dump(config, open(f"{work}/configs/{run}.json", "w"), indent=2)
 print(run, "starts from", config.get("init", "new weights"))
 EOF

@@ -36,3 +36,23 @@ def test_pick_and_export_leave_out_a_run_that_failed(tmp_path):
     assert "export: failed has no checkpoint, left out" in done.stdout
     exported = json.loads((tmp_path / "demo" / "pipeline.json").read_text())
     assert exported == json.loads((tmp_path / "prev" / "pipeline.json").read_text())  # the restored folder stands in
+
+
+def test_a_latent_flow_that_goes_on_keeps_its_normalisation(tmp_path):
+    """A SLat flow resumed from the restored folder trains with that folder's latent normalisation,
+    not 'auto' recomputed over the session's new objects; a new one (':new') computes it."""
+    from trellis_impl.pipelines import write_random_model_folder
+    prev = write_random_model_folder(tmp_path / "prev")
+    pipeline = json.loads((prev / "pipeline.json").read_text())
+    restored = {"mean": [0.5] * 8, "std": [2.0] * 8}
+    pipeline["args"]["slat_normalization"] = restored
+    (prev / "pipeline.json").write_text(json.dumps(pipeline))
+    name = json.loads((REPO / "configs" / "training" / "demo" / "slat_flow.json").read_text())["export"]["denoiser"]
+    (prev / "ckpts" / f"{name}.json").write_text("{}")  # the restored folder has this stage
+    (tmp_path / "vit").mkdir()
+    for fresh, expected in (("", restored), (":new", "auto")):
+        done = demo_train(tmp_path, f"train:slat_flow:0.01:60{fresh}")  # no data here: the run itself fails
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        config = json.loads((tmp_path / "configs" / "slat_flow.json").read_text())
+        assert config["data"]["normalization"] == expected
+        assert ("init" in config) == (fresh == "")
