@@ -108,9 +108,9 @@ Apache-2.0), which are not included.
 
 ## Figures on held-out objects
 
-`python scripts/demo_quality.py --model trellis_impl/demo_model --out DIR` (generation seed
-{quality['seed']}, the front picture of each object; PSNR of the object encoded from
-{quality['psnr_views']} views and decoded, against its renders):
+`python scripts/demo_quality.py --model trellis_impl/demo_model --out DIR --objects {len(quality['objects'])}
+--views {quality['psnr_views']} --size {quality['size']} --seed {quality['seed']}` (the front picture of each object,
+{quality['size']} px; PSNR of the object encoded from {quality['psnr_views']} views and decoded, against its renders):
 
 | object | silhouette IoU | colour error | reconstruction PSNR (dB) |
 | --- | --- | --- | --- |
@@ -124,7 +124,9 @@ then the asset from the front and at 90, 180 and 270 degrees).
 ## Limits
 
 It has seen only the kinds above, rendered without lighting: other objects and photographs are
-outside its training. At 32^3 voxels thin parts are coarse. Licence: the weights are this
+outside its training. Given real objects it never saw (`pybullet_data`, Debian's `inventor-data`) it
+answers with the nearest of its kinds in the picture's colours (a duck becomes a yellow cup);
+`docs/demo_model.md` gives those figures. At 32^3 voxels thin parts are coarse. Licence: the weights are this
 project's, under its licence.
 """
 
