@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from trellis_impl.encoding.assets import load_textured_mesh  # noqa: E402
 from trellis_impl.evaluation import score_meshes, score_objects, score_structures, summarise  # noqa: E402
 from trellis_impl.pipelines import ImageTo3DPipeline  # noqa: E402
+from trellis_impl.readers import check_mesh_path  # noqa: E402
 from trellis_impl.render import render_gaussians  # noqa: E402
 from trellis_impl.render.cameras import Camera  # noqa: E402
 from trellis_impl.training.procedural import object_plan  # noqa: E402
@@ -76,9 +77,11 @@ def main() -> None:
             sys.exit(f"demo_quality: --{name} must be >= 1, got {getattr(args, name)}")
     if args.meshes and args.structure:
         sys.exit("demo_quality: --meshes scores generations or encodings, not --structure")
-    missing = [m for m in args.meshes or () if not Path(m).is_file()]
-    if missing:
-        sys.exit(f"demo_quality: --meshes {', '.join(missing)}: no such file")
+    for mesh in args.meshes or ():
+        try:
+            check_mesh_path(mesh)  # the readers' own check: an existing file of a mesh format they read
+        except ValueError as error:
+            sys.exit(f"demo_quality: --meshes: {error}")
     out.mkdir(parents=True, exist_ok=True)
     pipeline = ImageTo3DPipeline.from_folder(args.model, device=args.device)
     if args.structure:

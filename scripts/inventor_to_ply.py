@@ -10,16 +10,18 @@ files (``apt-get install inventor-data python3-pivy``):
 Coin tessellates every shape (face sets, strips, spheres, cones, text...) into triangles in world
 coordinates (the scene's transforms applied, Inventor's Y up kept); each triangle corner gets its
 material's diffuse colour (the emissive one where the diffuse is black), textures are not read. Each
-file becomes ``DIR/STEM.ply`` (binary, three vertices per triangle, RGB uchar per vertex), written to
-a temporary name first; an existing file is kept.
+file becomes ``DIR/STEM.ply`` (binary, three vertices per triangle, RGB uchar per vertex), written
+atomically (``trellis_impl.files.write_new_file``); an existing file is kept.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import struct
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trellis_impl.files import write_new_file  # noqa: E402  (plain Python: runs under Debian's own)
 
 
 def triangles(path: Path):
@@ -53,24 +55,16 @@ def triangles(path: Path):
     return found
 
 
-def write_ply(found, out: Path) -> None:
+def ply_bytes(found) -> bytes:
+    """Binary little-endian PLY of the triangles: three vertices each, RGB uchar per vertex."""
     header = (f"ply\nformat binary_little_endian 1.0\nelement vertex {3 * len(found)}\n"
               "property float x\nproperty float y\nproperty float z\n"
               "property uchar red\nproperty uchar green\nproperty uchar blue\n"
               f"element face {len(found)}\nproperty list uchar int vertex_indices\nend_header\n")
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    try:
-        with partial.open("wb") as f:
-            f.write(header.encode("ascii"))
-            for triangle in found:
-                for x, y, z, r, g, b in triangle:
-                    f.write(struct.pack("<3f3B", x, y, z, *(max(0, min(255, round(c * 255))) for c in (r, g, b))))
-            for i in range(len(found)):
-                f.write(struct.pack("<B3i", 3, 3 * i, 3 * i + 1, 3 * i + 2))
-        os.replace(partial, out)
-    finally:
-        if partial.exists():
-            partial.unlink()
+    vertices = b"".join(struct.pack("<3f3B", x, y, z, *(max(0, min(255, round(c * 255))) for c in (r, g, b)))
+                        for triangle in found for x, y, z, r, g, b in triangle)
+    faces = b"".join(struct.pack("<B3i", 3, 3 * i, 3 * i + 1, 3 * i + 2) for i in range(len(found)))
+    return header.encode("ascii") + vertices + faces
 
 
 def main() -> int:
@@ -99,7 +93,11 @@ def main() -> int:
             print(f"skipped: {error}")
             failed += 1
             continue
-        write_ply(found, out)
+        try:
+            write_new_file(out, ply_bytes(found))  # atomic: no partial file, an existing one kept
+        except FileExistsError:
+            print(f"{out}: exists, kept")
+            continue
         print(f"{out}: {len(found)} triangles")
     return 1 if failed == len(args.files) else 0
 

@@ -32,8 +32,11 @@ def test_demo_quality_never_overwrites_and_checks_its_numbers(tmp_path):
     for option in ("--objects", "--ceiling"):
         assert f"{option} must be >= 1" in refused("demo_quality.py", "--model", str(tmp_path), "--out",
                                                    str(tmp_path / "new"), option, "0")
-    assert "--meshes " + str(tmp_path / "none.obj") + ": no such file" in refused(
+    assert "--meshes: mesh file not found: " + str(tmp_path / "none.obj") in refused(
         "demo_quality.py", "--model", str(tmp_path), "--out", str(tmp_path / "new"), "--meshes", str(tmp_path / "none.obj"))
+    (tmp_path / "picture.png").write_bytes(b"png")
+    assert "--meshes: " + str(tmp_path / "picture.png") + ": unsupported mesh format '.png'" in refused(
+        "demo_quality.py", "--model", str(tmp_path), "--out", str(tmp_path / "new"), "--meshes", str(tmp_path / "picture.png"))
     assert "not --structure" in refused("demo_quality.py", "--model", str(tmp_path), "--out", str(tmp_path / "new"),
                                         "--meshes", str(tmp_path / "none.obj"), "--structure")
     assert not (tmp_path / "new").exists()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -221,21 +220,25 @@ class _FlowStage(Stage):
                     return True
         return False
 
-    def _save_token_files(self, folder: Path) -> int:
-        """Save the tokens of every asset whose views are all cached and that has no file yet (each
-        written to a temporary name, then renamed); returns the files written."""
-        from safetensors.torch import save_file
+    def _save_token_files(self, folder: Path, views: Dict[str, int]) -> int:
+        """Save the tokens of every asset whose ``views[name]`` views are all cached and that has no
+        file yet (``write_new_file``: atomic, no partial file; one the other flow wrote meanwhile is
+        kept); returns the files written."""
+        from safetensors.torch import save
+        from ...files import write_new_file
         folder.mkdir(parents=True, exist_ok=True)
         written = 0
-        for name in self.names:
+        for name, count in views.items():
             path = folder / f"{name}.safetensors"
-            keys = [(name, view) for view in range(self.data.num_views(name, self.cond_views))]
+            keys = [(name, view) for view in range(count)]
             if path.is_file() or not all(key in self.cached for key in keys):
                 continue
-            partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-            save_file({"tokens": torch.cat([self.cached[key] for key in keys]).cpu()}, str(partial),
-                      metadata={"source": self._source_stamp(name)})
-            os.replace(partial, path)
+            data = save({"tokens": torch.cat([self.cached[key] for key in keys]).cpu()},
+                        metadata={"source": self._source_stamp(name)})
+            try:
+                write_new_file(path, data)
+            except FileExistsError:
+                continue
             written += 1
         return written
 
@@ -250,8 +253,8 @@ class _FlowStage(Stage):
         folder = self.token_folder() if self.cache_files else None
         full = folder is not None and folder.is_dir() and self._load_token_files(folder)
         loaded = len(self.cached) - count
-        keys = [] if full else [(name, view) for name in self.names
-                                for view in range(self.data.num_views(name, self.cond_views))
+        views = {name: self.data.num_views(name, self.cond_views) for name in self.names}
+        keys = [] if full else [(name, view) for name, n in views.items() for view in range(n)
                                 if (name, view) not in self.cached]
         batches = [keys[i:i + PREFILL_BATCH] for i in range(0, len(keys), PREFILL_BATCH)]
 
@@ -281,7 +284,7 @@ class _FlowStage(Stage):
                 full = not all(self._keep(key, tokens[i:i + 1].clone()) for i, key in enumerate(batch))
             for decoded in pending:  # the cache is full
                 decoded.cancel()
-        saved = self._save_token_files(folder) if folder is not None else 0
+        saved = self._save_token_files(folder, views) if folder is not None else 0
         files = f" ({loaded} views loaded from {folder}, {saved} assets saved there)" if folder is not None else ""
         _log.info("[trellis] %s: condition cache prefilled with %d views (%.2f GiB) in %.0f s%s%s", self.name,
                   len(self.cached) - count, self.cached_bytes / 2 ** 30, time.perf_counter() - started,
