@@ -31,6 +31,7 @@ from trellis_impl.training.procedural import OBJECT_KINDS  # noqa: E402
 
 TARGETS = {"mean_iou": (">=", 0.75), "mean_colour_error": ("<=", 0.1), "mean_psnr_db": (">=", 28.0)}
 MAX_BYTES = 40_000_000
+SHEET_OBJECTS = 10  # rows of the shipped turntable sheet: all 30 of a full run would take 2 MB of the 40
 NEEDED = ("sparse_structure_flow_model", "sparse_structure_decoder", "slat_flow_model", "slat_decoder_gs",
           "slat_decoder_mesh")
 
@@ -77,6 +78,18 @@ def shipped_files(candidate: Path) -> list:
     return [f.relative_to(candidate) for f in files]
 
 
+def copy_sheet(sheet: Path, objects: int, dest: Path) -> None:
+    """Copy the turntable sheet (one row per object, top to bottom), cut to its first SHEET_OBJECTS rows."""
+    from PIL import Image
+    with Image.open(sheet) as image:
+        if image.height % objects:
+            raise ValueError(f"{sheet}: {image.height} px high, not one row per object for {objects} objects")
+        if objects <= SHEET_OBJECTS:
+            shutil.copyfile(sheet, dest)
+            return
+        image.crop((0, 0, image.width, image.height // objects * SHEET_OBJECTS)).save(dest, optimize=True)
+
+
 def readme(quality: dict, missed: list, total_bytes: int) -> str:
     summary = quality["summary"]
     rows = "\n".join(f"| {o['object']} | {o['iou']:.3f} | {o['colour_error']:.3f} | {o['psnr_db']:.2f} |"
@@ -118,8 +131,8 @@ Apache-2.0), which are not included.
 | **mean** | **{summary['mean_iou']:.3f}** | **{summary['mean_colour_error']:.3f}** | **{summary['mean_psnr_db']:.2f}** |
 
 Targets: mean IoU >= 0.75, colour error <= 0.1 ({summary['colours_within_0.1']:.0%} of the objects
-within it), PSNR >= 28 dB. Turntables of the generations: `turntables.png` (per row the input,
-then the asset from the front and at 90, 180 and 270 degrees).
+within it), PSNR >= 28 dB. Turntables of the generations: `turntables.png` (the first
+{min(len(quality['objects']), SHEET_OBJECTS)} objects; per row the input, then the asset from the front and at 90, 180 and 270 degrees).
 
 ## Limits
 
@@ -152,7 +165,7 @@ def ship(candidate: Path, quality_dir: Path, out: Path, replace: bool = False, b
         pipeline["args"]["models"] = {key: models[key] for key in models if key in NEEDED + (ENCODER_KEY, SLAT_ENCODER_KEY)}
         (staging / "pipeline.json").write_text(json.dumps(pipeline, indent=4) + "\n")
         if sheet.is_file():
-            shutil.copyfile(sheet, staging / "turntables.png")
+            copy_sheet(sheet, len(quality["objects"]), staging / "turntables.png")
         # the recorded figures, which the CI test reproduces (tests/evaluation/test_demo_model_quality.py)
         shutil.copyfile(quality_dir / "quality.json", staging / "quality.json")
         total = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())

@@ -14,15 +14,21 @@ sys.path.insert(0, str(REPO / "scripts"))
 from demo_ship import ship  # noqa: E402
 
 
-def _quality(folder: Path, iou: float = 0.8, colour: float = 0.05, psnr: float = 29.0, mode: str = "generation") -> Path:
+def _quality(folder: Path, iou: float = 0.8, colour: float = 0.05, psnr: float = 29.0, mode: str = "generation",
+             count: int = 2) -> Path:
+    from PIL import Image
     folder.mkdir(parents=True, exist_ok=True)
-    objects = [{"object": f"{kind}_000009", "iou": iou, "colour_error": colour, "psnr_db": psnr}
-               for kind in ("mushroom", "snowman")]
-    summary = {"objects": 2, "mean_iou": iou, "mean_colour_error": colour, "colours_within_0.1": 1.0,
+    objects = [{"object": f"{kind}_{seed:06d}", "iou": iou, "colour_error": colour, "psnr_db": psnr}
+               for seed in range(9, 10 * count, 10) for kind in ("mushroom", "snowman")][:count]
+    summary = {"objects": count, "mean_iou": iou, "mean_colour_error": colour, "colours_within_0.1": 1.0,
                "mean_psnr_db": psnr}
     (folder / "quality.json").write_text(json.dumps({"model": "c", "mode": mode, "split": "held_out", "seed": 42,
                                                      "size": 256, "psnr_views": 150, "summary": summary, "objects": objects}))
-    (folder / "turntables.png").write_bytes(b"png")
+    rows = [Image.new("RGB", (20, 4), (10 * i, 0, 0)) for i in range(count)]  # one row per object, told by its red
+    sheet = Image.new("RGB", (20, 4 * count))
+    for i, row in enumerate(rows):
+        sheet.paste(row, (0, 4 * i))
+    sheet.save(folder / "turntables.png")
     return folder
 
 
@@ -51,6 +57,17 @@ def test_ships_what_the_pipeline_reads_with_its_figures(candidate, tmp_path):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_a_long_turntable_sheet_ships_its_first_rows(candidate, tmp_path):
+    from PIL import Image
+    from demo_ship import SHEET_OBJECTS
+    out = ship(candidate, _quality(tmp_path / "q", count=SHEET_OBJECTS + 3), tmp_path / "pkg" / "demo_model")
+    with Image.open(out / "turntables.png") as sheet:
+        assert sheet.size == (20, 4 * SHEET_OBJECTS)
+        assert [sheet.getpixel((0, 4 * i))[0] for i in range(SHEET_OBJECTS)] == [10 * i for i in range(SHEET_OBJECTS)]
+    assert len(json.loads((out / "quality.json").read_text())["objects"]) == SHEET_OBJECTS + 3  # the figures stay whole
+    assert f"(the first\n{SHEET_OBJECTS} objects;" in (out / "README.md").read_text()
+
+
 def test_refusals_write_nothing(candidate, tmp_path):
     out = tmp_path / "demo_model"
     with pytest.raises(ValueError, match="misses its targets: mean_iou 0.600"):
@@ -59,6 +76,10 @@ def test_refusals_write_nothing(candidate, tmp_path):
         ship(candidate, _quality(tmp_path / "ceiling", mode="ceiling"), out)
     with pytest.raises(ValueError, match="no quality.json"):
         ship(candidate, tmp_path / "nothing", out)
+    from PIL import Image
+    Image.new("RGB", (20, 7)).save(_quality(tmp_path / "odd_sheet") / "turntables.png")
+    with pytest.raises(ValueError, match="not one row per object for 2 objects"):
+        ship(candidate, tmp_path / "odd_sheet", out)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     ship(candidate, _quality(tmp_path / "low", iou=0.6), out, below_targets=True)
     assert "**Below its targets:** mean_iou 0.600 (target >= 0.75)" in (out / "README.md").read_text()
