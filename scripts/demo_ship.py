@@ -45,6 +45,8 @@ def read_quality(quality_dir: Path) -> dict:
     if quality.get("mode") != "generation" or quality.get("split") != "held_out":
         raise ValueError(f"{path}: the figures must come from a generation run on held-out objects, got mode "
                          f"{quality.get('mode')!r}, split {quality.get('split')!r}")
+    if not quality.get("objects"):
+        raise ValueError(f"{path}: no objects scored (run demo_quality.py with --objects >= 1)")
     if "mean_psnr_db" not in quality["summary"]:
         raise ValueError(f"{path}: no reconstruction PSNR (run demo_quality.py without --no-psnr)")
     if "size" not in quality:

@@ -76,6 +76,10 @@ def test_refusals_write_nothing(candidate, tmp_path):
         ship(candidate, _quality(tmp_path / "ceiling", mode="ceiling"), out)
     with pytest.raises(ValueError, match="no quality.json"):
         ship(candidate, tmp_path / "nothing", out)
+    empty = _quality(tmp_path / "empty")
+    (empty / "quality.json").write_text(json.dumps({**json.loads((empty / "quality.json").read_text()), "objects": []}))
+    with pytest.raises(ValueError, match="no objects scored"):
+        ship(candidate, empty, out)
     from PIL import Image
     Image.new("RGB", (20, 7)).save(_quality(tmp_path / "odd_sheet") / "turntables.png")
     with pytest.raises(ValueError, match="not one row per object for 2 objects"):
