@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -15,13 +16,16 @@ from demo_ship import ship  # noqa: E402
 
 
 def _quality(folder: Path, iou: float = 0.8, colour: float = 0.05, psnr: float = 29.0, mode: str = "generation",
-             count: int = 2) -> Path:
+             count: int = 2, colours: Optional[list] = None) -> Path:
+    """A quality.json of ``count`` objects with these figures (``colours``: each object's colour error)."""
     from PIL import Image
     folder.mkdir(parents=True, exist_ok=True)
-    objects = [{"object": f"{kind}_{seed:06d}", "iou": iou, "colour_error": colour, "psnr_db": psnr}
-               for seed in range(9, 10 * count, 10) for kind in ("mushroom", "snowman")][:count]
-    summary = {"objects": count, "mean_iou": iou, "mean_colour_error": colour, "colours_within_0.1": 1.0,
-               "mean_psnr_db": psnr}
+    colours = colours or [colour] * count
+    objects = [{"object": f"{kind}_{seed:06d}", "iou": iou, "colour_error": error, "psnr_db": psnr}
+               for (kind, seed), error in zip([(kind, seed) for seed in range(9, 10 * count, 10)
+                                               for kind in ("mushroom", "snowman")][:count], colours)]
+    summary = {"objects": count, "mean_iou": iou, "mean_colour_error": sum(colours) / count,
+               "colours_within_0.1": sum(error <= 0.1 for error in colours) / count, "mean_psnr_db": psnr}
     (folder / "quality.json").write_text(json.dumps({"model": "c", "mode": mode, "split": "held_out", "seed": 42,
                                                      "size": 256, "psnr_views": 150, "summary": summary, "objects": objects}))
     rows = [Image.new("RGB", (20, 4), (10 * i, 0, 0)) for i in range(count)]  # one row per object, told by its red
@@ -72,6 +76,9 @@ def test_refusals_write_nothing(candidate, tmp_path):
     out = tmp_path / "demo_model"
     with pytest.raises(ValueError, match="misses its targets: mean_iou 0.600"):
         ship(candidate, _quality(tmp_path / "low", iou=0.6), out)
+    # every object's colour within 0.1, not their mean: one miss of three is a shortfall
+    with pytest.raises(ValueError, match="misses its targets: dominant colour within 0.1 for 2 of 3 objects"):
+        ship(candidate, _quality(tmp_path / "one_colour_off", count=3, colours=[0.01, 0.01, 0.2]), out)
     with pytest.raises(ValueError, match="generation run on held-out objects"):
         ship(candidate, _quality(tmp_path / "ceiling", mode="ceiling"), out)
     with pytest.raises(ValueError, match="no quality.json"):
