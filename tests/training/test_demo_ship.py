@@ -21,17 +21,15 @@ def _quality(folder: Path, iou: float = 0.8, colour: float = 0.05, psnr: float =
     from PIL import Image
     folder.mkdir(parents=True, exist_ok=True)
     colours = colours or [colour] * count
-    objects = [{"object": f"{kind}_{seed:06d}", "iou": iou, "colour_error": error, "psnr_db": psnr}
-               for (kind, seed), error in zip([(kind, seed) for seed in range(9, 10 * count, 10)
-                                               for kind in ("mushroom", "snowman")][:count], colours)]
+    names = [f"{kind}_{seed:06d}" for seed in range(9, 10 * count, 10) for kind in ("mushroom", "snowman")][:count]
+    objects = [{"object": name, "iou": iou, "colour_error": error, "psnr_db": psnr} for name, error in zip(names, colours)]
     summary = {"objects": count, "mean_iou": iou, "mean_colour_error": sum(colours) / count,
                "colours_within_0.1": sum(error <= 0.1 for error in colours) / count, "mean_psnr_db": psnr}
     (folder / "quality.json").write_text(json.dumps({"model": "c", "mode": mode, "split": "held_out", "seed": 42,
                                                      "size": 256, "psnr_views": 150, "summary": summary, "objects": objects}))
-    rows = [Image.new("RGB", (20, 4), (10 * i, 0, 0)) for i in range(count)]  # one row per object, told by its red
     sheet = Image.new("RGB", (20, 4 * count))
-    for i, row in enumerate(rows):
-        sheet.paste(row, (0, 4 * i))
+    for i in range(count):  # one row per object, told by its red
+        sheet.paste((10 * i, 0, 0), (0, 4 * i, 20, 4 * i + 4))
     sheet.save(folder / "turntables.png")
     return folder
 
